@@ -1,0 +1,17 @@
+export interface EmbeddedPostgresHandle {
+    /** A connection URL for the `postgres` database of the started server. */
+    readonly url: string;
+    readonly port: number;
+    stop(): Promise<void>;
+}
+export interface EmbeddedPostgresOptions {
+    /** Where the cluster lives. An existing cluster is reused, a missing one is created. */
+    dataDir: string;
+    /** Faster and unsafe settings (no fsync) for throw-away test clusters. Default: `false`. */
+    ephemeral?: boolean;
+    /** Receives the server's log lines. Default: dropped. */
+    onLog?: (line: string) => void;
+}
+/** Asks the OS for a free TCP port on the loopback interface (never 5432). */
+export declare function findFreePort(): Promise<number>;
+export declare function startEmbeddedPostgres(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle>;

@@ -1,0 +1,103 @@
+import {
+  Body,
+  Controller,
+  Delete,
+  Get,
+  HttpCode,
+  Injectable,
+  NotFoundException,
+  Param,
+  Patch,
+  Query,
+} from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import { ArrayContains, DataSource } from 'typeorm';
+import { Tombstoned, TombstoneService } from '../src/index.js';
+import { Article } from './entities.js';
+
+export interface ArticleChanges {
+  slug?: string;
+  title?: string;
+}
+
+@Injectable()
+export class ArticlesService {
+  constructor(
+    @InjectDataSource() private readonly db: DataSource,
+    private readonly tombstones: TombstoneService,
+  ) {}
+
+  list(tag?: string): Promise<Article[]> {
+    return this.db.getRepository(Article).find({ where: tag ? { tags: ArrayContains([tag]) } : {}, order: { id: 'ASC' } });
+  }
+
+  findBySlug(slug: string): Promise<Article | null> {
+    return this.db.getRepository(Article).findOneBy({ slug });
+  }
+
+  create(slug: string, title: string, tags: string[] = []): Promise<Article> {
+    return this.db.getRepository(Article).save({ slug, title, tags });
+  }
+
+  /** A slug change and its redirect commit together. */
+  update(slug: string, changes: ArticleChanges, actor?: string): Promise<Article | null> {
+    return this.db.transaction(async (manager) => {
+      const article = await manager.findOneBy(Article, { slug });
+      if (!article) return null;
+      if (typeof changes.title === 'string') article.title = changes.title;
+      if (typeof changes.slug === 'string' && changes.slug !== slug) {
+        article.slug = changes.slug;
+        await this.tombstones.recordMove('article', slug, changes.slug, { actor, manager });
+      }
+      return manager.save(article);
+    });
+  }
+
+  /** Deleted for good: 410 from now on. The row and its tombstone commit together. */
+  async remove(slug: string, options: { reason?: string; alternative?: string; actor?: string } = {}): Promise<boolean> {
+    return this.db.transaction(async (manager) => {
+      const { affected } = await manager.delete(Article, { slug });
+      if (!affected) return false;
+      await this.tombstones.recordDeletion('article', slug, { ...options, manager });
+      return true;
+    });
+  }
+
+  /** Soft-deleted: hidden, a 404 like a slug that never existed. */
+  async hide(slug: string): Promise<void> {
+    await this.db.transaction(async (manager) => {
+      await manager.softDelete(Article, { slug });
+      await this.tombstones.recordHidden('article', slug, { reason: 'Unpublished draft', manager });
+    });
+  }
+}
+
+@Controller('articles')
+export class ArticlesController {
+  constructor(private readonly articles: ArticlesService) {}
+
+  /** A collection: an empty one is `200 []`, never a 404. */
+  @Get()
+  list(@Query('tag') tag?: string): Promise<Article[]> {
+    return this.articles.list(typeof tag === 'string' ? tag : undefined);
+  }
+
+  @Get(':slug')
+  @Tombstoned('article', { param: 'slug' })
+  findOne(@Param('slug') slug: string): Promise<Article | null> {
+    return this.articles.findBySlug(slug);
+  }
+
+  @Patch(':slug')
+  @Tombstoned('article', { param: 'slug' })
+  update(@Param('slug') slug: string, @Body() body: ArticleChanges): Promise<Article | null> {
+    return this.articles.update(slug, body ?? {});
+  }
+
+  @Delete(':slug')
+  @HttpCode(204)
+  @Tombstoned('article', { param: 'slug' })
+  async remove(@Param('slug') slug: string): Promise<void> {
+    if (!(await this.articles.remove(slug, { reason: 'Deleted through the API' }))) throw new NotFoundException();
+  }
+}

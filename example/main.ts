@@ -1,0 +1,61 @@
+import 'reflect-metadata';
+import path from 'node:path';
+import { Logger } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { FastifyAdapter } from '@nestjs/platform-fastify';
+import { type EmbeddedPostgresHandle, startEmbeddedPostgres } from '#dev/embedded-postgres';
+import { AppModule } from './app.module.js';
+import { seed } from './seed.js';
+
+/**
+ * `npm start`: the demo on http://localhost:3000 (PORT overrides). Uses DATABASE_URL when set,
+ * otherwise an embedded PostgreSQL kept in .data/postgres (git-ignored) so restarts keep data.
+ * HTTP_ADAPTER=fastify runs it on Fastify instead of Express.
+ */
+async function main(): Promise<void> {
+  const logger = new Logger('Demo');
+  let embedded: EmbeddedPostgresHandle | undefined;
+  let databaseUrl = process.env.DATABASE_URL;
+  if (!databaseUrl) {
+    const dataDir = path.resolve('.data', 'postgres');
+    logger.log(`Starting the embedded PostgreSQL in ${dataDir} ...`);
+    embedded = await startEmbeddedPostgres({ dataDir });
+    databaseUrl = embedded.url;
+  }
+
+  const module = AppModule.forRoot(databaseUrl);
+  const app =
+    process.env.HTTP_ADAPTER === 'fastify'
+      ? await NestFactory.create(module, new FastifyAdapter())
+      : await NestFactory.create(module);
+  app.enableShutdownHooks();
+  if (await seed(app)) logger.log('Seeded the demo data.');
+
+  const port = Number(process.env.PORT ?? 3000);
+  await app.listen(port, '0.0.0.0');
+  const base = `http://localhost:${port}`;
+  logger.log(`nestjs-tombstones demo listening on ${base}. Try:
+  curl -i ${base}/articles/hello-world          # 200, the article
+  curl -i ${base}/articles/first-draft          # 301 straight to /articles/hello-world
+  curl -i ${base}/articles/summer-sale-2025     # 410 Gone, with deletedAt, reason and a Link
+  curl -i ${base}/articles/spring-sale-2025     # 410: moved, then deleted
+  curl -i ${base}/articles/draft-notes          # 404, same as /articles/never-was
+  curl -i -X PATCH ${base}/articles/old-hello -H 'content-type: application/json' -d '{"title":"x"}'  # 308
+  curl -i ${base}/users/2                       # 301 to /users/1 (merged)
+  curl -i ${base}/orders/9001 -H 'X-Tenant-Id: acme'    # 410 for acme
+  curl -i ${base}/orders/9001 -H 'X-Tenant-Id: globex'  # 404 for everyone else
+  curl -i ${base}/articles/summer-sale-2025 -H 'Accept: application/problem+json'  # RFC 9457`);
+
+  const shutdown = async () => {
+    await app.close();
+    await embedded?.stop();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void shutdown());
+  process.once('SIGTERM', () => void shutdown());
+}
+
+main().catch((error: unknown) => {
+  console.error(error);
+  process.exit(1);
+});

@@ -1,0 +1,39 @@
+import { Controller, Get, Headers, Injectable, NotFoundException, Param, ParseIntPipe } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import { DataSource } from 'typeorm';
+import { Tombstoned, TombstoneService } from '../src/index.js';
+import { Order } from './entities.js';
+
+@Injectable()
+export class OrdersService {
+  constructor(
+    @InjectDataSource() private readonly db: DataSource,
+    private readonly tombstones: TombstoneService,
+  ) {}
+
+  async findOne(tenant: string, number: number): Promise<Order> {
+    const order = await this.db.getRepository(Order).findOneBy({ tenant, number });
+    if (!order) throw new NotFoundException();
+    return order;
+  }
+
+  /** A tenant's order deleted for good; other tenants never learn it existed. */
+  remove(tenant: string, number: number, reason: string): Promise<void> {
+    return this.db.transaction(async (manager) => {
+      await manager.delete(Order, { tenant, number });
+      await this.tombstones.recordDeletion('order', String(number), { scope: tenant, reason, manager });
+    });
+  }
+}
+
+/** Orders belong to the tenant named by the `X-Tenant-Id` header. */
+@Controller('orders')
+export class OrdersController {
+  constructor(private readonly orders: OrdersService) {}
+
+  @Get(':id')
+  @Tombstoned('order', { scope: { header: 'x-tenant-id' } })
+  findOne(@Param('id', ParseIntPipe) id: number, @Headers('x-tenant-id') tenant = ''): Promise<Order> {
+    return this.orders.findOne(tenant, id);
+  }
+}

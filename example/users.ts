@@ -1,0 +1,38 @@
+import { Controller, Get, Injectable, Param, ParseIntPipe } from '@nestjs/common';
+import { InjectDataSource } from '@nestjs/typeorm';
+import { DataSource } from 'typeorm';
+import { Tombstoned, TombstoneService } from '../src/index.js';
+import { User } from './entities.js';
+
+@Injectable()
+export class UsersService {
+  constructor(
+    @InjectDataSource() private readonly db: DataSource,
+    private readonly tombstones: TombstoneService,
+  ) {}
+
+  /** Throws EntityNotFoundError on a miss: the tombstone answers that too. */
+  findOne(id: number): Promise<User> {
+    return this.db.getRepository(User).findOneByOrFail({ id });
+  }
+
+  /** Folds `duplicates` into `survivor`: their URLs redirect to the survivor from now on. */
+  merge(survivor: number, duplicates: number[], actor?: string): Promise<void> {
+    return this.db.transaction(async (manager) => {
+      await manager.delete(User, duplicates);
+      await this.tombstones.recordMerge('user', duplicates.map(String), String(survivor), { actor, manager });
+    });
+  }
+}
+
+@Controller('users')
+@Tombstoned('user')
+export class UsersController {
+  constructor(private readonly users: UsersService) {}
+
+  /** `/users/abc` stays a 400: the pipe rejects it before any lookup. */
+  @Get(':id')
+  findOne(@Param('id', ParseIntPipe) id: number): Promise<User> {
+    return this.users.findOne(id);
+  }
+}

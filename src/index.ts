@@ -1,0 +1,38 @@
+import { CreateTombstones1763769600000 } from '../migrations/1763769600000-create-tombstones.js';
+import { Tombstone } from './tombstone.entity.js';
+
+/** Entities to add to your DataSource's `entities`. */
+export const TOMBSTONE_ENTITIES = [Tombstone] as const;
+
+/** Migrations to add to your DataSource's `migrations`, in order. Never `synchronize`. */
+export const TOMBSTONE_MIGRATIONS = [CreateTombstones1763769600000] as const;
+
+export { CreateTombstones1763769600000 };
+export type { TombstoneAnswer } from './tombstone.answer.js';
+export { Tombstoned, type TombstonedOptions } from './tombstone.decorator.js';
+export { Tombstone, TOMBSTONE_KINDS, type TombstoneKind } from './tombstone.entity.js';
+export {
+  TombstoneConfigurationError,
+  TombstoneCycleError,
+  TombstoneError,
+  TombstoneSelfTargetError,
+  TombstoneValidationError,
+} from './tombstone.exceptions.js';
+export { TombstoneAnswerException, TombstoneExceptionFilter } from './tombstone.filter.js';
+export { TombstoneInterceptor } from './tombstone.interceptor.js';
+export { TombstoneModule } from './tombstone.module.js';
+export type {
+  TombstoneCacheControl,
+  TombstoneModuleOptions,
+  TombstoneRequest,
+  TombstoneScopeSource,
+} from './tombstone.options.js';
+export { type RenderedAnswer, type TombstoneFormat, TombstoneRenderer } from './tombstone.renderer.js';
+export {
+  type TombstoneDeletionOptions,
+  type TombstoneMove,
+  type TombstoneMoveOptions,
+  type TombstoneResolution,
+  TombstoneService,
+  type TombstoneWriteOptions,
+} from './tombstone.service.js';

@@ -1,0 +1,167 @@
+import { randomUUID } from 'node:crypto';
+import type { TombstoneRequest } from './tombstone.options.js';
+import type { TombstoneResolution } from './tombstone.service.js';
+
+/** The facts of one answer, before a renderer turns them into a body. */
+export interface TombstoneAnswer {
+  readonly status: 301 | 302 | 307 | 308 | 404 | 410;
+  readonly error: 'not_found' | 'gone' | 'moved';
+  /** The resource type, e.g. `article`. */
+  readonly resource: string;
+  /** Human name of the type, e.g. `Article`. */
+  readonly label: string;
+  /** The key the client asked for. */
+  readonly id: string;
+  /** The request path (no query string). */
+  readonly path: string;
+  readonly requestId: string;
+  /** Redirects: where the resource lives now, a same-origin relative URL. */
+  readonly location?: string;
+  /** Redirects: the key the resource lives at now. */
+  readonly targetId?: string;
+  readonly deletedAt?: string;
+  readonly reason?: string | null;
+  readonly alternative?: string | null;
+  /** Whether a scope was involved: scoped answers are never publicly cacheable. */
+  readonly scoped: boolean;
+}
+
+export interface AnswerContext {
+  resource: string;
+  label: string;
+  id: string;
+  request: TombstoneRequest;
+  requestId: string;
+  scoped: boolean;
+  /** The route parameter that carries the key, when the key comes from one. */
+  param?: string;
+}
+
+/** Turns a resolution into the answer the client gets. Never throws. */
+export function answerFor(resolution: TombstoneResolution, context: AnswerContext): TombstoneAnswer {
+  const base = {
+    resource: context.resource,
+    label: context.label,
+    id: context.id,
+    path: requestPath(context.request),
+    requestId: context.requestId,
+    scoped: context.scoped,
+  };
+  switch (resolution.state) {
+    case 'gone':
+      return {
+        ...base,
+        status: 410,
+        error: 'gone',
+        deletedAt: resolution.deletedAt.toISOString(),
+        reason: resolution.reason,
+        alternative: resolution.alternative,
+      };
+    case 'moved': {
+      const location = buildLocation(context.request, context.param, context.id, resolution.targetKey);
+      if (location === null) break;
+      return {
+        ...base,
+        status: redirectStatus(context.request.method, resolution.permanent),
+        error: 'moved',
+        location,
+        targetId: resolution.targetKey,
+      };
+    }
+    default:
+      break;
+  }
+  // 'none', 'hidden' and an unbuildable redirect: the same plain 404, fact for fact.
+  return { ...base, status: 404, error: 'not_found' };
+}
+
+/** GitHub's rule: 301 for GET and HEAD, 308 (method kept) for the rest; 302/307 when temporary. */
+export function redirectStatus(method: string, permanent: boolean): 301 | 302 | 307 | 308 {
+  const safe = method === 'GET' || method === 'HEAD';
+  if (permanent) return safe ? 301 : 308;
+  return safe ? 302 : 307;
+}
+
+/**
+ * The same route with the key replaced: built from the route template and the request's own
+ * params, each URL-encoded, plus the request's query string. Always a same-origin path
+ * (`/x...`, never `//x` or `/\x`); `null` when no such URL can be built.
+ */
+export function buildLocation(request: TombstoneRequest, param: string | undefined, oldKey: string, newKey: string): string | null {
+  let path: string | null = null;
+  try {
+    const template = routeTemplate(request);
+    if (param !== undefined && template !== undefined && /^[^*{}()?+]*$/.test(template)) {
+      path = fillTemplate(template, request.params ?? {}, param, newKey);
+    }
+    path ??= replaceSegment(requestPath(request), oldKey, newKey);
+  } catch {
+    return null; // e.g. a key with a lone surrogate cannot be encoded
+  }
+  if (path === null || !isSameOriginPath(path)) return null;
+  const query = requestQuery(request);
+  return query ? `${path}?${query}` : path;
+}
+
+export function isSameOriginPath(path: string): boolean {
+  return /^\/(?![/\\])[\x21-\x7e]*$/.test(path);
+}
+
+/** The client's request id when it is sane, a new UUID otherwise. */
+export function requestIdOf(request: TombstoneRequest, header: string): string {
+  const given = request.headers[header.toLowerCase()];
+  const value = Array.isArray(given) ? given[0] : given;
+  return typeof value === 'string' && /^[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}$/.test(value) ? value : randomUUID();
+}
+
+export function requestPath(request: TombstoneRequest): string {
+  const url = request.originalUrl ?? request.url ?? '/';
+  const end = url.indexOf('?');
+  return end === -1 ? url : url.slice(0, end);
+}
+
+function requestQuery(request: TombstoneRequest): string {
+  const url = request.originalUrl ?? request.url ?? '';
+  const start = url.indexOf('?');
+  if (start === -1) return '';
+  // Keep the query as sent, but re-encode anything that has no business in a header.
+  return url.slice(start + 1).replace(/[^A-Za-z0-9\-._~!$&'()*+,;=:@/?%]/gu, (c) => encodeURIComponent(c));
+}
+
+function routeTemplate(request: TombstoneRequest): string | undefined {
+  // Express keeps the matched route on `req.route`, Fastify on `req.routeOptions`.
+  const express = (request.route as { path?: unknown } | undefined)?.path;
+  if (typeof express === 'string') return express;
+  const fastify = (request.routeOptions as { url?: unknown } | undefined)?.url;
+  return typeof fastify === 'string' ? fastify : undefined;
+}
+
+function fillTemplate(template: string, params: Record<string, string | undefined>, param: string, newKey: string): string | null {
+  let missing = false;
+  const filled = template.replace(/:([A-Za-z_$][\w$]*)/g, (_, name: string) => {
+    const value = name === param ? newKey : params[name];
+    if (typeof value !== 'string') {
+      missing = true;
+      return '';
+    }
+    return encodeURIComponent(value);
+  });
+  return missing || !template.includes(`:${param}`) ? null : filled;
+}
+
+function replaceSegment(path: string, oldKey: string, newKey: string): string | null {
+  const segments = path.split('/');
+  for (let i = segments.length - 1; i > 0; i--) {
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent(segments[i]);
+    } catch {
+      continue;
+    }
+    if (decoded === oldKey) {
+      segments[i] = encodeURIComponent(newKey);
+      return segments.join('/');
+    }
+  }
+  return null;
+}

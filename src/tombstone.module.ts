@@ -1,0 +1,38 @@
+import { Module } from '@nestjs/common';
+import { ModuleRef } from '@nestjs/core';
+import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
+import { TombstoneResponseWriter } from './tombstone.filter.js';
+import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN } from './tombstone.module-definition.js';
+import { type ResolvedTombstoneOptions, resolveTombstoneOptions } from './tombstone.options.js';
+import { TombstoneRenderer } from './tombstone.renderer.js';
+import { TombstoneService } from './tombstone.service.js';
+
+/**
+ * Remembers what happened to resources and makes `@Tombstoned()` routes answer 404, 410 or a
+ * redirect accordingly. Needs a TypeORM DataSource with `TOMBSTONE_ENTITIES` and
+ * `TOMBSTONE_MIGRATIONS`.
+ *
+ * @example
+ * @Module({
+ *   imports: [
+ *     TypeOrmModule.forRoot({ type: 'postgres', url, entities: [...TOMBSTONE_ENTITIES], migrations: [...TOMBSTONE_MIGRATIONS], migrationsRun: true }),
+ *     TombstoneModule.forRoot({ isGlobal: true, scope: { header: 'x-tenant-id' } }),
+ *   ],
+ * })
+ * export class AppModule {}
+ */
+@Module({
+  providers: [
+    { provide: TOMBSTONE_OPTIONS, useFactory: resolveTombstoneOptions, inject: [MODULE_OPTIONS_TOKEN] },
+    {
+      provide: TombstoneRenderer,
+      useFactory: (options: ResolvedTombstoneOptions, moduleRef: ModuleRef) =>
+        options.renderer ? moduleRef.create(options.renderer) : new TombstoneRenderer(),
+      inject: [TOMBSTONE_OPTIONS, ModuleRef],
+    },
+    TombstoneService,
+    TombstoneResponseWriter,
+  ],
+  exports: [TombstoneService],
+})
+export class TombstoneModule extends ConfigurableModuleClass {}

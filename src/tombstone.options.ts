@@ -1,0 +1,168 @@
+import type { Type } from '@nestjs/common';
+import { TombstoneConfigurationError } from './tombstone.exceptions.js';
+import type { TombstoneRenderer } from './tombstone.renderer.js';
+
+/** Anything with HTTP headers and route params: an Express request or a Fastify request. */
+export interface TombstoneRequest {
+  method: string;
+  url: string;
+  originalUrl?: string;
+  headers: Record<string, string | string[] | undefined>;
+  params?: Record<string, string | undefined>;
+  [key: string]: unknown;
+}
+
+/**
+ * Where the scope (tenant, region, site) of a request comes from. A request-scoped tombstone is
+ * only ever looked up in that scope; every other scope's tombstones stay invisible to it.
+ * - `{ header: 'x-tenant-id' }`: a request header;
+ * - `{ param: 'tenant' }`: a route parameter;
+ * - a function of the request (e.g. `(req) => req.user?.tenantId`), sync or async.
+ * A missing value means the unscoped (`''`) scope.
+ */
+export type TombstoneScopeSource =
+  | { header: string }
+  | { param: string }
+  | ((request: TombstoneRequest) => string | null | undefined | Promise<string | null | undefined>);
+
+/** `Cache-Control` values per answer; `false` sends none. */
+export interface TombstoneCacheControl {
+  /** 410 Gone. Default: `'max-age=86400'` (410 is cacheable; one day). */
+  gone: string | false;
+  /** 301 / 308. Default: `'max-age=86400'`. */
+  permanentRedirect: string | false;
+  /** 302 / 307. Default: `'no-store'`. */
+  temporaryRedirect: string | false;
+  /** 404. Default: `'no-store'`. */
+  notFound: string | false;
+}
+
+/**
+ * Options of `TombstoneModule.forRoot()` / `forRootAsync()`. Every field is optional; the
+ * defaults below are the whole list.
+ */
+export class TombstoneModuleOptions {
+  /**
+   * Name of the TypeORM DataSource that holds the tombstone table (as given to
+   * `TypeOrmModule.forRoot({ name })`). Default: the default DataSource.
+   */
+  dataSource?: string;
+
+  /** Where a request's scope comes from; see `TombstoneScopeSource`. Default: unscoped. */
+  scope?: TombstoneScopeSource;
+
+  /**
+   * RFC 9457 problem details (`application/problem+json`):
+   * `'negotiate'` when the client's `Accept` asks for them, `'always'`, or `'never'`.
+   * Default: `'negotiate'`.
+   */
+  problemDetails?: 'negotiate' | 'always' | 'never';
+
+  /** `Cache-Control` per answer. Default: see `TombstoneCacheControl`. */
+  cacheControl?: Partial<TombstoneCacheControl>;
+
+  /**
+   * Time budget of one tombstone lookup, in milliseconds. Past it the client gets the plain 404
+   * and the timeout is logged. Default: `2000`.
+   */
+  lookupTimeoutMs?: number;
+
+  /** Header that carries the request id, read from the client and always answered. Default: `'x-request-id'`. */
+  requestIdHeader?: string;
+
+  /** Renders answers; subclass `TombstoneRenderer` to change bodies. Default: `TombstoneRenderer`. */
+  renderer?: Type<TombstoneRenderer>;
+}
+
+export interface ResolvedTombstoneOptions {
+  dataSource?: string;
+  scope?: TombstoneScopeSource;
+  problemDetails: 'negotiate' | 'always' | 'never';
+  cacheControl: TombstoneCacheControl;
+  lookupTimeoutMs: number;
+  requestIdHeader: string;
+  renderer?: Type<TombstoneRenderer>;
+}
+
+export const DEFAULT_CACHE_CONTROL: TombstoneCacheControl = {
+  gone: 'max-age=86400',
+  permanentRedirect: 'max-age=86400',
+  temporaryRedirect: 'no-store',
+  notFound: 'no-store',
+};
+
+const KNOWN_OPTIONS = new Set([
+  'dataSource', 'scope', 'problemDetails', 'cacheControl', 'lookupTimeoutMs', 'requestIdHeader', 'renderer',
+]);
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+ 
+const HEADER_VALUE = /^[\u0020-\u007e]*$/;
+
+/** Applies the defaults and checks every option once, at bootstrap. */
+export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefined): ResolvedTombstoneOptions {
+  const given = options ?? {};
+  const fail = (message: string, ...solutions: string[]): never => {
+    throw new TombstoneConfigurationError(`TombstoneModule: ${message}`, solutions);
+  };
+  if (typeof given !== 'object') fail('options must be an object.');
+  for (const key of Object.keys(given)) {
+    if (!KNOWN_OPTIONS.has(key)) {
+      fail(`unknown option '${key}'.`, `Use only: ${[...KNOWN_OPTIONS].join(', ')}.`);
+    }
+  }
+  if (given.dataSource !== undefined && (typeof given.dataSource !== 'string' || given.dataSource === '')) {
+    fail('dataSource must be the name of a TypeORM DataSource.', "Omit it for the default DataSource, or pass the `name` you gave TypeOrmModule.forRoot().");
+  }
+  if (given.scope !== undefined) validateScopeSource(given.scope, 'scope');
+  const problemDetails = given.problemDetails ?? 'negotiate';
+  if (!['negotiate', 'always', 'never'].includes(problemDetails)) {
+    fail(`problemDetails must be 'negotiate', 'always' or 'never', not ${JSON.stringify(problemDetails)}.`);
+  }
+  const cacheControl = { ...DEFAULT_CACHE_CONTROL };
+  if (given.cacheControl !== undefined) {
+    if (typeof given.cacheControl !== 'object' || given.cacheControl === null) fail('cacheControl must be an object.');
+    for (const [key, value] of Object.entries(given.cacheControl)) {
+      if (!(key in DEFAULT_CACHE_CONTROL)) {
+        fail(`unknown cacheControl entry '${key}'.`, `Use only: ${Object.keys(DEFAULT_CACHE_CONTROL).join(', ')}.`);
+      }
+      if (value !== false && (typeof value !== 'string' || value === '' || !HEADER_VALUE.test(value))) {
+        fail(`cacheControl.${key} must be a Cache-Control header value (printable ASCII) or false.`);
+      }
+      cacheControl[key as keyof TombstoneCacheControl] = value as string | false;
+    }
+  }
+  const lookupTimeoutMs = given.lookupTimeoutMs ?? 2000;
+  if (!Number.isInteger(lookupTimeoutMs) || lookupTimeoutMs < 1 || lookupTimeoutMs > 60_000) {
+    fail(`lookupTimeoutMs must be a whole number of milliseconds from 1 to 60000, not ${JSON.stringify(lookupTimeoutMs)}.`);
+  }
+  const requestIdHeader = given.requestIdHeader ?? 'x-request-id';
+  if (typeof requestIdHeader !== 'string' || !HEADER_NAME.test(requestIdHeader)) {
+    fail(`requestIdHeader must be an HTTP header name, not ${JSON.stringify(requestIdHeader)}.`);
+  }
+  if (given.renderer !== undefined && typeof given.renderer !== 'function') {
+    fail('renderer must be a class that extends TombstoneRenderer.');
+  }
+  return {
+    dataSource: given.dataSource,
+    scope: given.scope,
+    problemDetails,
+    cacheControl,
+    lookupTimeoutMs,
+    requestIdHeader,
+    renderer: given.renderer,
+  };
+}
+
+export function validateScopeSource(source: unknown, where: string): void {
+  if (typeof source === 'function') return;
+  if (typeof source === 'object' && source !== null) {
+    const keys = Object.keys(source);
+    const { header, param } = source as { header?: unknown; param?: unknown };
+    if (keys.length === 1 && typeof header === 'string' && HEADER_NAME.test(header)) return;
+    if (keys.length === 1 && typeof param === 'string' && param !== '') return;
+  }
+  throw new TombstoneConfigurationError(`TombstoneModule: ${where} must be { header }, { param } or a function of the request.`, [
+    "e.g. scope: { header: 'x-tenant-id' }",
+    'e.g. scope: (req) => req.user?.tenantId',
+  ]);
+}

@@ -1,0 +1,468 @@
+import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
+import { ModuleRef } from '@nestjs/core';
+import { getDataSourceToken } from '@nestjs/typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
+import { LIMITS, TOMBSTONE_OPTIONS } from './tombstone.constants.js';
+import { Tombstone, type TombstoneKind } from './tombstone.entity.js';
+import {
+  TombstoneConfigurationError,
+  TombstoneCycleError,
+  TombstoneSelfTargetError,
+  TombstoneValidationError,
+} from './tombstone.exceptions.js';
+import type { ResolvedTombstoneOptions } from './tombstone.options.js';
+import {
+  assertAlternative,
+  assertDate,
+  assertKey,
+  assertMetadata,
+  assertScope,
+  assertText,
+  assertType,
+  isStorableKey,
+  isStorableScope,
+  isValidType,
+} from './tombstone.validation.js';
+
+/** What every recording call accepts. */
+export interface TombstoneWriteOptions {
+  /** Tenant, region or site of the key. Default: `''` (unscoped). */
+  scope?: string;
+  /** Why it happened; shown with a 410. */
+  reason?: string | null;
+  /** Who did it (a user id, a service name); stored, never shown to clients. */
+  actor?: string | null;
+  /** When it happened. Default: now (kept on an identical re-recording). */
+  occurredAt?: Date;
+  /** After this instant the tombstone no longer answers. Default: never. */
+  expiresAt?: Date | null;
+  /** Free-form JSON object stored with the tombstone. */
+  metadata?: Record<string, unknown>;
+  /**
+   * The caller's transaction. Pass it so that the change and its tombstone commit or roll back
+   * together. Default: a transaction of the module's own.
+   */
+  manager?: EntityManager;
+}
+
+export interface TombstoneDeletionOptions extends TombstoneWriteOptions {
+  /** A link offered instead (in the body and a `Link` header): a path, or an http(s) URL. */
+  alternative?: string | null;
+}
+
+export interface TombstoneMoveOptions extends TombstoneWriteOptions {
+  /** Permanent (301/308) or temporary (302/307) redirect. Default: `true`. */
+  permanent?: boolean;
+}
+
+export interface TombstoneMove {
+  from: string;
+  to: string;
+}
+
+/** What a lookup of (scope, type, key) answers, with chains already followed to their end. */
+export type TombstoneResolution =
+  | { readonly state: 'none' }
+  | { readonly state: 'hidden' }
+  | {
+      readonly state: 'gone';
+      readonly deletedAt: Date;
+      readonly reason: string | null;
+      readonly alternative: string | null;
+    }
+  | {
+      readonly state: 'moved';
+      readonly targetKey: string;
+      readonly permanent: boolean;
+      readonly merged: boolean;
+    };
+
+const NONE: TombstoneResolution = Object.freeze({ state: 'none' });
+const HIDDEN: TombstoneResolution = Object.freeze({ state: 'hidden' });
+
+// One round trip whatever the chain: writes keep every target a key that has not moved, so the
+// row and its target's own tombstone (deleted? hidden?) are all there is to read.
+const LOOKUP_SQL = `
+  SELECT t.kind, t.target_key, t.permanent, t.reason, t.alternative, t.occurred_at,
+         f.kind AS final_kind, f.target_key AS final_target_key, f.permanent AS final_permanent,
+         f.reason AS final_reason, f.alternative AS final_alternative, f.occurred_at AS final_occurred_at
+    FROM tombstones t
+    LEFT JOIN tombstones f
+      ON f.scope = t.scope AND f.resource_type = t.resource_type AND f.resource_key = t.target_key
+     AND (f.expires_at IS NULL OR f.expires_at > now())
+   WHERE t.scope = $1 AND t.resource_type = $2 AND t.resource_key = $3
+     AND (t.expires_at IS NULL OR t.expires_at > now())`;
+
+// An identical re-recording keeps the original occurred_at (and the hit count) unless the
+// caller names a new one: recording is idempotent.
+const UPSERT_COLUMNS = `(scope, resource_type, resource_key, kind, target_key, permanent, reason,
+                         alternative, actor, occurred_at, expires_at, metadata)`;
+const UPSERT_CONFLICT = `
+  ON CONFLICT (scope, resource_type, resource_key) DO UPDATE SET
+    occurred_at = CASE
+      WHEN $13::boolean THEN EXCLUDED.occurred_at
+      WHEN tombstones.kind = EXCLUDED.kind AND tombstones.target_key IS NOT DISTINCT FROM EXCLUDED.target_key
+        THEN tombstones.occurred_at
+      ELSE EXCLUDED.occurred_at END,
+    kind = EXCLUDED.kind, target_key = EXCLUDED.target_key, permanent = EXCLUDED.permanent,
+    reason = EXCLUDED.reason, alternative = EXCLUDED.alternative, actor = EXCLUDED.actor,
+    expires_at = EXCLUDED.expires_at, metadata = EXCLUDED.metadata, updated_at = now()
+  RETURNING *`;
+
+const UPSERT_ONE_SQL = `
+  INSERT INTO tombstones ${UPSERT_COLUMNS}
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, now()), $11, $12::jsonb)
+  ${UPSERT_CONFLICT}`;
+
+const UPSERT_MANY_SQL = `
+  INSERT INTO tombstones ${UPSERT_COLUMNS}
+  SELECT $1, $2, m.source, $4, m.target, $6, $7, $8, $9, COALESCE($10, now()), $11, $12::jsonb
+    FROM unnest($3::text[], $5::text[]) AS m(source, target)
+  ${UPSERT_CONFLICT}`;
+
+/**
+ * Records what happened to resources, and answers what a lookup of a key finds.
+ *
+ * @example
+ * await dataSource.transaction(async (manager) => {
+ *   await manager.delete(Article, { slug });
+ *   await tombstones.recordDeletion('article', slug, { reason: 'Expired', manager });
+ * });
+ */
+@Injectable()
+export class TombstoneService implements OnModuleInit {
+  private source?: DataSource;
+
+  constructor(
+    @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
+    private readonly moduleRef: ModuleRef,
+  ) {}
+
+  onModuleInit(): void {
+    this.source = this.locateDataSource();
+  }
+
+  /** The DataSource that holds the tombstone table. */
+  get dataSource(): DataSource {
+    return (this.source ??= this.locateDataSource());
+  }
+
+  /** Records that a key was deleted for good: it answers 410 Gone. */
+  async recordDeletion(type: string, key: string, options: TombstoneDeletionOptions = {}): Promise<Tombstone> {
+    const alternative = assertAlternative(options.alternative);
+    return this.upsertOne(type, key, 'deleted', null, true, alternative, options);
+  }
+
+  /**
+   * Records that a key is hidden (soft-deleted, masked): it answers a 404 that cannot be told
+   * apart from a key that never existed.
+   */
+  async recordHidden(type: string, key: string, options: TombstoneWriteOptions = {}): Promise<Tombstone> {
+    return this.upsertOne(type, key, 'hidden', null, true, null, options);
+  }
+
+  /**
+   * Records that the resource at `from` now lives at `to`. Tombstones that pointed at `from`
+   * now point at `to` (chains are collapsed as they are written), and `to` loses any tombstone
+   * of its own: it is live again. Moving back to a former key is therefore just another move.
+   */
+  async recordMove(type: string, from: string, to: string, options: TombstoneMoveOptions = {}): Promise<Tombstone> {
+    const [tombstone] = await this.recordRedirects(type, [{ from, to }], 'moved', options);
+    return tombstone;
+  }
+
+  /**
+   * Records several moves at once, atomically. The batch states where each key lives now: a key
+   * that is both a source and a target is an intermediate hop (`a→b, b→c` means `a` and `b` now
+   * live at `c`). A batch whose moves form a cycle is rejected with `TombstoneCycleError`.
+   */
+  async recordMoves(type: string, moves: readonly TombstoneMove[], options: TombstoneMoveOptions = {}): Promise<Tombstone[]> {
+    return this.recordRedirects(type, moves, 'moved', options);
+  }
+
+  /** Records that every key of `sources` was merged into `into`; each answers a redirect to it. */
+  async recordMerge(type: string, sources: readonly string[], into: string, options: TombstoneMoveOptions = {}): Promise<Tombstone[]> {
+    if (!Array.isArray(sources) || sources.length === 0) {
+      throw new TombstoneValidationError('sources', 'A merge needs at least one source key.');
+    }
+    return this.recordRedirects(type, [...new Set(sources)].map((from) => ({ from, to: into })), 'merged', options);
+  }
+
+  /** Removes a key's tombstone: the key is live again. Answers whether there was one. */
+  async restore(type: string, key: string, options: Pick<TombstoneWriteOptions, 'scope' | 'manager'> = {}): Promise<boolean> {
+    const scope = assertScope(options.scope ?? '');
+    const manager = options.manager ?? this.dataSource.manager;
+    const deleted = await rows(manager, `DELETE FROM tombstones WHERE scope = $1 AND resource_type = $2 AND resource_key = $3 RETURNING id`, [
+      scope,
+      assertType(type),
+      assertKey(key),
+    ]);
+    return deleted.length > 0;
+  }
+
+  /** The stored tombstone of a key, expired or not; `null` when it has none. */
+  async find(type: string, key: string, options: Pick<TombstoneWriteOptions, 'scope' | 'manager'> = {}): Promise<Tombstone | null> {
+    const scope = assertScope(options.scope ?? '');
+    const manager = options.manager ?? this.dataSource.manager;
+    const [row] = await rows(manager, `SELECT * FROM tombstones WHERE scope = $1 AND resource_type = $2 AND resource_key = $3`, [
+      scope,
+      assertType(type),
+      assertKey(key),
+    ]);
+    return row ? toTombstone(row) : null;
+  }
+
+  /**
+   * What a request for (scope, type, key) is answered, chains followed to their end, in one
+   * database round trip. Keys that cannot have a tombstone (too long, NUL bytes) answer `none`
+   * without a query. Database errors are thrown: the HTTP layer turns them into a plain 404.
+   */
+  async resolve(type: string, key: string, scope = ''): Promise<TombstoneResolution> {
+    if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NONE;
+    const [row] = (await this.dataSource.query(LOOKUP_SQL, [scope, type, key])) as LookupRow[];
+    return row ? interpret(row) : NONE;
+  }
+
+  private async upsertOne(
+    type: string,
+    key: string,
+    kind: TombstoneKind,
+    target: string | null,
+    permanent: boolean,
+    alternative: string | null,
+    options: TombstoneWriteOptions,
+  ): Promise<Tombstone> {
+    const common = this.commonParams(options);
+    const manager = options.manager ?? this.dataSource.manager;
+    const [row] = await rows(manager, UPSERT_ONE_SQL, [
+      common.scope,
+      assertType(type),
+      assertKey(key),
+      kind,
+      target,
+      permanent,
+      common.reason,
+      alternative,
+      common.actor,
+      common.occurredAt,
+      common.expiresAt,
+      common.metadata,
+      common.explicitOccurredAt,
+    ]);
+    return toTombstone(row);
+  }
+
+  private async recordRedirects(
+    type: string,
+    moves: readonly TombstoneMove[],
+    kind: 'moved' | 'merged',
+    options: TombstoneMoveOptions,
+  ): Promise<Tombstone[]> {
+    assertType(type);
+    if (!Array.isArray(moves) || moves.length === 0) {
+      throw new TombstoneValidationError('moves', 'Record at least one move.');
+    }
+    const permanent = options.permanent ?? true;
+    if (typeof permanent !== 'boolean') {
+      throw new TombstoneValidationError('permanent', 'permanent must be true or false.');
+    }
+    const finals = finalTargets(type, moves);
+    const common = this.commonParams(options);
+    const sources = [...finals.keys()];
+    const targets = sources.map((source) => finals.get(source) as string);
+    const manager = options.manager ?? this.dataSource.manager;
+
+    return manager.transaction(async (tx) => {
+      // Serialises chain edits of one (scope, type): two concurrent moves must not each see the
+      // other's key as live and leave a chain or a cycle behind.
+      await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [
+        `nestjs-tombstones\u001f${common.scope}\u001f${type}`,
+      ]);
+      // A key moved onto is live again.
+      await tx.query(`DELETE FROM tombstones WHERE scope = $1 AND resource_type = $2 AND resource_key = ANY($3::text[])`, [
+        common.scope,
+        type,
+        [...new Set(targets)],
+      ]);
+      // Whatever pointed at a source now points where the source went.
+      await tx.query(
+        `UPDATE tombstones t SET target_key = m.target, updated_at = now()
+           FROM unnest($3::text[], $4::text[]) AS m(source, target)
+          WHERE t.scope = $1 AND t.resource_type = $2 AND t.target_key = m.source`,
+        [common.scope, type, sources, targets],
+      );
+      const written = await rows(tx, UPSERT_MANY_SQL, [
+        common.scope,
+        type,
+        sources,
+        kind,
+        targets,
+        permanent,
+        common.reason,
+        null,
+        common.actor,
+        common.occurredAt,
+        common.expiresAt,
+        common.metadata,
+        common.explicitOccurredAt,
+      ]);
+      return written.map(toTombstone);
+    });
+  }
+
+  private commonParams(options: TombstoneWriteOptions) {
+    if (typeof options !== 'object' || options === null) {
+      throw new TombstoneValidationError('options', 'Recording options must be an object.');
+    }
+    const occurredAt = assertDate(options.occurredAt, 'occurredAt');
+    return {
+      scope: assertScope(options.scope ?? ''),
+      reason: assertText(options.reason, 'reason', LIMITS.reasonLength),
+      actor: assertText(options.actor, 'actor', LIMITS.actorLength),
+      occurredAt,
+      explicitOccurredAt: occurredAt !== null,
+      expiresAt: assertDate(options.expiresAt, 'expiresAt'),
+      metadata: JSON.stringify(assertMetadata(options.metadata)),
+    };
+  }
+
+  private locateDataSource(): DataSource {
+    const name = this.options.dataSource;
+    let dataSource: DataSource;
+    try {
+      dataSource = this.moduleRef.get<DataSource>(getDataSourceToken(name) as string, { strict: false });
+    } catch {
+      throw new TombstoneConfigurationError(
+        `TombstoneModule: no TypeORM DataSource ${name ? `named '${name}'` : '(default)'} was found.`,
+        [
+          'Import TypeOrmModule.forRoot() (or forRootAsync()) in your application module.',
+          "If your DataSource has a name, pass the same name as TombstoneModule's `dataSource` option.",
+        ],
+      );
+    }
+    if (dataSource.isInitialized && !dataSource.hasMetadata(Tombstone)) {
+      throw new TombstoneConfigurationError(
+        `TombstoneModule: the Tombstone entity is not registered in the DataSource ${name ? `'${name}'` : '(default)'}.`,
+        [
+          'Add ...TOMBSTONE_ENTITIES to the `entities` of that DataSource.',
+          'Add ...TOMBSTONE_MIGRATIONS to its `migrations` and run them.',
+        ],
+      );
+    }
+    return dataSource;
+  }
+}
+
+/** Validates a batch and maps each source to the key it finally lives at. */
+function finalTargets(type: string, moves: readonly TombstoneMove[]): Map<string, string> {
+  const next = new Map<string, string>();
+  for (const move of moves) {
+    if (typeof move !== 'object' || move === null) {
+      throw new TombstoneValidationError('moves', 'Each move must be an object { from, to }.');
+    }
+    const from = assertKey(move.from, 'from');
+    const to = assertKey(move.to, 'to');
+    if (from === to) throw new TombstoneSelfTargetError(type, from);
+    const earlier = next.get(from);
+    if (earlier !== undefined && earlier !== to) {
+      throw new TombstoneValidationError('moves', `The batch moves '${from.slice(0, 120)}' to two different keys.`, [
+        'Give each source key one target.',
+      ]);
+    }
+    next.set(from, to);
+  }
+  const finals = new Map<string, string>();
+  for (const source of next.keys()) {
+    const path = [source];
+    let current = next.get(source) as string;
+    while (next.has(current)) {
+      if (current === source || path.includes(current)) {
+        throw new TombstoneCycleError(type, [...path.slice(path.indexOf(current)), current]);
+      }
+      path.push(current);
+      current = next.get(current) as string;
+    }
+    finals.set(source, current);
+  }
+  return finals;
+}
+
+interface LookupRow {
+  kind: TombstoneKind;
+  target_key: string | null;
+  permanent: boolean;
+  reason: string | null;
+  alternative: string | null;
+  occurred_at: Date;
+  final_kind: TombstoneKind | null;
+  final_target_key: string | null;
+  final_permanent: boolean | null;
+  final_reason: string | null;
+  final_alternative: string | null;
+  final_occurred_at: Date | null;
+}
+
+function interpret(row: LookupRow): TombstoneResolution {
+  switch (row.kind) {
+    case 'hidden':
+      return HIDDEN;
+    case 'deleted':
+      return { state: 'gone', deletedAt: row.occurred_at, reason: row.reason, alternative: row.alternative };
+    case 'moved':
+    case 'merged':
+      break;
+    default:
+      return NONE;
+  }
+  // The chain ends at the target; its own tombstone decides (moved, then deleted: 410).
+  switch (row.final_kind) {
+    case 'hidden':
+      return HIDDEN;
+    case 'deleted':
+      return {
+        state: 'gone',
+        deletedAt: row.final_occurred_at as Date,
+        reason: row.final_reason,
+        alternative: row.final_alternative,
+      };
+    case 'moved':
+    case 'merged':
+      // Only rows written before chains were collapsed (or edited by hand) get here.
+      return {
+        state: 'moved',
+        targetKey: row.final_target_key as string,
+        permanent: row.permanent && row.final_permanent !== false,
+        merged: row.kind === 'merged' || row.final_kind === 'merged',
+      };
+    default:
+      return { state: 'moved', targetKey: row.target_key as string, permanent: row.permanent, merged: row.kind === 'merged' };
+  }
+}
+
+/** Rows of a raw query; TypeORM answers `[rows, count]` for UPDATE and DELETE. */
+async function rows(manager: EntityManager, sql: string, params: unknown[]): Promise<Record<string, unknown>[]> {
+  const result = (await manager.query(sql, params)) as unknown[];
+  return (Array.isArray(result[0]) ? result[0] : result) as Record<string, unknown>[];
+}
+
+function toTombstone(row: Record<string, unknown>): Tombstone {
+  return Object.assign(new Tombstone(), {
+    id: String(row.id),
+    scope: row.scope as string,
+    resourceType: row.resource_type as string,
+    resourceKey: row.resource_key as string,
+    kind: row.kind as TombstoneKind,
+    targetKey: (row.target_key as string | null) ?? null,
+    permanent: row.permanent as boolean,
+    reason: (row.reason as string | null) ?? null,
+    alternative: (row.alternative as string | null) ?? null,
+    actor: (row.actor as string | null) ?? null,
+    occurredAt: row.occurred_at as Date,
+    expiresAt: (row.expires_at as Date | null) ?? null,
+    metadata: (row.metadata as Record<string, unknown>) ?? {},
+    hitCount: Number(row.hit_count ?? 0),
+    lastHitAt: (row.last_hit_at as Date | null) ?? null,
+    createdAt: row.created_at as Date,
+    updatedAt: row.updated_at as Date,
+  });
+}

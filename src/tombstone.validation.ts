@@ -1,0 +1,133 @@
+import { LIMITS } from './tombstone.constants.js';
+import { TombstoneValidationError } from './tombstone.exceptions.js';
+
+const TYPE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f]/;
+
+/** Whether a key can have a tombstone at all; anything else is a plain miss, looked up nowhere. */
+export function isStorableKey(key: unknown): key is string {
+  return (
+    typeof key === 'string' &&
+    key.length > 0 &&
+    !key.includes('\u0000') &&
+    Buffer.byteLength(key, 'utf8') <= LIMITS.keyBytes &&
+    isWellFormed(key)
+  );
+}
+
+/** Whether a scope can be looked up. */
+export function isStorableScope(scope: unknown): scope is string {
+  return (
+    typeof scope === 'string' &&
+    !scope.includes('\u0000') &&
+    Buffer.byteLength(scope, 'utf8') <= LIMITS.scopeBytes &&
+    isWellFormed(scope)
+  );
+}
+
+export function isValidType(type: unknown): type is string {
+  return typeof type === 'string' && type.length <= LIMITS.typeLength && TYPE_PATTERN.test(type);
+}
+
+export function assertType(type: unknown): string {
+  if (!isValidType(type)) {
+    throw new TombstoneValidationError(
+      'resourceType',
+      `Invalid resource type ${JSON.stringify(type)}.`,
+      [`Use a short name of letters, digits, '_', '.', ':' or '-' (at most ${LIMITS.typeLength} characters), e.g. 'article'.`],
+    );
+  }
+  return type;
+}
+
+export function assertKey(key: unknown, field = 'resourceKey'): string {
+  if (!isStorableKey(key)) {
+    throw new TombstoneValidationError(
+      field,
+      `Invalid ${field}: it must be a non-empty string of at most ${LIMITS.keyBytes} UTF-8 bytes, without NUL characters.`,
+      ['Check the key you pass; numeric ids must be passed as strings (String(id)).'],
+    );
+  }
+  return key;
+}
+
+export function assertScope(scope: unknown): string {
+  if (!isStorableScope(scope)) {
+    throw new TombstoneValidationError(
+      'scope',
+      `Invalid scope: it must be a string of at most ${LIMITS.scopeBytes} UTF-8 bytes, without NUL characters ('' when unscoped).`,
+    );
+  }
+  return scope;
+}
+
+export function assertText(value: unknown, field: string, max: number): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'string' || value.length > max || value.includes('\u0000') || !isWellFormed(value)) {
+    throw new TombstoneValidationError(
+      field,
+      `Invalid ${field}: it must be a string of at most ${max} characters, without NUL characters.`,
+    );
+  }
+  return value;
+}
+
+/**
+ * An `alternative` ends up in a `Link` header and in bodies that clients follow, so only two
+ * shapes are accepted: a same-origin path (`/articles/current`) or an absolute http(s) URL.
+ */
+export function isSafeLink(value: string): boolean {
+  if (value.length === 0 || value.length > LIMITS.alternativeLength) return false;
+  if (CONTROL.test(value) || /[\s<>"\\`{}|^]/.test(value)) return false;
+  if (value.startsWith('/')) return !value.startsWith('//');
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    return false;
+  }
+  return (url.protocol === 'https:' || url.protocol === 'http:') && url.hostname !== '' && url.username === '' && url.password === '';
+}
+
+export function assertAlternative(value: unknown): string | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'string' || !isSafeLink(value)) {
+    throw new TombstoneValidationError(
+      'alternative',
+      `Invalid alternative ${JSON.stringify(typeof value === 'string' ? value.slice(0, 200) : value)}.`,
+      [
+        "Use a path on this site that starts with a single '/', e.g. '/articles/current'.",
+        "Or an absolute 'https://' URL without credentials, spaces, quotes or angle brackets.",
+      ],
+    );
+  }
+  return value;
+}
+
+export function assertDate(value: unknown, field: string): Date | null {
+  if (value === undefined || value === null) return null;
+  if (!(value instanceof Date) || Number.isNaN(value.getTime())) {
+    throw new TombstoneValidationError(field, `Invalid ${field}: it must be a valid Date.`);
+  }
+  return value;
+}
+
+export function assertMetadata(value: unknown): Record<string, unknown> {
+  if (value === undefined || value === null) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) {
+    throw new TombstoneValidationError('metadata', 'Invalid metadata: it must be a plain JSON object.');
+  }
+  try {
+    JSON.stringify(value);
+  } catch {
+    throw new TombstoneValidationError('metadata', 'Invalid metadata: it cannot be serialised to JSON.');
+  }
+  return value as Record<string, unknown>;
+}
+
+/** PostgreSQL text must be valid UTF-8; a lone surrogate would make the query fail. */
+function isWellFormed(value: string): boolean {
+   
+  return !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(value);
+}

@@ -1,0 +1,28 @@
+import { rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { startEmbeddedPostgres } from '#dev/embedded-postgres';
+
+/**
+ * One PostgreSQL server for the whole run: `DATABASE_URL` when set, otherwise an embedded one
+ * in a throw-away folder. Each suite then creates a database of its own on it.
+ */
+export default async function globalSetup(): Promise<void> {
+  if (process.env.DATABASE_URL) {
+    process.env.TOMBSTONES_TEST_SERVER_URL = process.env.DATABASE_URL;
+    return;
+  }
+  const dataDir = path.join(os.tmpdir(), `nestjs-tombstones-test-${process.pid}-${Date.now()}`);
+  try {
+    const server = await startEmbeddedPostgres({ dataDir, ephemeral: true });
+    process.env.TOMBSTONES_TEST_SERVER_URL = server.url;
+    (globalThis as Record<string, unknown>).__TOMBSTONES_PG__ = { server, dataDir };
+  } catch (error) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw new Error(
+      `Could not start the embedded PostgreSQL for the tests: ${(error as Error).message}\n` +
+        'Set DATABASE_URL to a PostgreSQL server instead (e.g. postgres://postgres@127.0.0.1:5432/test).',
+      { cause: error },
+    );
+  }
+}
