@@ -1,8 +1,8 @@
-import { Module } from '@nestjs/common';
+import { type DynamicModule, Module } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneResponseWriter } from './tombstone.filter.js';
-import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN } from './tombstone.module-definition.js';
+import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN, type OPTIONS_TYPE } from './tombstone.module-definition.js';
 import { type ResolvedTombstoneOptions, resolveTombstoneOptions } from './tombstone.options.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
 import { TombstoneService } from './tombstone.service.js';
@@ -35,4 +35,9 @@ import { TombstoneService } from './tombstone.service.js';
   ],
   exports: [TombstoneService],
 })
-export class TombstoneModule extends ConfigurableModuleClass {}
+export class TombstoneModule extends ConfigurableModuleClass {
+  /** Registers the module; every option has a default, so `forRoot()` alone works. */
+  static override forRoot(options: typeof OPTIONS_TYPE = {}): DynamicModule {
+    return super.forRoot(options);
+  }
+}

@@ -1,0 +1,77 @@
+import { type INestApplication, Logger } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import pg from 'pg';
+import request from 'supertest';
+import { TombstoneModule, TombstoneService } from '../src/index.js';
+import { ItemsController } from './fixtures/items.fixture.js';
+import { ADAPTERS, bootApp } from './support/app.js';
+import { createTestDatabase, type TestDatabase } from './support/database.js';
+
+// Reads fail open: a broken lookup gives the plain 404 and a logged error, never a 5xx.
+describe.each(ADAPTERS)('reads fail open (%s)', (adapter) => {
+  let db: TestDatabase;
+  let app: INestApplication;
+  let http: ReturnType<typeof request>;
+  const errors: string[] = [];
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    app = await bootApp(adapter, {
+      imports: [TypeOrmModule.forRoot(db.options()), TombstoneModule.forRoot({ lookupTimeoutMs: 300 })],
+      controllers: [ItemsController],
+    });
+    app.useLogger({
+      log: () => undefined,
+      warn: () => undefined,
+      error: (message: unknown) => void errors.push(String(message)),
+    });
+    Logger.overrideLogger({ log: () => undefined, warn: () => undefined, error: (m: unknown) => void errors.push(String(m)) });
+    http = request(app.getHttpServer());
+    await app.get(TombstoneService).recordDeletion('item', 'deleted');
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await db?.drop();
+  });
+
+  beforeEach(() => {
+    errors.length = 0;
+  });
+
+  it('answers 410 while the store works', async () => {
+    await http.get('/items/deleted').expect(410);
+  });
+
+  it('answers the plain 404 and logs when the lookup times out', async () => {
+    const locker = new pg.Client({ connectionString: db.url });
+    await locker.connect();
+    try {
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE tombstones IN ACCESS EXCLUSIVE MODE');
+      const started = Date.now();
+      const res = await http.get('/items/deleted').expect(404);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(res.body).toMatchObject({ error: 'not_found', id: 'deleted' });
+      expect(res.text).not.toMatch(/timed out|tombstones/);
+      expect(errors.join('\n')).toMatch(/Tombstone lookup failed, answering a plain 404: lookup timed out after 300 ms/);
+      expect(errors.join('\n')).toMatch(/key="deleted"/);
+    } finally {
+      await locker.query('ROLLBACK');
+      await locker.end();
+    }
+    await http.get('/items/deleted').expect(410);
+  });
+
+  it('answers the plain 404 and logs when the table is gone', async () => {
+    await db.sql.query('ALTER TABLE tombstones RENAME TO tombstones_away');
+    try {
+      const res = await http.get('/items/deleted').expect(404);
+      expect(res.text).not.toMatch(/relation|SELECT|tombstones/);
+      expect(errors.join('\n')).toMatch(/Tombstone lookup failed.*relation "tombstones" does not exist/s);
+    } finally {
+      await db.sql.query('ALTER TABLE tombstones_away RENAME TO tombstones');
+    }
+    await http.get('/items/deleted').expect(410);
+  });
+});

@@ -1,0 +1,129 @@
+import type { INestApplication } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import request from 'supertest';
+import { TombstoneModule, TombstoneService } from '../src/index.js';
+import { ItemsController } from './fixtures/items.fixture.js';
+import { ADAPTERS, bootApp } from './support/app.js';
+import { createTestDatabase, type TestDatabase } from './support/database.js';
+
+/** A Location must stay on this origin: a path, never `//host` or `/\host`, nothing off-ASCII. */
+function expectSameOrigin(location: string | undefined): void {
+  if (location === undefined) return;
+  expect(location).toMatch(/^\/(?![/\\])[\x21-\x7e]*$/);
+  expect(new URL(location, 'https://app.example').origin).toBe('https://app.example');
+}
+
+// Keys as they travel in a path segment (already percent-encoded where a raw byte cannot).
+const HOSTILE_REQUEST_KEYS = [
+  '%2F%2Fevil.example',
+  '%2f%2fevil.example',
+  '%5C%5Cevil.example',
+  '%5Cevil.example',
+  '..%2F..%2Fadmin',
+  'https%3A%2F%2Fevil.example',
+  'https:evil.example',
+  '%0D%0ASet-Cookie:%20x=1',
+  '%0A%0Dx',
+  '%00',
+  'a%00b',
+  '%09tab',
+  '%E2%80%AEevil',
+  '%EF%BC%8F%EF%BC%8Fevil.example',
+  '%C3%BCn%C3%AFc%C3%B6d%C3%A9',
+  '%F0%9F%92%A9',
+  '%FF%FE',
+  '%E0%A4%A',
+  '%',
+  'x'.repeat(10_000),
+  '%C3%A9'.repeat(1_500),
+];
+
+// Targets an operator (or an attacker with write access) might have stored.
+const HOSTILE_TARGETS = [
+  '//evil.example',
+  '/\\evil.example',
+  '\\\\evil.example',
+  'https://evil.example',
+  'https:evil.example',
+  '\r\nSet-Cookie: x=1',
+  'tab\there',
+  '／／evil.example',
+  'ünïcödé',
+  '..',
+  '.',
+  ' ',
+  'x'.repeat(2048),
+];
+
+describe.each(ADAPTERS)('hostile input (%s)', (adapter) => {
+  let db: TestDatabase;
+  let app: INestApplication;
+  let http: ReturnType<typeof request>;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    app = await bootApp(adapter, {
+      imports: [TypeOrmModule.forRoot(db.options()), TombstoneModule.forRoot()],
+      controllers: [ItemsController],
+    });
+    http = request(app.getHttpServer());
+    const tombstones = app.get(TombstoneService);
+    for (const [i, target] of HOSTILE_TARGETS.entries()) {
+      await tombstones.recordMove('item', `src-${i}`, target);
+    }
+    await tombstones.recordDeletion('item', 'ünïcödé-deleted');
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await db?.drop();
+  });
+
+  it.each(HOSTILE_REQUEST_KEYS.map((k) => [k.length > 60 ? `${k.slice(0, 20)}… (${k.length} chars)` : k, k]))(
+    'request key %s: never a 5xx, never an off-origin Location',
+    async (_, key) => {
+      for (const suffix of ['', '/throws']) {
+        const res = await http.get(`/items/${key}${suffix}`);
+        expect(res.status).toBeLessThan(500);
+        expectSameOrigin(res.headers.location);
+        expect(JSON.stringify(res.headers)).not.toMatch(/set-cookie/i);
+      }
+    },
+  );
+
+  it.each(HOSTILE_TARGETS.map((t, i) => [JSON.stringify(t).slice(0, 40), i]))(
+    'stored target %s: the Location is this route with the key encoded',
+    async (_, i) => {
+      const res = await http.get(`/items/src-${i}?q=%0D%0A`).expect(301);
+      expectSameOrigin(res.headers.location);
+      const [path, query] = (res.headers.location as string).split('?');
+      expect(decodeURIComponent(path.slice('/items/'.length))).toBe(HOSTILE_TARGETS[i as number]);
+      expect(query).toBe('q=%0D%0A');
+      expect(res.headers['set-cookie']).toBeUndefined();
+    },
+  );
+
+  it('answers a non-ASCII key', async () => {
+    const res = await http.get(`/items/${encodeURIComponent('ünïcödé-deleted')}`).expect(410);
+    expect(res.body.id).toBe('ünïcödé-deleted');
+  });
+
+  it('answers a 10 kB key with a plain 404 and a shortened message', async () => {
+    const key = 'k'.repeat(10_000);
+    const res = await http.get(`/items/${key}`);
+    if (adapter === 'fastify') {
+      // Fastify refuses params over its maxParamLength (100 by default) before any handler runs.
+      expect(res.status).toBe(414);
+      return;
+    }
+    expect(res.status).toBe(404);
+    expect(res.body.message.length).toBeLessThan(300);
+  });
+
+  it('never leaks a stack trace or SQL', async () => {
+    for (const key of HOSTILE_REQUEST_KEYS) {
+      const res = await http.get(`/items/${key}`);
+      expect(res.text).not.toMatch(/SELECT|tombstones|at .*\.js:\d+|QueryFailedError/);
+    }
+  });
+});
