@@ -1,0 +1,237 @@
+import { TombstoneConfigurationError, TombstoneError } from './tombstone.exceptions.js';
+import {
+  DEFAULT_CACHE_CONTROL,
+  type TombstoneModuleOptions,
+  resolveTombstoneOptions,
+  validateScopeSource,
+} from './tombstone.options.js';
+import { TombstoneRenderer } from './tombstone.renderer.js';
+
+/** Resolves options that may be invalid on purpose; the cast keeps the type checker out of it. */
+function resolve(options: unknown) {
+  return resolveTombstoneOptions(options as TombstoneModuleOptions);
+}
+
+/** Expects resolving `options` to throw a TombstoneConfigurationError and returns its message. */
+function configurationErrorOf(options: unknown): string {
+  try {
+    resolve(options);
+  } catch (error) {
+    expect(error).toBeInstanceOf(TombstoneConfigurationError);
+    expect(error).toBeInstanceOf(TombstoneError);
+    expect((error as Error).name).toBe('TombstoneConfigurationError');
+    expect((error as Error).message.startsWith('TombstoneModule: ')).toBe(true);
+    return (error as Error).message;
+  }
+  throw new Error(`expected ${JSON.stringify(options)} to be rejected, but it was accepted`);
+}
+
+describe('resolveTombstoneOptions', () => {
+  describe('defaults', () => {
+    const expected = {
+      dataSource: undefined,
+      scope: undefined,
+      problemDetails: 'negotiate',
+      cacheControl: {
+        gone: 'max-age=86400',
+        permanentRedirect: 'max-age=86400',
+        temporaryRedirect: 'no-store',
+        notFound: 'no-store',
+      },
+      lookupTimeoutMs: 2000,
+      requestIdHeader: 'x-request-id',
+      renderer: undefined,
+    };
+
+    it('applies every default to undefined and to {}', () => {
+      expect(resolveTombstoneOptions(undefined)).toStrictEqual(expected);
+      expect(resolveTombstoneOptions({})).toStrictEqual(expected);
+    });
+
+    it('returns a copy of the default cache control, never the shared object', () => {
+      const resolved = resolveTombstoneOptions({});
+      expect(resolved.cacheControl).not.toBe(DEFAULT_CACHE_CONTROL);
+      resolved.cacheControl.gone = 'no-store';
+      expect(DEFAULT_CACHE_CONTROL.gone).toBe('max-age=86400');
+    });
+  });
+
+  describe('valid options', () => {
+    it('keeps every option it is given', () => {
+      class MyRenderer extends TombstoneRenderer {}
+      const scope = { header: 'x-tenant-id' };
+      expect(
+        resolveTombstoneOptions({
+          dataSource: 'tombstones',
+          scope,
+          problemDetails: 'always',
+          cacheControl: { gone: false, notFound: 'private, max-age=60' },
+          lookupTimeoutMs: 250,
+          requestIdHeader: 'X-Correlation-Id',
+          renderer: MyRenderer,
+        }),
+      ).toStrictEqual({
+        dataSource: 'tombstones',
+        scope,
+        problemDetails: 'always',
+        cacheControl: {
+          gone: false,
+          permanentRedirect: 'max-age=86400',
+          temporaryRedirect: 'no-store',
+          notFound: 'private, max-age=60',
+        },
+        lookupTimeoutMs: 250,
+        requestIdHeader: 'X-Correlation-Id',
+        renderer: MyRenderer,
+      });
+    });
+
+    it.each(['negotiate', 'always', 'never'] as const)('accepts problemDetails %j', (problemDetails) => {
+      expect(resolveTombstoneOptions({ problemDetails }).problemDetails).toBe(problemDetails);
+    });
+
+    it.each([1, 2000, 60_000])('accepts lookupTimeoutMs %j', (lookupTimeoutMs) => {
+      expect(resolveTombstoneOptions({ lookupTimeoutMs }).lookupTimeoutMs).toBe(lookupTimeoutMs);
+    });
+
+    it('accepts false for every cacheControl entry', () => {
+      expect(
+        resolveTombstoneOptions({
+          cacheControl: { gone: false, permanentRedirect: false, temporaryRedirect: false, notFound: false },
+        }).cacheControl,
+      ).toStrictEqual({ gone: false, permanentRedirect: false, temporaryRedirect: false, notFound: false });
+    });
+
+    it.each([
+      ['a header', { header: 'x-tenant-id' }],
+      ['a mixed-case header', { header: 'X-Tenant-Id' }],
+      ['a param', { param: 'tenant' }],
+      ['a function', (request: { headers: Record<string, unknown> }) => String(request.headers.host)],
+      ['an async function', async () => 'tenant-1'],
+    ])('accepts %s as scope source', (_label, scope) => {
+      const resolved = resolve({ scope });
+      expect(resolved.scope).toBe(scope);
+      expect(() => validateScopeSource(scope, 'scope')).not.toThrow();
+    });
+  });
+
+  describe('invalid options', () => {
+    it('rejects an unknown option, naming it and the known ones', () => {
+      const message = configurationErrorOf({ lookupTimeout: 100 });
+      expect(message).toContain("unknown option 'lookupTimeout'");
+      expect(message).toContain('Potential solutions');
+      expect(message).toContain(
+        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, requestIdHeader, renderer.',
+      );
+    });
+
+    it('rejects options that are not an object', () => {
+      expect(configurationErrorOf('always')).toContain('options must be an object');
+      expect(configurationErrorOf(42)).toContain('options must be an object');
+    });
+
+    it.each([[''], [42]])('rejects dataSource %j', (dataSource) => {
+      const message = configurationErrorOf({ dataSource });
+      expect(message).toContain('dataSource must be the name of a TypeORM DataSource');
+      expect(message).toContain('Potential solutions');
+    });
+
+    it.each([['sometimes'], ['Always'], [''], [true]])('rejects problemDetails %j', (problemDetails) => {
+      const message = configurationErrorOf({ problemDetails });
+      expect(message).toContain("problemDetails must be 'negotiate', 'always' or 'never'");
+      expect(message).toContain(`not ${JSON.stringify(problemDetails)}`);
+    });
+
+    it('rejects a cacheControl that is not an object', () => {
+      expect(configurationErrorOf({ cacheControl: 'no-store' })).toContain('cacheControl must be an object');
+      expect(configurationErrorOf({ cacheControl: null })).toContain('cacheControl must be an object');
+    });
+
+    it('rejects an unknown cacheControl key, naming it', () => {
+      const message = configurationErrorOf({ cacheControl: { redirect: 'no-store' } });
+      expect(message).toContain("unknown cacheControl entry 'redirect'");
+      expect(message).toContain('Use only: gone, permanentRedirect, temporaryRedirect, notFound.');
+    });
+
+    // `key in DEFAULT_CACHE_CONTROL` also sees Object.prototype's members.
+    it.each(['toString', 'constructor', 'hasOwnProperty', 'valueOf'])(
+      'rejects the cacheControl key %j inherited from Object.prototype',
+      (key) => {
+        const message = configurationErrorOf({ cacheControl: { [key]: 'no-store' } });
+        expect(message).toContain(`unknown cacheControl entry '${key}'`);
+      },
+    );
+
+    it.each([
+      ['CRLF', 'no-store\r\nSet-Cookie: a=1'],
+      ['LF', 'no-store\n'],
+      ['tab', 'no-store,\tprivate'],
+      ['NUL', 'no-store\u0000'],
+      ['non-ASCII', 'max-age=٣'],
+      ['empty', ''],
+      ['true', true],
+      ['a number', 86400],
+      ['null', null],
+    ])('rejects a cacheControl value with %s, naming the entry', (_label, value) => {
+      const message = configurationErrorOf({ cacheControl: { gone: value } });
+      expect(message).toContain('cacheControl.gone must be a Cache-Control header value (printable ASCII) or false');
+      expect(configurationErrorOf({ cacheControl: { temporaryRedirect: value } })).toContain('cacheControl.temporaryRedirect');
+    });
+
+    it.each([[0], [1.5], [70_000], [60_001], [-1], [Number.NaN], [Number.POSITIVE_INFINITY], ['2000']])(
+      'rejects lookupTimeoutMs %j',
+      (lookupTimeoutMs) => {
+        const message = configurationErrorOf({ lookupTimeoutMs });
+        expect(message).toContain('lookupTimeoutMs must be a whole number of milliseconds from 1 to 60000');
+      },
+    );
+
+    it('quotes the rejected lookupTimeoutMs', () => {
+      expect(configurationErrorOf({ lookupTimeoutMs: 1.5 })).toContain('not 1.5.');
+      expect(configurationErrorOf({ lookupTimeoutMs: 70_000 })).toContain('not 70000.');
+      expect(configurationErrorOf({ lookupTimeoutMs: 0 })).toContain('not 0.');
+    });
+
+    it.each([['x id'], [''], ['x-id\r\n'], ['x:id'], ['x(id)'], ['ïd'], [42]])('rejects requestIdHeader %j', (requestIdHeader) => {
+      const message = configurationErrorOf({ requestIdHeader });
+      expect(message).toContain('requestIdHeader must be an HTTP header name');
+      expect(message).toContain(`not ${JSON.stringify(requestIdHeader)}`);
+    });
+
+    it.each([['a string', 'MyRenderer'], ['an instance', new TombstoneRenderer()], ['null', null]])(
+      'rejects %s as renderer',
+      (_label, renderer) => {
+        expect(configurationErrorOf({ renderer })).toContain('renderer must be a class that extends TombstoneRenderer');
+      },
+    );
+
+    it.each([
+      ['a header name with a space', { header: 'x tenant' }],
+      ['an empty header', { header: '' }],
+      ['a non-string header', { header: 42 }],
+      ['an empty param', { param: '' }],
+      ['a non-string param', { param: 1 }],
+      ['both header and param', { header: 'x-tenant', param: 'tenant' }],
+      ['an extra key', { header: 'x-tenant', fallback: 'a' }],
+      ['an unknown key', { cookie: 'tenant' }],
+      ['an empty object', {}],
+      ['a string', 'x-tenant-id'],
+      ['null', null],
+      ['a number', 1],
+    ])('rejects %s as scope source', (_label, scope) => {
+      const message = configurationErrorOf({ scope });
+      expect(message).toContain('TombstoneModule: scope must be { header }, { param } or a function of the request.');
+      expect(message).toContain('Potential solutions');
+      expect(message).toContain("e.g. scope: { header: 'x-tenant-id' }");
+    });
+  });
+});
+
+describe('validateScopeSource', () => {
+  it('names the place it was given in the error', () => {
+    expect(() => validateScopeSource({ header: 'a b' }, "@Tombstoned('article').scope")).toThrow(
+      "TombstoneModule: @Tombstoned('article').scope must be { header }, { param } or a function of the request.",
+    );
+    expect(() => validateScopeSource(undefined, 'scope')).toThrow(TombstoneConfigurationError);
+  });
+});

@@ -1,0 +1,269 @@
+import type { TombstoneAnswer } from './tombstone.answer.js';
+import { TombstoneRenderer } from './tombstone.renderer.js';
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+const PROBLEM_TYPE = 'application/problem+json; charset=utf-8';
+
+const notFound: TombstoneAnswer = {
+  status: 404,
+  error: 'not_found',
+  resource: 'article',
+  label: 'Article',
+  id: 'hello-world',
+  path: '/articles/hello-world',
+  requestId: 'req-1',
+  scoped: false,
+};
+
+const gone: TombstoneAnswer = {
+  ...notFound,
+  status: 410,
+  error: 'gone',
+  deletedAt: '2024-05-01T12:00:00.000Z',
+  reason: 'Retired',
+  alternative: '/articles/current',
+};
+
+const moved: TombstoneAnswer = {
+  ...notFound,
+  status: 301,
+  error: 'moved',
+  location: '/articles/hello-there?ref=x',
+  targetId: 'hello-there',
+};
+
+describe('TombstoneRenderer', () => {
+  const renderer = new TombstoneRenderer();
+
+  describe('JSON bodies', () => {
+    it('not_found', () => {
+      const rendered = renderer.render(notFound, 'json');
+      expect(rendered.contentType).toBe(JSON_TYPE);
+      expect(rendered.body).toStrictEqual({
+        error: 'not_found',
+        message: "Article 'hello-world' was not found",
+        resource: 'article',
+        id: 'hello-world',
+        path: '/articles/hello-world',
+        requestId: 'req-1',
+      });
+    });
+
+    it('gone', () => {
+      const rendered = renderer.render(gone, 'json');
+      expect(rendered.contentType).toBe(JSON_TYPE);
+      expect(rendered.body).toStrictEqual({
+        error: 'gone',
+        message: "Article 'hello-world' was permanently deleted",
+        resource: 'article',
+        id: 'hello-world',
+        deletedAt: '2024-05-01T12:00:00.000Z',
+        reason: 'Retired',
+        alternative: '/articles/current',
+        path: '/articles/hello-world',
+        requestId: 'req-1',
+      });
+    });
+
+    it('gone without reason or alternative has them as null, not missing', () => {
+      const { reason: _r, alternative: _a, ...bare } = gone;
+      const body = renderer.render(bare, 'json').body;
+      expect(body.reason).toBeNull();
+      expect(body.alternative).toBeNull();
+      expect(Object.keys(body)).toContain('reason');
+      expect(Object.keys(body)).toContain('alternative');
+    });
+
+    it('moved', () => {
+      const rendered = renderer.render(moved, 'json');
+      expect(rendered.contentType).toBe(JSON_TYPE);
+      expect(rendered.body).toStrictEqual({
+        error: 'moved',
+        message: "Article 'hello-world' has moved to /articles/hello-there?ref=x",
+        resource: 'article',
+        id: 'hello-world',
+        location: '/articles/hello-there?ref=x',
+        movedTo: 'hello-there',
+        path: '/articles/hello-world',
+        requestId: 'req-1',
+      });
+    });
+
+    it('keeps the members in a stable order', () => {
+      expect(Object.keys(renderer.render(gone, 'json').body)).toEqual([
+        'error',
+        'message',
+        'resource',
+        'id',
+        'deletedAt',
+        'reason',
+        'alternative',
+        'path',
+        'requestId',
+      ]);
+      expect(Object.keys(renderer.render(moved, 'json').body)).toEqual([
+        'error',
+        'message',
+        'resource',
+        'id',
+        'location',
+        'movedTo',
+        'path',
+        'requestId',
+      ]);
+    });
+
+    it('never leaks the scoped flag or the label', () => {
+      const body = renderer.render({ ...gone, scoped: true }, 'json').body;
+      expect(body).not.toHaveProperty('scoped');
+      expect(body).not.toHaveProperty('label');
+      expect(body).not.toHaveProperty('status');
+    });
+  });
+
+  describe('problem details (RFC 9457)', () => {
+    it.each([
+      [301, 'Moved Permanently'],
+      [302, 'Found'],
+      [307, 'Temporary Redirect'],
+      [308, 'Permanent Redirect'],
+    ] as const)('redirect %i has the title %j', (status, title) => {
+      const body = renderer.render({ ...moved, status }, 'problem').body;
+      expect(body.type).toBe('about:blank');
+      expect(body.title).toBe(title);
+      expect(body.status).toBe(status);
+    });
+
+    it('not_found: about:blank, status phrase, detail, instance and the facts as extensions', () => {
+      const rendered = renderer.render(notFound, 'problem');
+      expect(rendered.contentType).toBe(PROBLEM_TYPE);
+      expect(rendered.body).toStrictEqual({
+        type: 'about:blank',
+        title: 'Not Found',
+        status: 404,
+        detail: "Article 'hello-world' was not found",
+        instance: '/articles/hello-world',
+        error: 'not_found',
+        resource: 'article',
+        id: 'hello-world',
+        path: '/articles/hello-world',
+        requestId: 'req-1',
+      });
+    });
+
+    it('gone', () => {
+      const rendered = renderer.render(gone, 'problem');
+      expect(rendered.contentType).toBe(PROBLEM_TYPE);
+      expect(rendered.body).toStrictEqual({
+        type: 'about:blank',
+        title: 'Gone',
+        status: 410,
+        detail: "Article 'hello-world' was permanently deleted",
+        instance: '/articles/hello-world',
+        error: 'gone',
+        resource: 'article',
+        id: 'hello-world',
+        deletedAt: '2024-05-01T12:00:00.000Z',
+        reason: 'Retired',
+        alternative: '/articles/current',
+        path: '/articles/hello-world',
+        requestId: 'req-1',
+      });
+    });
+
+    it('moved (308)', () => {
+      const rendered = renderer.render({ ...moved, status: 308 }, 'problem');
+      expect(rendered.body).toStrictEqual({
+        type: 'about:blank',
+        title: 'Permanent Redirect',
+        status: 308,
+        detail: "Article 'hello-world' has moved to /articles/hello-there?ref=x",
+        instance: '/articles/hello-world',
+        error: 'moved',
+        resource: 'article',
+        id: 'hello-world',
+        location: '/articles/hello-there?ref=x',
+        movedTo: 'hello-there',
+        path: '/articles/hello-world',
+        requestId: 'req-1',
+      });
+    });
+
+    it('the JSON body facts are exactly the problem extension members', () => {
+      for (const answer of [notFound, gone, moved]) {
+        const { message, ...jsonFacts } = renderer.render(answer, 'json').body;
+        const { type: _t, title: _ti, status: _s, detail, instance: _i, ...extensions } = renderer.render(answer, 'problem').body;
+        expect(extensions).toStrictEqual(jsonFacts);
+        expect(detail).toBe(message);
+      }
+    });
+  });
+
+  describe('hidden keys look exactly like keys that never existed', () => {
+    // A hidden key and an unknown key both reach the renderer as the same 404 answer; only the
+    // request-specific facts differ.
+    const hidden: TombstoneAnswer = { ...notFound, id: 'secret-draft', path: '/articles/secret-draft', requestId: 'req-2' };
+    const never: TombstoneAnswer = { ...notFound, id: 'no-such-thing', path: '/articles/no-such-thing', requestId: 'req-3' };
+
+    it.each(['json', 'problem'] as const)('%s', (format) => {
+      const a = renderer.render(hidden, format);
+      const b = renderer.render(never, format);
+      expect(a.contentType).toBe(b.contentType);
+      expect(Object.keys(a.body)).toEqual(Object.keys(b.body));
+      const normalise = (body: Record<string, unknown>, id: string) =>
+        JSON.parse(JSON.stringify(body).split(id).join('<id>').replace(/req-\d/, '<requestId>')) as unknown;
+      expect(normalise(a.body, 'secret-draft')).toStrictEqual(normalise(b.body, 'no-such-thing'));
+      expect(a.body.id).toBe('secret-draft');
+      expect(b.body.id).toBe('no-such-thing');
+    });
+  });
+
+  describe('long ids', () => {
+    it('shortens the id to 200 characters in the message but keeps it whole in id', () => {
+      const id = `${'x'.repeat(200)}TAIL${'y'.repeat(5000)}`;
+      const body = renderer.render({ ...notFound, id }, 'json').body;
+      expect(body.message).toBe(`Article '${'x'.repeat(200)}…' was not found`);
+      expect(body.id).toBe(id);
+      const problem = renderer.render({ ...notFound, id }, 'problem').body;
+      expect(problem.detail).toBe(`Article '${'x'.repeat(200)}…' was not found`);
+      expect(problem.id).toBe(id);
+    });
+
+    it('leaves an id of exactly 200 characters alone', () => {
+      const id = 'z'.repeat(200);
+      expect(renderer.render({ ...gone, id }, 'json').body.message).toBe(`Article '${id}' was permanently deleted`);
+    });
+  });
+
+  describe('subclasses', () => {
+    class RetiredRenderer extends TombstoneRenderer {
+      protected override message(answer: TombstoneAnswer): string {
+        return answer.error === 'gone' ? 'This page was retired.' : super.message(answer);
+      }
+    }
+
+    it('an overridden message is used in JSON and problem bodies', () => {
+      const custom = new RetiredRenderer();
+      expect(custom.render(gone, 'json').body.message).toBe('This page was retired.');
+      expect(custom.render(gone, 'problem').body.detail).toBe('This page was retired.');
+      expect(custom.render(gone, 'json').body.deletedAt).toBe('2024-05-01T12:00:00.000Z');
+    });
+
+    it('falls back to the default wording through super', () => {
+      expect(new RetiredRenderer().render(notFound, 'json').body.message).toBe("Article 'hello-world' was not found");
+    });
+
+    it('can override facts too', () => {
+      class NoRequestId extends TombstoneRenderer {
+        protected override facts(answer: TombstoneAnswer): Record<string, unknown> {
+          const { requestId: _drop, ...rest } = super.facts(answer);
+          return rest;
+        }
+      }
+      const body = new NoRequestId().render(notFound, 'problem').body;
+      expect(body).not.toHaveProperty('requestId');
+      expect(body.id).toBe('hello-world');
+      expect(body.title).toBe('Not Found');
+    });
+  });
+});
