@@ -88,19 +88,19 @@ export function redirectStatus(method: string, permanent: boolean): 301 | 302 | 
  * (`/x...`, never `//x` or `/\x`); `null` when no such URL can be built.
  */
 export function buildLocation(request: TombstoneRequest, param: string | undefined, oldKey: string, newKey: string): string | null {
-  let path: string | null = null;
   try {
+    let path: string | null = null;
     const template = routeTemplate(request);
     if (param !== undefined && template !== undefined && /^[^*{}()?+]*$/.test(template)) {
       path = fillTemplate(template, request.params ?? {}, param, newKey);
     }
     path ??= replaceSegment(requestPath(request), oldKey, newKey);
+    if (path === null || !isSameOriginPath(path)) return null;
+    const query = requestQuery(request);
+    return query ? `${path}?${query}` : path;
   } catch {
-    return null; // e.g. a key with a lone surrogate cannot be encoded
+    return null; // e.g. a lone surrogate cannot be percent-encoded
   }
-  if (path === null || !isSameOriginPath(path)) return null;
-  const query = requestQuery(request);
-  return query ? `${path}?${query}` : path;
 }
 
 export function isSameOriginPath(path: string): boolean {

@@ -122,7 +122,7 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
   if (given.cacheControl !== undefined) {
     if (typeof given.cacheControl !== 'object' || given.cacheControl === null) fail('cacheControl must be an object.');
     for (const [key, value] of Object.entries(given.cacheControl)) {
-      if (!(key in DEFAULT_CACHE_CONTROL)) {
+      if (!Object.hasOwn(DEFAULT_CACHE_CONTROL, key)) {
         fail(`unknown cacheControl entry '${key}'.`, `Use only: ${Object.keys(DEFAULT_CACHE_CONTROL).join(', ')}.`);
       }
       if (value !== false && (typeof value !== 'string' || value === '' || !HEADER_VALUE.test(value))) {

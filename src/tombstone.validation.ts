@@ -2,8 +2,6 @@ import { LIMITS } from './tombstone.constants.js';
 import { TombstoneValidationError } from './tombstone.exceptions.js';
 
 const TYPE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:-]*$/;
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f]/;
 
 /** Whether a key can have a tombstone at all; anything else is a plain miss, looked up nowhere. */
 export function isStorableKey(key: unknown): key is string {
@@ -79,8 +77,10 @@ export function assertText(value: unknown, field: string, max: number): string |
  */
 export function isSafeLink(value: string): boolean {
   if (value.length === 0 || value.length > LIMITS.alternativeLength) return false;
-  if (CONTROL.test(value) || /[\s<>"\\`{}|^]/.test(value)) return false;
+  // Printable ASCII only: it goes into a header verbatim (percent-encode anything else).
+  if (!/^[\x21-\x7e]+$/.test(value) || /[<>"\\`{}|^]/.test(value)) return false;
   if (value.startsWith('/')) return !value.startsWith('//');
+  if (!/^https?:\/\/[^/]/i.test(value)) return false;
   let url: URL;
   try {
     url = new URL(value);
@@ -99,6 +99,7 @@ export function assertAlternative(value: unknown): string | null {
       [
         "Use a path on this site that starts with a single '/', e.g. '/articles/current'.",
         "Or an absolute 'https://' URL without credentials, spaces, quotes or angle brackets.",
+        'Percent-encode non-ASCII characters (encodeURI).',
       ],
     );
   }
@@ -115,7 +116,8 @@ export function assertDate(value: unknown, field: string): Date | null {
 
 export function assertMetadata(value: unknown): Record<string, unknown> {
   if (value === undefined || value === null) return {};
-  if (typeof value !== 'object' || Array.isArray(value)) {
+  const prototype = typeof value === 'object' ? Object.getPrototypeOf(value) : undefined;
+  if (prototype !== Object.prototype && prototype !== null) {
     throw new TombstoneValidationError('metadata', 'Invalid metadata: it must be a plain JSON object.');
   }
   try {
