@@ -1,4 +1,5 @@
 import {
+  BadRequestException,
   Body,
   Controller,
   Delete,
@@ -8,6 +9,7 @@ import {
   NotFoundException,
   Param,
   Patch,
+  type PipeTransform,
   Query,
 } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
@@ -72,6 +74,14 @@ export class ArticlesService {
   }
 }
 
+/** A malformed slug is the client's mistake: 400, before any query. */
+export class SlugPipe implements PipeTransform<string, string> {
+  transform(value: string): string {
+    if (!/^[\p{L}\p{N}._~-]{1,200}$/u.test(value)) throw new BadRequestException('Malformed slug');
+    return value;
+  }
+}
+
 @Controller('articles')
 export class ArticlesController {
   constructor(private readonly articles: ArticlesService) {}
@@ -84,20 +94,20 @@ export class ArticlesController {
 
   @Get(':slug')
   @Tombstoned('article', { param: 'slug' })
-  findOne(@Param('slug') slug: string): Promise<Article | null> {
+  findOne(@Param('slug', SlugPipe) slug: string): Promise<Article | null> {
     return this.articles.findBySlug(slug);
   }
 
   @Patch(':slug')
   @Tombstoned('article', { param: 'slug' })
-  update(@Param('slug') slug: string, @Body() body: ArticleChanges): Promise<Article | null> {
+  update(@Param('slug', SlugPipe) slug: string, @Body() body: ArticleChanges): Promise<Article | null> {
     return this.articles.update(slug, body ?? {});
   }
 
   @Delete(':slug')
   @HttpCode(204)
   @Tombstoned('article', { param: 'slug' })
-  async remove(@Param('slug') slug: string): Promise<void> {
+  async remove(@Param('slug', SlugPipe) slug: string): Promise<void> {
     if (!(await this.articles.remove(slug, { reason: 'Deleted through the API' }))) throw new NotFoundException();
   }
 }

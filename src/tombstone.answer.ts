@@ -75,7 +75,10 @@ export function answerFor(resolution: TombstoneResolution, context: AnswerContex
   return { ...base, status: 404, error: 'not_found' };
 }
 
-/** GitHub's rule: 301 for GET and HEAD, 308 (method kept) for the rest; 302/307 when temporary. */
+/**
+ * Method-aware, like GitHub's API: 301 for GET and HEAD, and for other methods 308, which keeps
+ * the method and body (RFC 9110 §15.4.9; GitHub sends a temporary 307). 302/307 when temporary.
+ */
 export function redirectStatus(method: string, permanent: boolean): 301 | 302 | 307 | 308 {
   const safe = method === 'GET' || method === 'HEAD';
   if (permanent) return safe ? 301 : 308;

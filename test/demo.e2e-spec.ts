@@ -72,6 +72,11 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
     expect(hidden.headers['cache-control']).toBe(never.headers['cache-control']);
   });
 
+  it('a malformed slug stays a 400, never a 500', async () => {
+    await http.get('/articles/a%00b').expect(400);
+    await http.get(`/articles/${'x'.repeat(300)}`).expect(adapter === 'fastify' ? 414 : 400);
+  });
+
   it('PATCH a moved slug → 308 to the new slug', async () => {
     const res = await http.patch('/articles/old-hello').send({ title: 'x' }).expect(308);
     expect(res.headers.location).toBe('/articles/hello-world');
