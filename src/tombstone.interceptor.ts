@@ -16,14 +16,12 @@ import type { TombstonedSettings } from './tombstone.decorator.js';
 import { preview } from './tombstone.exceptions.js';
 import { TombstoneAnswerException } from './tombstone.filter.js';
 import type { ResolvedTombstoneOptions, TombstoneRequest, TombstoneScopeSource } from './tombstone.options.js';
-import { type TombstoneResolution, TombstoneService } from './tombstone.service.js';
+import { NO_TOMBSTONE, type TombstoneResolution, TombstoneService } from './tombstone.service.js';
 
 /** Thrown inside the pipe when a handler returned nothing; never leaves the interceptor. */
 class EmptyResult {
   constructor(readonly value: null | undefined) {}
 }
-
-const NONE: TombstoneResolution = { state: 'none' };
 
 /**
  * Turns a failed lookup of a `@Tombstoned()` route into the tombstone's answer. On a found
@@ -48,16 +46,15 @@ export class TombstoneInterceptor implements NestInterceptor {
         return value;
       }),
       catchError((error: unknown) => {
-        if (error instanceof EmptyResult) {
-          return this.emptyIsMiss(context) ? defer(() => this.answer(context, error)) : of(error.value);
-        }
-        return isNotFound(error) ? defer(() => this.answer(context, error)) : throwError(() => error);
+        if (!(error instanceof EmptyResult) && !isNotFound(error)) return throwError(() => error);
+        const settings = this.settingsOf(context);
+        if (error instanceof EmptyResult && !this.emptyIsMiss(context, settings)) return of(error.value);
+        return defer(() => this.answer(context, settings, error));
       }),
     );
   }
 
-  private async answer(context: ExecutionContext, original: unknown): Promise<never> {
-    const settings = this.settingsOf(context);
+  private async answer(context: ExecutionContext, settings: TombstonedSettings, original: unknown): Promise<never> {
     const request = context.switchToHttp().getRequest<TombstoneRequest>();
     const key = settings.key ? settings.key(request) : request.params?.[settings.param];
     const runtime = this.resolveRuntime();
@@ -68,7 +65,7 @@ export class TombstoneInterceptor implements NestInterceptor {
     }
     const { service, options } = runtime;
     const requestId = requestIdOf(request, options.requestIdHeader);
-    let resolution = NONE;
+    let resolution: TombstoneResolution = NO_TOMBSTONE;
     let scope = '';
     try {
       scope = await scopeOf(settings.scope ?? options.scope, request);
@@ -94,8 +91,8 @@ export class TombstoneInterceptor implements NestInterceptor {
     );
   }
 
-  private emptyIsMiss(context: ExecutionContext): boolean {
-    if (!this.settingsOf(context).emptyMeansNotFound) return false;
+  private emptyIsMiss(context: ExecutionContext, settings: TombstonedSettings): boolean {
+    if (!settings.emptyMeansNotFound) return false;
     if (this.reflector.get<number>(HTTP_CODE_METADATA, context.getHandler()) === HttpStatus.NO_CONTENT) return false;
     // A handler that wrote its own response (@Res()) has already answered.
     const response = context.switchToHttp().getResponse<{ headersSent?: boolean; sent?: boolean }>();

@@ -77,7 +77,8 @@ export type TombstoneResolution =
       readonly merged: boolean;
     };
 
-const NONE: TombstoneResolution = Object.freeze({ state: 'none' });
+/** The resolution of a key without a (live) tombstone. */
+export const NO_TOMBSTONE: TombstoneResolution = Object.freeze({ state: 'none' });
 const HIDDEN: TombstoneResolution = Object.freeze({ state: 'hidden' });
 
 // One round trip whatever the chain: writes keep every target a key that has not moved, so the
@@ -218,9 +219,9 @@ export class TombstoneService implements OnModuleInit {
    * without a query. Database errors are thrown: the HTTP layer turns them into a plain 404.
    */
   async resolve(type: string, key: string, scope = ''): Promise<TombstoneResolution> {
-    if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NONE;
+    if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_TOMBSTONE;
     const [row] = (await this.dataSource.query(LOOKUP_SQL, [scope, type, key])) as LookupRow[];
-    return row ? interpret(row) : NONE;
+    return row ? interpret(row) : NO_TOMBSTONE;
   }
 
   private async upsertOne(
@@ -412,7 +413,7 @@ function interpret(row: LookupRow): TombstoneResolution {
     case 'merged':
       break;
     default:
-      return NONE;
+      return NO_TOMBSTONE;
   }
   // The chain ends at the target; its own tombstone decides (moved, then deleted: 410).
   switch (row.final_kind) {
