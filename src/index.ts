@@ -1,13 +1,28 @@
 import { CreateTombstones1763769600000 } from '../migrations/1763769600000-create-tombstones.js';
+import { CreateTombstoneCapture1763856000000 } from '../migrations/1763856000000-create-tombstone-capture.js';
 import { Tombstone } from './tombstone.entity.js';
 
 /** Entities to add to your DataSource's `entities`. */
 export const TOMBSTONE_ENTITIES = [Tombstone] as const;
 
 /** Migrations to add to your DataSource's `migrations`, in order. Never `synchronize`. */
-export const TOMBSTONE_MIGRATIONS = [CreateTombstones1763769600000] as const;
+export const TOMBSTONE_MIGRATIONS = [CreateTombstones1763769600000, CreateTombstoneCapture1763856000000] as const;
 
-export { CreateTombstones1763769600000 };
+export { CreateTombstoneCapture1763856000000, CreateTombstones1763769600000 };
+export {
+  CAPTURE_TRIGGERS,
+  type EntityClass,
+  installTombstoneCapture,
+  KEY_REUSE_SQLSTATE,
+  removeTombstoneCapture,
+  type TombstoneCaptureKey,
+  type TombstoneCaptureSpec,
+  tombstoneCaptureSpec,
+  TombstoneKeyReuseError,
+  TombstoneTracked,
+  type TombstoneTrackedOptions,
+} from './tombstone.capture.js';
+export { TombstoneContext, type TombstoneContextValues } from './tombstone.context.js';
 export type { TombstoneAnswer } from './tombstone.answer.js';
 export { Tombstoned, type TombstonedOptions } from './tombstone.decorator.js';
 export { Tombstone, TOMBSTONE_KINDS, type TombstoneKind } from './tombstone.entity.js';
@@ -30,6 +45,8 @@ export type {
 export { type RenderedAnswer, type TombstoneFormat, TombstoneRenderer } from './tombstone.renderer.js';
 export {
   type TombstoneDeletionOptions,
+  type TombstoneMergeOptions,
+  type TombstoneMergeResult,
   type TombstoneMove,
   type TombstoneMoveOptions,
   type TombstoneResolution,

@@ -38,6 +38,7 @@ import { TombstoneService } from './tombstone.service.js';
 export class TombstoneModule extends ConfigurableModuleClass {
   /** Registers the module; every option has a default, so `forRoot()` alone works. */
   static override forRoot(options: typeof OPTIONS_TYPE = {}): DynamicModule {
-    return super.forRoot(options);
+    // An `actor` needs each request's context; forRootAsync() asks with `requestContext: true`.
+    return super.forRoot({ ...options, requestContext: options.requestContext ?? typeof options.actor === 'function' });
   }
 }

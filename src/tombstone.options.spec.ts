@@ -41,6 +41,8 @@ describe('resolveTombstoneOptions', () => {
       lookupTimeoutMs: 2000,
       requestIdHeader: 'x-request-id',
       renderer: undefined,
+      actor: undefined,
+      captureCheck: 'error',
     };
 
     it('applies every default to undefined and to {}', () => {
@@ -60,6 +62,7 @@ describe('resolveTombstoneOptions', () => {
     it('keeps every option it is given', () => {
       class MyRenderer extends TombstoneRenderer {}
       const scope = { header: 'x-tenant-id' };
+      const actor = () => 'someone';
       expect(
         resolveTombstoneOptions({
           dataSource: 'tombstones',
@@ -69,6 +72,8 @@ describe('resolveTombstoneOptions', () => {
           lookupTimeoutMs: 250,
           requestIdHeader: 'X-Correlation-Id',
           renderer: MyRenderer,
+          actor,
+          captureCheck: 'warn',
         }),
       ).toStrictEqual({
         dataSource: 'tombstones',
@@ -83,6 +88,8 @@ describe('resolveTombstoneOptions', () => {
         lookupTimeoutMs: 250,
         requestIdHeader: 'X-Correlation-Id',
         renderer: MyRenderer,
+        actor,
+        captureCheck: 'warn',
       });
     });
 
@@ -121,8 +128,16 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, requestIdHeader, renderer.',
+        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, requestIdHeader, renderer, actor, captureCheck.',
       );
+    });
+
+    it.each([['sometimes'], [true]])('rejects captureCheck %j', (captureCheck) => {
+      expect(configurationErrorOf({ captureCheck })).toContain("captureCheck must be 'error', 'warn' or 'off'");
+    });
+
+    it.each([['req.user.id'], [{}]])('rejects an actor that is not a function: %j', (actor) => {
+      expect(configurationErrorOf({ actor })).toContain('actor must be a function of the request');
     });
 
     it('rejects options that are not an object', () => {

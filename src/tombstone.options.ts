@@ -72,6 +72,21 @@ export class TombstoneModuleOptions {
 
   /** Renders answers; subclass `TombstoneRenderer` to change bodies. Default: `TombstoneRenderer`. */
   renderer?: Type<TombstoneRenderer>;
+
+  /**
+   * Who acts in a request, e.g. `(req) => req.user?.id`: recorded as the actor of every tombstone
+   * written while serving it (captured or recorded). Read when the tombstone is written, so after
+   * your guards ran. Default: none (no per-request work at all).
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the app's own request type (Express, Fastify, with its `user`)
+  actor?: (request: any) => string | null | undefined;
+
+  /**
+   * What start-up does when a `@TombstoneTracked` entity's capture triggers are missing or do
+   * not match its declarations: `'error'` (refuse to start), `'warn'` (log), `'off'`.
+   * Default: `'error'`.
+   */
+  captureCheck?: 'error' | 'warn' | 'off';
 }
 
 export interface ResolvedTombstoneOptions {
@@ -82,6 +97,9 @@ export interface ResolvedTombstoneOptions {
   lookupTimeoutMs: number;
   requestIdHeader: string;
   renderer?: Type<TombstoneRenderer>;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see TombstoneModuleOptions.actor
+  actor?: (request: any) => string | null | undefined;
+  captureCheck: 'error' | 'warn' | 'off';
 }
 
 export const DEFAULT_CACHE_CONTROL: TombstoneCacheControl = {
@@ -92,7 +110,8 @@ export const DEFAULT_CACHE_CONTROL: TombstoneCacheControl = {
 };
 
 const KNOWN_OPTIONS = new Set([
-  'dataSource', 'scope', 'problemDetails', 'cacheControl', 'lookupTimeoutMs', 'requestIdHeader', 'renderer',
+  'dataSource', 'scope', 'problemDetails', 'cacheControl', 'lookupTimeoutMs', 'requestIdHeader', 'renderer', 'actor',
+  'captureCheck',
 ]);
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
  
@@ -142,6 +161,13 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
   if (given.renderer !== undefined && typeof given.renderer !== 'function') {
     fail('renderer must be a class that extends TombstoneRenderer.');
   }
+  if (given.actor !== undefined && typeof given.actor !== 'function') {
+    fail('actor must be a function of the request, e.g. (req) => req.user?.id.');
+  }
+  const captureCheck = given.captureCheck ?? 'error';
+  if (!['error', 'warn', 'off'].includes(captureCheck)) {
+    fail(`captureCheck must be 'error', 'warn' or 'off', not ${JSON.stringify(captureCheck)}.`);
+  }
   return {
     dataSource: given.dataSource,
     scope: given.scope,
@@ -150,6 +176,8 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
     lookupTimeoutMs,
     requestIdHeader,
     renderer: given.renderer,
+    actor: given.actor,
+    captureCheck,
   };
 }
 

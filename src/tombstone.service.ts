@@ -1,7 +1,8 @@
-import { Inject, Injectable, type OnModuleInit } from '@nestjs/common';
+import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
-import type { DataSource, EntityManager } from 'typeorm';
+import type { DataSource, EntityManager, EntityTarget, FindOptionsWhere, ObjectLiteral } from 'typeorm';
+import { captureProblems, trackedDeclarations } from './tombstone.capture.js';
 import { LIMITS, TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { Tombstone, type TombstoneKind } from './tombstone.entity.js';
 import {
@@ -9,7 +10,9 @@ import {
   TombstoneCycleError,
   TombstoneSelfTargetError,
   TombstoneValidationError,
+  preview,
 } from './tombstone.exceptions.js';
+import { TombstoneContext, TombstoneContextSubscriber } from './tombstone.context.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
 import {
   assertAlternative,
@@ -53,6 +56,31 @@ export interface TombstoneDeletionOptions extends TombstoneWriteOptions {
 export interface TombstoneMoveOptions extends TombstoneWriteOptions {
   /** Permanent (301/308) or temporary (302/307) redirect. Default: `true`. */
   permanent?: boolean;
+}
+
+/** What `merge()` is told: the rows to fold into one, and how to re-point what refers to them. */
+export interface TombstoneMergeOptions<T> {
+  /** Primary key of the row that survives (an object for composite keys). */
+  into: unknown;
+  /** Primary keys of the rows merged into it; they are deleted. */
+  from: readonly unknown[];
+  /**
+   * Re-points what refers to the merged rows (orders, comments) to the survivor, in the merge's
+   * transaction, before the merged rows are deleted.
+   */
+  repoint?: (manager: EntityManager, rows: { survivor: T; merged: T[] }) => unknown;
+  reason?: string | null;
+  actor?: string | null;
+  /** The caller's transaction; default: a transaction of the module's own. */
+  manager?: EntityManager;
+}
+
+export interface TombstoneMergeResult<T> {
+  survivor: T;
+  /** The merged rows as they were before they were deleted. */
+  merged: T[];
+  /** The `merged` tombstones written, one per tracked key of each merged row. */
+  tombstones: Tombstone[];
 }
 
 export interface TombstoneMove {
@@ -139,8 +167,23 @@ export class TombstoneService implements OnModuleInit {
     private readonly moduleRef: ModuleRef,
   ) {}
 
-  onModuleInit(): void {
-    this.source = this.locateDataSource();
+  private readonly logger = new Logger('TombstoneModule');
+
+  async onModuleInit(): Promise<void> {
+    const source = (this.source = this.locateDataSource());
+    if (!source.subscribers.some((s) => s instanceof TombstoneContextSubscriber)) {
+      source.subscribers.push(new TombstoneContextSubscriber());
+    }
+    if (this.options.captureCheck === 'off' || !source.isInitialized) return;
+    const problems = await captureProblems(source);
+    if (problems.length === 0) return;
+    const error = new TombstoneConfigurationError(`TombstoneModule: automatic capture is not in place.\n${problems.map((p) => `- ${p}`).join('\n')}`, [
+      'Add a migration that calls installTombstoneCapture(queryRunner, Entity) for each entity above, and run it (after TOMBSTONE_MIGRATIONS).',
+      'After changing an entity\'s @TombstoneTracked declarations, add a migration that calls installTombstoneCapture again.',
+      "To start anyway, set the module's captureCheck option to 'warn' or 'off'.",
+    ]);
+    if (this.options.captureCheck === 'error') throw error;
+    this.logger.warn(error.message);
   }
 
   /** The DataSource that holds the tombstone table. */
@@ -187,6 +230,98 @@ export class TombstoneService implements OnModuleInit {
       throw new TombstoneValidationError('sources', 'A merge needs at least one source key.');
     }
     return this.recordRedirects(type, [...new Set(sources)].map((from) => ({ from, to: into })), 'merged', options);
+  }
+
+  /**
+   * Merges rows of a `@TombstoneTracked` entity into one, in one transaction: locks them, lets
+   * `repoint` move what refers to the merged rows, deletes them, and records a `merged`
+   * tombstone from each of their keys to the survivor's key (for every tracked key). Links to a
+   * merged row answer a redirect to the survivor from then on.
+   *
+   * @example
+   * await tombstones.merge(User, {
+   *   into: 1,
+   *   from: [2, 3],
+   *   repoint: (manager, { survivor, merged }) =>
+   *     manager.update(Order, { userId: In(merged.map((u) => u.id)) }, { userId: survivor.id }),
+   * });
+   */
+  async merge<T extends ObjectLiteral>(entity: EntityTarget<T>, options: TombstoneMergeOptions<T>): Promise<TombstoneMergeResult<T>> {
+    if (typeof options !== 'object' || options === null) {
+      throw new TombstoneValidationError('options', 'merge() needs { into, from }.');
+    }
+    if (!Array.isArray(options.from) || options.from.length === 0) {
+      throw new TombstoneValidationError('from', 'A merge needs at least one row to merge.');
+    }
+    if (options.repoint !== undefined && typeof options.repoint !== 'function') {
+      throw new TombstoneValidationError('repoint', 'repoint must be a function (manager, { survivor, merged }).');
+    }
+    const actor = assertText(options.actor, 'actor', LIMITS.actorLength);
+    const reason = assertText(options.reason, 'reason', LIMITS.reasonLength);
+    const run = (manager: EntityManager) =>
+      TombstoneContext.run({ ...(actor === null ? {} : { actor }), ...(reason === null ? {} : { reason }) }, async () => {
+        const metadata = manager.connection.getMetadata(entity);
+        const declarations = trackedDeclarations(metadata.target);
+        if (declarations.length === 0) {
+          throw new TombstoneConfigurationError(`merge(): ${metadata.name} is not @TombstoneTracked.`, [
+            `Add @TombstoneTracked({ type, key }) to ${metadata.name}, or record with recordMerge().`,
+          ]);
+        }
+        const repository = manager.getRepository(entity);
+        const where = (id: unknown, field: string): FindOptionsWhere<T> => {
+          if (typeof id === 'object' && id !== null) return id as FindOptionsWhere<T>;
+          if (metadata.primaryColumns.length !== 1 || (typeof id !== 'string' && typeof id !== 'number' && typeof id !== 'bigint')) {
+            throw new TombstoneValidationError(field, `${metadata.name} rows are named by an object of their primary key columns.`);
+          }
+          return { [metadata.primaryColumns[0].propertyName]: id } as FindOptionsWhere<T>;
+        };
+        const lock = { mode: 'pessimistic_write' } as const;
+        const survivor = await repository.findOne({ where: where(options.into, 'into'), lock });
+        if (!survivor) throw new TombstoneValidationError('into', `No ${metadata.name} row matches the survivor ${describe(options.into)}.`);
+        const survivorId = JSON.stringify(metadata.getEntityIdMap(survivor));
+        const merged: T[] = [];
+        for (const id of options.from) {
+          // A soft-deleted duplicate can be merged too: its links then lead to the survivor.
+          const row = await repository.findOne({ where: where(id, 'from'), lock, withDeleted: true });
+          if (!row) throw new TombstoneValidationError('from', `No ${metadata.name} row matches ${describe(id)}.`);
+          const rowId = JSON.stringify(metadata.getEntityIdMap(row));
+          if (rowId === survivorId) throw new TombstoneValidationError('from', 'A row cannot be merged into itself.');
+          if (!merged.some((m) => JSON.stringify(metadata.getEntityIdMap(m)) === rowId)) merged.push(row);
+        }
+        await options.repoint?.(manager, { survivor, merged });
+        const before = merged.map((row) => ({ ...row }) as T);
+        await repository.remove(merged);
+
+        const tombstones: Tombstone[] = [];
+        for (const declaration of declarations) {
+          const target = keyValue(survivor[declaration.key]);
+          if (target === null) {
+            throw new TombstoneValidationError('into', `The survivor has no ${declaration.key} to redirect ${declaration.type} keys to.`);
+          }
+          const scope = declaration.scope === undefined ? '' : (keyValue(survivor[declaration.scope]) ?? '');
+          const sources: string[] = [];
+          for (const row of before) {
+            const key = keyValue(row[declaration.key]);
+            if (key === null || key === target) continue;
+            const rowScope = declaration.scope === undefined ? '' : (keyValue(row[declaration.scope]) ?? '');
+            if (rowScope !== scope) {
+              throw new TombstoneValidationError('from', `Rows of different ${declaration.scope} values cannot be merged.`);
+            }
+            sources.push(key);
+          }
+          if (sources.length > 0) {
+            tombstones.push(
+              ...(await this.recordMerge(declaration.type, sources, target, { scope, manager, permanent: declaration.permanent })),
+            );
+          }
+          // A merged row that shared the survivor's key left a tombstone on it: the key is live.
+          if (before.some((row) => keyValue(row[declaration.key]) === target)) {
+            await this.restore(declaration.type, target, { scope, manager });
+          }
+        }
+        return { survivor, merged: before, tombstones };
+      });
+    return options.manager ? options.manager.transaction(run) : this.dataSource.transaction(run);
   }
 
   /** Removes a key's tombstone: the key is live again. Answers whether there was one. */
@@ -316,10 +451,12 @@ export class TombstoneService implements OnModuleInit {
       throw new TombstoneValidationError('options', 'Recording options must be an object.');
     }
     const occurredAt = assertDate(options.occurredAt, 'occurredAt');
+    // Not named by the call: whatever the context says (the request's actor, a job's reason).
+    const context = TombstoneContext.current();
     return {
       scope: assertScope(options.scope ?? ''),
-      reason: assertText(options.reason, 'reason', LIMITS.reasonLength),
-      actor: assertText(options.actor, 'actor', LIMITS.actorLength),
+      reason: options.reason === undefined ? context.reason : assertText(options.reason, 'reason', LIMITS.reasonLength),
+      actor: options.actor === undefined ? context.actor : assertText(options.actor, 'actor', LIMITS.actorLength),
       occurredAt,
       explicitOccurredAt: occurredAt !== null,
       expiresAt: assertDate(options.expiresAt, 'expiresAt'),
@@ -352,6 +489,20 @@ export class TombstoneService implements OnModuleInit {
     }
     return dataSource;
   }
+}
+
+function describe(id: unknown): string {
+  try {
+    return preview(typeof id === 'object' && id !== null ? JSON.stringify(id) : String(id));
+  } catch {
+    return '(unprintable)';
+  }
+}
+
+/** A key column's value as a tombstone key: what the triggers compute with `::text`. */
+function keyValue(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  return typeof value === 'string' ? value : String(value);
 }
 
 /** Validates a batch and maps each source to the key it finally lives at. */

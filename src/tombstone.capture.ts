@@ -1,0 +1,439 @@
+import { createHash } from 'node:crypto';
+import type { DataSource, EntityMetadata, QueryRunner } from 'typeorm';
+import { TombstoneConfigurationError, TombstoneError, preview } from './tombstone.exceptions.js';
+import { isValidType } from './tombstone.validation.js';
+
+const TRACKED = Symbol.for('nestjs-tombstones:tracked');
+
+/** An entity class. */
+export type EntityClass = abstract new (...args: never[]) => object;
+
+/** Options of `@TombstoneTracked()`: one tracked key of an entity. */
+export interface TombstoneTrackedOptions {
+  /** Resource type of the key, as named in `@Tombstoned(type)` on the routes that serve it. */
+  type: string;
+  /** Property that holds the key (a slug, a numeric id, a uuid). */
+  key: string;
+  /** Property that holds the key's scope (tenant, region); its value is the tombstone's scope. Default: unscoped. */
+  scope?: string;
+  /** What a hard-deleted row's key answers: `'gone'` (410) or `'hidden'` (a plain 404). Default: `'gone'`. */
+  onDelete?: 'gone' | 'hidden';
+  /**
+   * When a live row takes a key that has a tombstone: `'allow'` clears the tombstone (live data
+   * wins); `'forbid'` refuses the write with `TombstoneKeyReuseError`, except for a row taking
+   * back a key that redirects to it (renaming back). Default: `'allow'`.
+   */
+  reuse?: 'allow' | 'forbid';
+  /** Key changes answer 301/308 (`true`) or 302/307 (`false`). Default: `true`. */
+  permanent?: boolean;
+}
+
+/** A `@TombstoneTracked()` declaration with its defaults applied. */
+export type TombstoneTrackedDeclaration = Required<Omit<TombstoneTrackedOptions, 'scope'>> & { scope?: string };
+
+/** One tracked key as the triggers see it: database column names. */
+export interface TombstoneCaptureKey {
+  type: string;
+  column: string;
+  scope: string | null;
+  onDelete: 'deleted' | 'hidden';
+  reuse: 'allow' | 'forbid';
+  permanent: boolean;
+}
+
+/** What the capture triggers of one table are told: it is their only argument. */
+export interface TombstoneCaptureSpec {
+  v: 1;
+  /** The table, `schema.name` or `name`. */
+  table: string;
+  /** The soft-delete column (TypeORM's `@DeleteDateColumn`), if any. */
+  soft: string | null;
+  keys: TombstoneCaptureKey[];
+}
+
+/** The triggers `installTombstoneCapture()` creates on a tracked table. */
+export const CAPTURE_TRIGGERS = {
+  delete: 'tombstones_capture_del',
+  insert: 'tombstones_capture_ins',
+  update: 'tombstones_capture_upd',
+  truncate: 'tombstones_capture_trunc',
+} as const;
+
+/** SQLSTATE of the error the triggers raise when a key's reuse is forbidden. */
+export const KEY_REUSE_SQLSTATE = 'TB001';
+
+/**
+ * Opts an entity into automatic capture: from now on the database itself records a tombstone
+ * whenever a row of it is deleted, soft-deleted, restored or changes its key, whatever did it
+ * (the repository, a query builder, raw SQL, a cascade, another service). Repeat it for each
+ * key the entity is reachable by.
+ *
+ * The capture runs in triggers that a migration installs with `installTombstoneCapture()`;
+ * the module refuses to start when a tracked entity's triggers are missing or out of date.
+ *
+ * @example
+ * @Entity()
+ * @TombstoneTracked({ type: 'article', key: 'slug', onDelete: 'gone' })
+ * @TombstoneTracked({ type: 'article-id', key: 'id' })
+ * export class Article { ... }
+ */
+export function TombstoneTracked(options: TombstoneTrackedOptions): ClassDecorator {
+  const declaration = validateTracked(options);
+  return (target) => {
+    const own = Object.prototype.hasOwnProperty.call(target, TRACKED)
+      ? trackedDeclarations(target)
+      : [];
+    if (own.some((d) => d.type === declaration.type && d.key === declaration.key)) {
+      throw new TombstoneConfigurationError(
+        `@TombstoneTracked: ${target.name} declares type '${declaration.type}' on '${declaration.key}' twice.`,
+      );
+    }
+    // Decorators apply bottom-up; keep the order the reader sees.
+    Object.defineProperty(target, TRACKED, { value: [declaration, ...own], configurable: true });
+  };
+}
+
+/** The `@TombstoneTracked()` declarations of an entity class, in source order. */
+export function trackedDeclarations(entity: unknown): readonly TombstoneTrackedDeclaration[] {
+  if (typeof entity !== 'function') return [];
+  return (entity as unknown as Record<symbol, TombstoneTrackedDeclaration[] | undefined>)[TRACKED] ?? [];
+}
+
+function validateTracked(options: TombstoneTrackedOptions): TombstoneTrackedDeclaration {
+  const fail = (what: string): never => {
+    throw new TombstoneConfigurationError(`@TombstoneTracked: ${what}`, [
+      "Example: @TombstoneTracked({ type: 'article', key: 'slug', onDelete: 'gone', reuse: 'allow' })",
+    ]);
+  };
+  if (typeof options !== 'object' || options === null) fail('pass an options object.');
+  const { type, key, scope, onDelete = 'gone', reuse = 'allow', permanent = true } = options;
+  if (!isValidType(type)) fail(`type must be a non-empty string of printable characters (got ${JSON.stringify(type)}).`);
+  if (typeof key !== 'string' || key.length === 0) fail('key must name the property that holds the key.');
+  if (scope !== undefined && (typeof scope !== 'string' || scope.length === 0)) fail('scope must name a property.');
+  if (onDelete !== 'gone' && onDelete !== 'hidden') fail(`onDelete must be 'gone' or 'hidden' (got ${JSON.stringify(onDelete)}).`);
+  if (reuse !== 'allow' && reuse !== 'forbid') fail(`reuse must be 'allow' or 'forbid' (got ${JSON.stringify(reuse)}).`);
+  if (typeof permanent !== 'boolean') fail('permanent must be true or false.');
+  const unknown = Object.keys(options).filter((k) => !['type', 'key', 'scope', 'onDelete', 'reuse', 'permanent'].includes(k));
+  if (unknown.length > 0) fail(`unknown option(s): ${unknown.join(', ')}.`);
+  return scope === undefined ? { type, key, onDelete, reuse, permanent } : { type, key, scope, onDelete, reuse, permanent };
+}
+
+/**
+ * The capture spec of a tracked entity, with the column names its DataSource maps it to.
+ * Throws when the entity is not tracked or names properties that are not columns.
+ */
+export function tombstoneCaptureSpec(dataSource: DataSource, entity: EntityClass): TombstoneCaptureSpec {
+  const declarations = trackedDeclarations(entity);
+  if (declarations.length === 0) {
+    throw new TombstoneConfigurationError(`${entity.name} is not tracked.`, [
+      `Add @TombstoneTracked({ type, key }) to ${entity.name}, or pass a TombstoneCaptureSpec.`,
+    ]);
+  }
+  const metadata = dataSource.getMetadata(entity);
+  const column = (property: string, role: string): string => {
+    const found = metadata.findColumnWithPropertyName(property);
+    if (!found || found.relationMetadata) {
+      throw new TombstoneConfigurationError(
+        `@TombstoneTracked on ${entity.name}: ${role} '${property}' is not a column of ${metadata.tableName}.`,
+        ['Name a property decorated with @Column() / @PrimaryColumn() (a plain column, not a relation).'],
+      );
+    }
+    return found.databaseName;
+  };
+  return {
+    v: 1,
+    table: tablePath(metadata),
+    soft: metadata.deleteDateColumn?.databaseName ?? null,
+    keys: declarations.map((d) => ({
+      type: d.type,
+      column: column(d.key, 'key'),
+      scope: d.scope === undefined ? null : column(d.scope, 'scope'),
+      onDelete: d.onDelete === 'gone' ? 'deleted' : 'hidden',
+      reuse: d.reuse,
+      permanent: d.permanent,
+    })),
+  };
+}
+
+function tablePath(metadata: EntityMetadata): string {
+  return metadata.schema ? `${metadata.schema}.${metadata.tableName}` : metadata.tableName;
+}
+
+// Types whose text form is what a request carries and what TypeORM hands back (char(n) pads: not one).
+const KEY_COLUMN_TYPES = ['text', 'character varying', 'integer', 'bigint', 'smallint', 'uuid', 'citext'];
+
+/**
+ * Installs (or updates) the capture triggers of a tracked table. Call it from a migration,
+ * after the shipped `TOMBSTONE_MIGRATIONS` and after the table exists; it is idempotent.
+ *
+ * @example
+ * export class TrackArticles1764000000000 implements MigrationInterface {
+ *   up = (queryRunner: QueryRunner) => installTombstoneCapture(queryRunner, Article);
+ *   down = (queryRunner: QueryRunner) => removeTombstoneCapture(queryRunner, Article);
+ * }
+ */
+export async function installTombstoneCapture(queryRunner: QueryRunner, target: EntityClass | TombstoneCaptureSpec): Promise<void> {
+  const spec = typeof target === 'function' ? tombstoneCaptureSpec(queryRunner.connection, target) : validateSpec(target);
+  for (const statement of await captureStatements(queryRunner, spec)) await queryRunner.query(statement);
+}
+
+/** Drops the capture triggers of a table; the tombstones already written stay. */
+export async function removeTombstoneCapture(queryRunner: QueryRunner, target: EntityClass | TombstoneCaptureSpec | string): Promise<void> {
+  const table =
+    typeof target === 'string'
+      ? target
+      : typeof target === 'function'
+        ? tablePath(queryRunner.connection.getMetadata(target))
+        : validateSpec(target).table;
+  for (const name of Object.values(CAPTURE_TRIGGERS)) {
+    await queryRunner.query(`DROP TRIGGER IF EXISTS ${ident(name)} ON ${qualified(table)}`);
+  }
+  await queryRunner.query(`DROP FUNCTION IF EXISTS ${ident(captureFunctionName(table))}()`);
+}
+
+async function captureStatements(queryRunner: QueryRunner, spec: TombstoneCaptureSpec): Promise<string[]> {
+  const table = qualified(spec.table);
+  const [relation] = (await queryRunner.query(`SELECT to_regclass($1) AS oid`, [table])) as { oid: string | null }[];
+  if (!relation?.oid) {
+    throw new TombstoneConfigurationError(`installTombstoneCapture: table ${spec.table} does not exist.`, [
+      'Install the capture in a migration that runs after the one creating the table.',
+    ]);
+  }
+  // The shipped functions, in the schema of the tombstone table: the generated function names it.
+  const [functions] = (await queryRunner.query(
+    `SELECT n.nspname AS schema FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+      WHERE p.proname = 'tombstones_capture_change' AND n.nspname = ANY(current_schemas(false))
+      ORDER BY array_position(current_schemas(false), n.nspname) LIMIT 1`,
+  )) as { schema: string }[];
+  if (!functions) {
+    throw new TombstoneConfigurationError('installTombstoneCapture: the capture functions are not installed.', [
+      'Run ...TOMBSTONE_MIGRATIONS before the migration that installs the capture.',
+    ]);
+  }
+  const columns = [...new Set(spec.keys.flatMap((k) => (k.scope ? [k.column, k.scope] : [k.column])).concat(spec.soft ? [spec.soft] : []))];
+  const types = (await queryRunner.query(
+    `SELECT attname, format_type(atttypid, NULL) AS type FROM pg_attribute
+      WHERE attrelid = $1::regclass AND attname = ANY($2::text[]) AND attnum > 0 AND NOT attisdropped`,
+    [table, columns],
+  )) as { attname: string; type: string }[];
+  const typeOf = new Map(types.map((t) => [t.attname, t.type]));
+  for (const column of columns) {
+    if (!typeOf.has(column)) {
+      throw new TombstoneConfigurationError(`installTombstoneCapture: ${spec.table} has no column '${column}'.`);
+    }
+  }
+  for (const key of spec.keys) {
+    const type = typeOf.get(key.column) as string;
+    if (!KEY_COLUMN_TYPES.includes(type)) {
+      throw new TombstoneConfigurationError(
+        `installTombstoneCapture: key column ${spec.table}.${key.column} is of type ${type}, which is not a key type.`,
+        [`Track a column of one of these types: ${KEY_COLUMN_TYPES.join(', ')}.`],
+      );
+    }
+  }
+
+  const fn = captureFunctionName(spec.table);
+  const argument = literal(JSON.stringify(spec));
+  const changed = [
+    ...new Set(spec.keys.flatMap((k) => (k.scope ? [k.column, k.scope] : [k.column]))),
+  ].map((c) => `OLD.${ident(c)} IS DISTINCT FROM NEW.${ident(c)}`);
+  if (spec.soft) changed.push(`(OLD.${ident(spec.soft)} IS NULL) <> (NEW.${ident(spec.soft)} IS NULL)`);
+  const T = CAPTURE_TRIGGERS;
+  return [
+    ...Object.values(T).map((name) => `DROP TRIGGER IF EXISTS ${ident(name)} ON ${table}`),
+    captureFunction(fn, spec, ident(functions.schema)),
+    `CREATE TRIGGER ${ident(T.delete)} AFTER DELETE ON ${table} REFERENCING OLD TABLE AS tombstones_old
+       FOR EACH STATEMENT EXECUTE FUNCTION ${ident(fn)}(${argument})`,
+    `CREATE TRIGGER ${ident(T.insert)} AFTER INSERT ON ${table} REFERENCING NEW TABLE AS tombstones_new
+       FOR EACH STATEMENT EXECUTE FUNCTION ${ident(fn)}(${argument})`,
+    `CREATE TRIGGER ${ident(T.update)} AFTER UPDATE ON ${table}
+       FOR EACH ROW WHEN (${changed.join(' OR ')}) EXECUTE FUNCTION ${ident(fn)}(${argument})`,
+    `CREATE TRIGGER ${ident(T.truncate)} BEFORE TRUNCATE ON ${table}
+       FOR EACH STATEMENT EXECUTE FUNCTION ${ident(fn)}(${argument})`,
+  ];
+}
+
+/** The generated trigger function of a table: `tombstones_capture_<table>_<hash>`, at most 60 characters. */
+function captureFunctionName(table: string): string {
+  const hash = createHash('sha256').update(table).digest('hex').slice(0, 10);
+  return `tombstones_capture_${table.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 30)}_${hash}`;
+}
+
+/**
+ * The trigger function of one table. It only reads columns and hands their values to the
+ * shipped functions (see the CreateTombstoneCapture migration), which hold the logic; its
+ * statements are static, so PostgreSQL plans them once per session.
+ */
+function captureFunction(name: string, spec: TombstoneCaptureSpec, schema: string): string {
+  const table = literal(spec.table);
+  const scopeOf = (row: string, k: TombstoneCaptureKey) => (k.scope ? `coalesce(${row}.${ident(k.scope)}::text, '')` : `''::text`);
+  const keyOf = (row: string, k: TombstoneCaptureKey) => `${row}.${ident(k.column)}::text`;
+  const liveOf = (row: string) => (spec.soft ? `${row}.${ident(spec.soft)} IS NULL` : 'true');
+  const collect = (k: TombstoneCaptureKey, from: string, extra = '') =>
+    `SELECT array_agg(${scopeOf('s', k)}), array_agg(${keyOf('s', k)}) INTO _scopes, _keys
+       FROM ${from} s WHERE s.${ident(k.column)} IS NOT NULL${extra};`;
+  const update = spec.keys.map(
+    (k) => `PERFORM ${schema}.tombstones_capture_change(${scopeOf('OLD', k)}, ${scopeOf('NEW', k)}, ${literal(k.type)},
+        ${keyOf('OLD', k)}, ${keyOf('NEW', k)}, ${liveOf('OLD')}, ${liveOf('NEW')},
+        ${literal(k.onDelete)}, ${literal(k.reuse)}, ${k.permanent}, ${table});`,
+  );
+  const removed = (from: string) =>
+    spec.keys.map(
+      (k) => `${collect(k, from)}
+      PERFORM ${schema}.tombstones_capture_mark(_scopes, ${literal(k.type)}, _keys, ${literal(k.onDelete)}, ${table});`,
+    );
+  const inserted = spec.keys.map(
+    (k) => `${collect(k, 'tombstones_new')}
+      PERFORM ${schema}.tombstones_capture_claim_all(_scopes, ${literal(k.type)}, _keys, ${literal(k.reuse)}, ${table});${
+        spec.soft
+          ? `
+      ${collect(k, 'tombstones_new', ` AND s.${ident(spec.soft)} IS NOT NULL`)}
+      PERFORM ${schema}.tombstones_capture_mark(_scopes, ${literal(k.type)}, _keys, 'hidden', ${table});`
+          : ''
+      }`,
+  );
+  const body = `
+    DECLARE
+      _scopes text[];
+      _keys text[];
+    BEGIN
+      IF TG_OP = 'UPDATE' THEN
+        ${update.join('\n        ')}
+      ELSIF TG_OP = 'DELETE' THEN
+        ${removed('tombstones_old').join('\n        ')}
+      ELSIF TG_OP = 'INSERT' THEN
+        ${inserted.join('\n        ')}
+      ELSIF TG_OP = 'TRUNCATE' THEN
+        ${removed(qualified(spec.table)).join('\n        ')}
+      END IF;
+      RETURN NULL;
+    END`;
+  if (body.includes('$tombstones_capture$')) {
+    throw new TombstoneConfigurationError('installTombstoneCapture: column names may not contain "$tombstones_capture$".');
+  }
+  return `CREATE OR REPLACE FUNCTION ${ident(name)}() RETURNS trigger LANGUAGE plpgsql AS $tombstones_capture$${body}
+  $tombstones_capture$`;
+}
+
+function validateSpec(spec: TombstoneCaptureSpec): TombstoneCaptureSpec {
+  const fail = (what: string): never => {
+    throw new TombstoneConfigurationError(`Invalid TombstoneCaptureSpec: ${what}`);
+  };
+  if (typeof spec !== 'object' || spec === null) fail('pass an object.');
+  if (spec.v !== 1) fail('v must be 1.');
+  if (typeof spec.table !== 'string' || spec.table.length === 0) fail('table must be a table name.');
+  if (spec.soft !== null && (typeof spec.soft !== 'string' || spec.soft.length === 0)) fail('soft must be a column or null.');
+  if (!Array.isArray(spec.keys) || spec.keys.length === 0) fail('keys must list at least one key.');
+  const seen = new Set<string>();
+  for (const key of spec.keys) {
+    if (!isValidType(key?.type)) fail('each key needs a valid type.');
+    if (typeof key.column !== 'string' || key.column.length === 0) fail('each key needs a column.');
+    if (key.scope !== null && (typeof key.scope !== 'string' || key.scope.length === 0)) fail('scope must be a column or null.');
+    if (key.onDelete !== 'deleted' && key.onDelete !== 'hidden') fail("onDelete must be 'deleted' or 'hidden'.");
+    if (key.reuse !== 'allow' && key.reuse !== 'forbid') fail("reuse must be 'allow' or 'forbid'.");
+    if (typeof key.permanent !== 'boolean') fail('permanent must be a boolean.');
+    if (seen.has(`${key.type}\u0000${key.column}`)) fail(`type '${key.type}' on column '${key.column}' is listed twice.`);
+    seen.add(`${key.type}\u0000${key.column}`);
+  }
+  const { v, table, soft, keys } = spec;
+  return {
+    v,
+    table,
+    soft,
+    keys: keys.map(({ type, column, scope, onDelete, reuse, permanent }) => ({ type, column, scope, onDelete, reuse, permanent })),
+  };
+}
+
+/**
+ * Checks at start-up that every tracked entity of a DataSource has its capture triggers, with the
+ * spec its decorators declare today. Answers one problem per entity; empty when all is well.
+ */
+export async function captureProblems(dataSource: DataSource): Promise<string[]> {
+  const problems: string[] = [];
+  for (const metadata of dataSource.entityMetadatas) {
+    if (typeof metadata.target !== 'function' || trackedDeclarations(metadata.target).length === 0) continue;
+    const entity = metadata.target as EntityClass;
+    let expected: TombstoneCaptureSpec;
+    try {
+      expected = tombstoneCaptureSpec(dataSource, entity);
+    } catch (error) {
+      problems.push((error as Error).message);
+      continue;
+    }
+    const installed = (await dataSource.query(
+      `SELECT tgname, tgargs FROM pg_trigger
+        WHERE tgrelid = to_regclass($1) AND tgname = ANY($2::text[]) AND tgenabled <> 'D'`,
+      [qualified(expected.table), Object.values(CAPTURE_TRIGGERS)],
+    )) as { tgname: string; tgargs: Buffer }[];
+    const want = JSON.stringify(expected);
+    const current = installed.filter((t) => firstArgument(t.tgargs) === want).length;
+    if (current < Object.keys(CAPTURE_TRIGGERS).length) {
+      problems.push(
+        installed.length === 0
+          ? `${entity.name} (${expected.table}) is @TombstoneTracked but its capture triggers are not installed.`
+          : `${entity.name} (${expected.table}) has capture triggers that do not match its @TombstoneTracked declarations (or some are disabled).`,
+      );
+    }
+  }
+  return problems;
+}
+
+function firstArgument(tgargs: Buffer | string): string {
+  const text = Buffer.isBuffer(tgargs) ? tgargs.toString('utf8') : String(tgargs);
+  return text.split('\u0000')[0] ?? '';
+}
+
+/** The error a write gets when it gives a live row a key whose reuse its type forbids. */
+export class TombstoneKeyReuseError extends TombstoneError {
+  constructor(
+    readonly resourceType: string,
+    readonly resourceKey: string,
+    readonly scope: string,
+    /** The kind of the tombstone that holds the key. */
+    readonly kind: string,
+    override readonly cause?: unknown,
+  ) {
+    super(`The ${resourceType} key '${preview(resourceKey)}' has a tombstone (${kind}) and its type forbids reusing keys.`, [
+      'Choose another key.',
+      'Or restore the tombstone first (TombstoneService.restore), if the old links should now show this row.',
+    ]);
+  }
+
+  /**
+   * The typed error behind a failed write, or `undefined` when the failure was something else.
+   * Accepts TypeORM's `QueryFailedError` and `pg` errors.
+   *
+   * @example
+   * try { await repo.save(article) } catch (error) {
+   *   const reuse = TombstoneKeyReuseError.from(error);
+   *   if (reuse) throw new ConflictException(reuse.message);
+   *   throw error;
+   * }
+   */
+  static from(error: unknown): TombstoneKeyReuseError | undefined {
+    if (error instanceof TombstoneKeyReuseError) return error;
+    const driver = (error as { driverError?: unknown } | null)?.driverError ?? error;
+    const { code, detail } = (driver ?? {}) as { code?: unknown; detail?: unknown };
+    if (code !== KEY_REUSE_SQLSTATE || typeof detail !== 'string') return undefined;
+    try {
+      const parsed = JSON.parse(detail) as { type: string; key: string; scope: string; kind: string };
+      return new TombstoneKeyReuseError(parsed.type, parsed.key, parsed.scope, parsed.kind, error);
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+function ident(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+function qualified(table: string): string {
+  const dot = table.indexOf('.');
+  return dot === -1 ? ident(table) : `${ident(table.slice(0, dot))}.${ident(table.slice(dot + 1))}`;
+}
+
+function literal(text: string): string {
+  return `'${text.replace(/'/g, "''")}'`;
+}
+

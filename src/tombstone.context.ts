@@ -1,0 +1,137 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { type CallHandler, type ExecutionContext, Inject, Injectable, type NestInterceptor } from '@nestjs/common';
+import type { Observable } from 'rxjs';
+import type { AfterQueryEvent, BeforeQueryEvent, EntitySubscriberInterface, QueryRunner } from 'typeorm';
+import { LIMITS, TOMBSTONE_OPTIONS } from './tombstone.constants.js';
+import type { ResolvedTombstoneOptions, TombstoneRequest } from './tombstone.options.js';
+import { assertText } from './tombstone.validation.js';
+
+/** Who did a change and why; recorded on the tombstones it leaves. */
+export interface TombstoneContextValues {
+  actor?: string | null;
+  reason?: string | null;
+}
+
+interface Frame {
+  actor?: string | null;
+  reason?: string | null;
+  request?: TombstoneRequest;
+  actorOf?: (request: TombstoneRequest) => string | null | undefined;
+}
+
+const storage = new AsyncLocalStorage<Frame>();
+
+/**
+ * The actor and reason that tombstones written in the current async context carry: captured
+ * ones (by the triggers) and recorded ones (by `TombstoneService`, unless a call names its own).
+ *
+ * With the module's `actor` option, every request runs in a context whose actor is read from
+ * the request when a tombstone is written (so after your guards have authenticated it).
+ *
+ * @example
+ * await TombstoneContext.run({ actor: 'cron:cleanup', reason: 'Expired promotion' }, () =>
+ *   promotions.delete({ endsAt: LessThan(new Date()) }),
+ * );
+ */
+export const TombstoneContext = {
+  /** Runs `fn` with these values; values not given are inherited from the enclosing context. */
+  run<T>(values: TombstoneContextValues, fn: () => T): T {
+    const frame: Frame = { ...storage.getStore() };
+    if (values.actor !== undefined) frame.actor = assertText(values.actor, 'actor', LIMITS.actorLength);
+    if (values.reason !== undefined) frame.reason = assertText(values.reason, 'reason', LIMITS.reasonLength);
+    return storage.run(frame, fn);
+  },
+
+  /** The values in force here (`null` where none). */
+  current(): { actor: string | null; reason: string | null } {
+    const frame = storage.getStore();
+    if (!frame) return NONE;
+    let actor = frame.actor;
+    if (actor === undefined && frame.actorOf && frame.request) {
+      try {
+        const value = frame.actorOf(frame.request);
+        actor = typeof value === 'string' && value !== '' ? value.slice(0, LIMITS.actorLength) : null;
+      } catch {
+        actor = null;
+      }
+    }
+    return { actor: actor ?? null, reason: frame.reason ?? null };
+  },
+};
+
+const NONE = Object.freeze({ actor: null, reason: null });
+
+/**
+ * Runs each request's handler in a context whose actor comes from the module's `actor` option,
+ * applied to the request your guards authenticated (the Express or the Fastify request).
+ * Registered as a global interceptor only when the module is asked for it.
+ */
+@Injectable()
+export class TombstoneContextInterceptor implements NestInterceptor {
+  constructor(@Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions) {}
+
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    const actorOf = this.options.actor;
+    if (!actorOf || context.getType() !== 'http') return next.handle();
+    const request = context.switchToHttp().getRequest<TombstoneRequest>();
+    // Nest binds the handler to the async context in which handle() is called.
+    return storage.run({ ...storage.getStore(), request, actorOf }, () => next.handle());
+  }
+}
+
+// Statements that cannot write a captured row; everything else gets the context first.
+const READ_ONLY = /^\s*(?:SELECT|SHOW|START|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|SET|RESET|EXPLAIN)\b/i;
+const APPLY_LOCAL = `SELECT set_config('tombstones.actor', $1, true), set_config('tombstones.reason', $2, true)`;
+const APPLY_SESSION = `SELECT set_config('tombstones.actor', $1, false), set_config('tombstones.reason', $2, false)`;
+const UNKNOWN = '\u0001unknown';
+const CLEAR_SESSION = `SELECT set_config('tombstones.actor', '', false), set_config('tombstones.reason', '', false)`;
+
+/**
+ * Hands the context to the capture triggers: before a statement that may write, it sets the
+ * settings `tombstones.actor` / `tombstones.reason` on that connection. Inside a transaction they
+ * are transaction-local and set once (again only if the context changes); for a statement
+ * outside one they are set for that statement and cleared right after. Without a context,
+ * nothing runs.
+ */
+export class TombstoneContextSubscriber implements EntitySubscriberInterface {
+  private readonly applied = new WeakMap<QueryRunner, string>();
+  private readonly toClear = new WeakSet<QueryRunner>();
+
+  async beforeQuery(event: BeforeQueryEvent): Promise<void> {
+    const runner = event.queryRunner;
+    // The common case, a query with no context on a connection that was never given one, costs
+    // one lookup: checked before anything else.
+    if (!runner || (storage.getStore() === undefined && !this.applied.has(runner)) || READ_ONLY.test(event.query)) return;
+    const { actor, reason } = TombstoneContext.current();
+    const inTransaction = runner.isTransactionActive;
+    if (actor === null && reason === null && !this.applied.has(runner)) return;
+    const wanted = `${actor ?? ''}\u0000${reason ?? ''}`;
+    if (inTransaction) {
+      if (this.applied.get(runner) === wanted) return;
+      await runner.query(APPLY_LOCAL, [actor ?? '', reason ?? '']);
+      this.applied.set(runner, wanted);
+    } else if (actor !== null || reason !== null) {
+      await runner.query(APPLY_SESSION, [actor ?? '', reason ?? '']);
+      this.toClear.add(runner);
+    }
+  }
+
+  async afterQuery(event: AfterQueryEvent): Promise<void> {
+    const runner = event.queryRunner;
+    if (!runner || !this.toClear.has(runner) || READ_ONLY.test(event.query)) return;
+    this.toClear.delete(runner);
+    await runner.query(CLEAR_SESSION);
+  }
+
+  // Transaction-local settings end with their transaction. A released savepoint keeps what was
+  // set inside it; one rolled back restores what was set before it, which is not known here, so
+  // the next statement that may write sets the settings again, context or not.
+  afterTransactionCommit(event: { queryRunner: QueryRunner }): void {
+    if (!event.queryRunner.isTransactionActive) this.applied.delete(event.queryRunner);
+  }
+
+  afterTransactionRollback(event: { queryRunner: QueryRunner }): void {
+    if (event.queryRunner.isTransactionActive) this.applied.set(event.queryRunner, UNKNOWN);
+    else this.applied.delete(event.queryRunner);
+  }
+}
