@@ -14,7 +14,7 @@ import {
 } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { ArrayContains, DataSource } from 'typeorm';
-import { Tombstoned, TombstoneService } from '../src/index.js';
+import { TombstoneContext, Tombstoned, TombstoneService } from '../src/index.js';
 import { Article } from './entities.js';
 
 export interface ArticleChanges {
@@ -41,36 +41,35 @@ export class ArticlesService {
     return this.db.getRepository(Article).save({ slug, title, tags });
   }
 
-  /** A slug change and its redirect commit together. */
-  update(slug: string, changes: ArticleChanges, actor?: string): Promise<Article | null> {
-    return this.db.transaction(async (manager) => {
-      const article = await manager.findOneBy(Article, { slug });
-      if (!article) return null;
-      if (typeof changes.title === 'string') article.title = changes.title;
-      if (typeof changes.slug === 'string' && changes.slug !== slug) {
-        article.slug = changes.slug;
-        await this.tombstones.recordMove('article', slug, changes.slug, { actor, manager });
-      }
-      return manager.save(article);
-    });
+  /** A slug change: the capture trigger records the redirect from the old slug in the same statement. */
+  async update(slug: string, changes: ArticleChanges): Promise<Article | null> {
+    const articles = this.db.getRepository(Article);
+    const article = await articles.findOneBy({ slug });
+    if (!article) return null;
+    if (typeof changes.title === 'string') article.title = changes.title;
+    if (typeof changes.slug === 'string') article.slug = changes.slug;
+    return articles.save(article);
   }
 
-  /** Deleted for good: 410 from now on. The row and its tombstone commit together. */
-  async remove(slug: string, options: { reason?: string; alternative?: string; actor?: string } = {}): Promise<boolean> {
+  /**
+   * Deleted for good: 410 from now on. The trigger records the deletion (with the actor and
+   * reason of the current `TombstoneContext`); an alternative has no column to come from, so it
+   * is recorded by hand, in the same transaction, over the captured tombstone.
+   */
+  async remove(slug: string, options: { alternative?: string } = {}): Promise<boolean> {
     return this.db.transaction(async (manager) => {
       const { affected } = await manager.delete(Article, { slug });
       if (!affected) return false;
-      await this.tombstones.recordDeletion('article', slug, { ...options, manager });
+      if (options.alternative !== undefined) {
+        await this.tombstones.recordDeletion('article', slug, { alternative: options.alternative, manager });
+      }
       return true;
     });
   }
 
-  /** Soft-deleted: hidden, a 404 like a slug that never existed. */
+  /** Soft-deleted: hidden, a 404 like a slug that never existed. The trigger records it. */
   async hide(slug: string): Promise<void> {
-    await this.db.transaction(async (manager) => {
-      await manager.softDelete(Article, { slug });
-      await this.tombstones.recordHidden('article', slug, { reason: 'Unpublished draft', manager });
-    });
+    await this.db.getRepository(Article).softDelete({ slug });
   }
 }
 
@@ -108,6 +107,7 @@ export class ArticlesController {
   @HttpCode(204)
   @Tombstoned('article', { param: 'slug' })
   async remove(@Param('slug', SlugPipe) slug: string): Promise<void> {
-    if (!(await this.articles.remove(slug, { reason: 'Deleted through the API' }))) throw new NotFoundException();
+    const removed = await TombstoneContext.run({ reason: 'Deleted through the API' }, () => this.articles.remove(slug));
+    if (!removed) throw new NotFoundException();
   }
 }

@@ -1,6 +1,12 @@
 import { Column, DeleteDateColumn, Entity, PrimaryColumn, PrimaryGeneratedColumn } from 'typeorm';
+import { TombstoneTracked } from '../src/index.js';
 
+/**
+ * Tracked by slug: a delete answers 410, a soft delete 404, a slug change a redirect. The
+ * database records each of them (see `TrackDemoTables1763942400000`).
+ */
 @Entity({ name: 'demo_articles' })
+@TombstoneTracked({ type: 'article', key: 'slug', onDelete: 'gone' })
 export class Article {
   @PrimaryGeneratedColumn()
   id!: number;
@@ -20,6 +26,7 @@ export class Article {
 }
 
 @Entity({ name: 'demo_users' })
+@TombstoneTracked({ type: 'user', key: 'id' })
 export class User {
   @PrimaryColumn({ type: 'integer' })
   id!: number;
@@ -28,7 +35,9 @@ export class User {
   name!: string;
 }
 
+/** An order number is only meaningful within its tenant: the tenant is the tombstone's scope. */
 @Entity({ name: 'demo_orders' })
+@TombstoneTracked({ type: 'order', key: 'number', scope: 'tenant' })
 export class Order {
   @PrimaryColumn({ type: 'text' })
   tenant!: string;

@@ -16,12 +16,12 @@ export class UsersService {
     return this.db.getRepository(User).findOneByOrFail({ id });
   }
 
-  /** Folds `duplicates` into `survivor`: their URLs redirect to the survivor from now on. */
-  merge(survivor: number, duplicates: number[], actor?: string): Promise<void> {
-    return this.db.transaction(async (manager) => {
-      await manager.delete(User, duplicates);
-      await this.tombstones.recordMerge('user', duplicates.map(String), String(survivor), { actor, manager });
-    });
+  /**
+   * Folds `duplicates` into `survivor`: their URLs redirect to the survivor from now on.
+   * `merge()` locks the rows, deletes the duplicates and records the merge, in one transaction.
+   */
+  async merge(survivor: number, duplicates: number[]): Promise<void> {
+    await this.tombstones.merge(User, { into: survivor, from: duplicates });
   }
 }
 

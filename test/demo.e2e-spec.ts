@@ -1,6 +1,7 @@
 import type { INestApplication } from '@nestjs/common';
 import request from 'supertest';
 import { AppModule } from '../example/app.module.js';
+import { ArticlesService } from '../example/articles.js';
 import { seed } from '../example/seed.js';
 import { ADAPTERS, bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
@@ -82,6 +83,23 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
     expect(res.headers.location).toBe('/articles/hello-world');
   });
 
+  it('PATCH renaming an article → 200; its old slug then answers 301 to the new one', async () => {
+    await app.get(ArticlesService).create('patch-me', 'Renamed through the API');
+    const renamed = await http.patch('/articles/patch-me').send({ slug: 'patched' }).expect(200);
+    expect(renamed.body).toMatchObject({ slug: 'patched', title: 'Renamed through the API' });
+    const old = await http.get('/articles/patch-me').expect(301);
+    expect(old.headers.location).toBe('/articles/patched');
+    await http.get('/articles/patched').expect(200);
+  });
+
+  it('DELETE through the API → 204; the slug then answers 410 with the reason of the context', async () => {
+    await app.get(ArticlesService).create('delete-me', 'Deleted through the API');
+    await http.delete('/articles/delete-me').expect(204);
+    const gone = await http.get('/articles/delete-me').expect(410);
+    expect(gone.body).toMatchObject({ error: 'gone', reason: 'Deleted through the API', alternative: null });
+    await http.delete('/articles/delete-me').expect(410);
+  });
+
   it('GET /articles → 200 array; an empty filter → 200 []', async () => {
     const all = await http.get('/articles').expect(200);
     expect(Array.isArray(all.body)).toBe(true);
@@ -104,5 +122,59 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
     const foreignDeleted = await http.get('/orders/9001').set('X-Tenant-Id', 'globex').expect(404);
     const foreignLive = await http.get('/orders/8472').set('X-Tenant-Id', 'globex').expect(404);
     expect(foreignDeleted.body).toEqual({ ...foreignLive.body, id: '9001', path: '/orders/9001', message: "Order '9001' was not found", requestId: foreignDeleted.body.requestId });
+  });
+
+  // The seed records nothing by hand except an alternative: the triggers wrote these rows.
+  describe('tombstones come from the capture triggers', () => {
+    const row = async (type: string, key: string, scope = '') => {
+      const [found] = await db.sql.query(
+        `SELECT kind, target_key AS target, actor, reason, alternative, metadata->>'capturedFrom' AS "capturedFrom"
+           FROM tombstones WHERE scope = $1 AND resource_type = $2 AND resource_key = $3`,
+        [scope, type, key],
+      );
+      return found as Record<string, string | null> | undefined;
+    };
+
+    it('the soft-deleted draft: hidden, captured from demo_articles, with the reason of the context', async () => {
+      expect(await row('article', 'draft-notes')).toEqual({
+        kind: 'hidden',
+        target: null,
+        actor: null,
+        reason: 'Unpublished draft',
+        alternative: null,
+        capturedFrom: 'demo_articles',
+      });
+    });
+
+    it('the renames: collapsed to one hop, with the actor of the context', async () => {
+      for (const key of ['first-draft', 'old-hello']) {
+        expect(await row('article', key)).toMatchObject({
+          kind: 'moved',
+          target: 'hello-world',
+          actor: 'editor@example.com',
+          capturedFrom: 'demo_articles',
+        });
+      }
+      expect(await row('article', 'spring-sale-2025')).toMatchObject({ kind: 'moved', target: 'summer-sale-2025', actor: null });
+    });
+
+    it("the deletion with an alternative: recorded over the captured row, with the context's actor and reason", async () => {
+      expect(await row('article', 'summer-sale-2025')).toMatchObject({
+        kind: 'deleted',
+        actor: 'marketing@example.com',
+        reason: 'The summer 2025 promotion has ended',
+        alternative: '/articles/current',
+      });
+    });
+
+    it("the merge and the tenant's order", async () => {
+      expect(await row('user', '2')).toMatchObject({ kind: 'merged', target: '1', actor: 'support@example.com' });
+      expect(await row('order', '9001', 'acme')).toMatchObject({
+        kind: 'deleted',
+        reason: 'Cancelled by the customer',
+        capturedFrom: 'demo_orders',
+      });
+      expect(await row('order', '9001')).toBeUndefined();
+    });
   });
 });
