@@ -14,6 +14,11 @@ export default tseslint.config(
     },
   },
   {
+    // Benchmarks print their tables.
+    files: ['bench/**/*.js'],
+    rules: { 'no-console': 'off' },
+  },
+  {
     files: ['test/**/*.ts', '**/*.spec.ts'],
     rules: { '@typescript-eslint/no-non-null-assertion': 'off' },
   },
