@@ -54,9 +54,14 @@ export class CreateTombstoneCapture1763856000000 implements MigrationInterface {
       END
       $fn$`);
 
-    // A live row takes a key: under 'forbid' a key with a tombstone is refused (unless the
-    // tombstone is this row's own history, i.e. it redirects to the key the row had); under
-    // 'allow' the tombstone is cleared, live data wins.
+    // A row takes a key: under 'forbid' a key with a tombstone is refused (unless the tombstone
+    // is this row's own history, i.e. it redirects to the key the row had); under 'allow' the
+    // tombstone is cleared, live data wins.
+    //
+    // Under snapshot isolation (REPEATABLE READ, SERIALIZABLE) a tombstone committed after the
+    // snapshot, e.g. by the delete this insert waited for in the unique index, is invisible to a
+    // SELECT. An insert probe meets it in the tombstones' unique index instead, and PostgreSQL
+    // answers a serialization failure: the application retries, and sees it.
     await queryRunner.query(`
       CREATE FUNCTION ${s}.tombstones_capture_claim(
         p_scope text, p_type text, p_key text, p_reuse text, p_own_key text, p_table text
@@ -64,7 +69,17 @@ export class CreateTombstoneCapture1763856000000 implements MigrationInterface {
       DECLARE
         found_kind text;
         found_target text;
+        probe bigint;
       BEGIN
+        IF current_setting('transaction_isolation') <> 'read committed' THEN
+          INSERT INTO ${s}.tombstones (scope, resource_type, resource_key, kind)
+          VALUES (p_scope, p_type, p_key, 'hidden')
+          ON CONFLICT DO NOTHING RETURNING id INTO probe;
+          IF probe IS NOT NULL THEN
+            DELETE FROM ${s}.tombstones WHERE id = probe;
+            RETURN;
+          END IF;
+        END IF;
         SELECT kind, target_key INTO found_kind, found_target
           FROM ${s}.tombstones WHERE scope = p_scope AND resource_type = p_type AND resource_key = p_key;
         IF NOT FOUND THEN RETURN; END IF;
@@ -109,8 +124,18 @@ export class CreateTombstoneCapture1763856000000 implements MigrationInterface {
       ) RETURNS void LANGUAGE plpgsql AS $fn$
       DECLARE
         clash record;
+        probes bigint[];
       BEGIN
         IF p_keys IS NULL THEN RETURN; END IF;
+        IF current_setting('transaction_isolation') <> 'read committed' THEN
+          -- See tombstones_capture_claim.
+          WITH probe AS (
+            INSERT INTO ${s}.tombstones (scope, resource_type, resource_key, kind)
+            SELECT r.scope, p_type, r.key, 'hidden' FROM unnest(p_scopes, p_keys) AS r(scope, key)
+            ON CONFLICT DO NOTHING RETURNING id)
+          SELECT array_agg(id) INTO probes FROM probe;
+          DELETE FROM ${s}.tombstones WHERE id = ANY(probes);
+        END IF;
         IF p_reuse = 'forbid' THEN
           SELECT t.scope, t.resource_key, t.kind INTO clash
             FROM unnest(p_scopes, p_keys) AS r(scope, key)
@@ -135,15 +160,21 @@ export class CreateTombstoneCapture1763856000000 implements MigrationInterface {
     await queryRunner.query(`
       CREATE FUNCTION ${s}.tombstones_capture_change(
         old_scope text, new_scope text, typ text, old_key text, new_key text,
-        old_live boolean, new_live boolean, on_delete text, reuse text, permanent boolean, tbl text
+        old_live boolean, new_live boolean, old_taken boolean, new_taken boolean,
+        on_delete text, reuse text, permanent boolean, tbl text
       ) RETURNS void LANGUAGE plpgsql AS $fn$
+      DECLARE
+        lock_key bigint;
       BEGIN
+        -- old_taken / new_taken: another live row of the table holds the old / new key (in its
+        -- scope). Possible with a unique index over live rows only, or a deferred one. That row
+        -- owns the key: no tombstone is written on it, and what redirected to it stays.
         IF old_key IS NOT DISTINCT FROM new_key AND old_scope = new_scope THEN
           -- Only the soft-delete state changed: hidden, or restored.
           IF new_key IS NOT NULL AND old_live <> new_live THEN
             IF new_live THEN
               DELETE FROM ${s}.tombstones WHERE scope = new_scope AND resource_type = typ AND resource_key = new_key;
-            ELSE
+            ELSIF NOT old_taken THEN
               PERFORM ${s}.tombstones_capture_put(new_scope, typ, new_key, 'hidden', NULL, true, tbl);
             END IF;
           END IF;
@@ -151,24 +182,35 @@ export class CreateTombstoneCapture1763856000000 implements MigrationInterface {
         END IF;
 
         IF old_key IS NOT NULL AND new_key IS NOT NULL AND old_scope = new_scope THEN
-          -- A move. Serialised per (scope, type) like the recording API's moves.
-          PERFORM pg_advisory_xact_lock(hashtextextended('nestjs-tombstones' || chr(31) || new_scope || chr(31) || typ, 0));
+          -- A move. Moves of the same keys serialise on a lock per key, taken in a fixed order;
+          -- the shared lock per (scope, type) makes them wait for the recording API's batches,
+          -- which take it exclusively. All are held until the transaction ends.
+          PERFORM pg_advisory_xact_lock_shared(
+            hashtextextended('nestjs-tombstones' || chr(31) || new_scope || chr(31) || typ, 0));
+          FOR lock_key IN
+            SELECT DISTINCT hashtextextended('nestjs-tombstones-key' || chr(31) || new_scope || chr(31) || typ || chr(31) || k, 0)
+              FROM unnest(ARRAY[old_key, new_key]) AS k ORDER BY 1
+          LOOP
+            PERFORM pg_advisory_xact_lock(lock_key);
+          END LOOP;
           PERFORM ${s}.tombstones_capture_claim(new_scope, typ, new_key, reuse, old_key, tbl);
-          UPDATE ${s}.tombstones SET target_key = new_key, updated_at = now()
-           WHERE scope = new_scope AND resource_type = typ AND target_key = old_key;
-          PERFORM ${s}.tombstones_capture_put(new_scope, typ, old_key, 'moved', new_key, permanent, tbl);
+          IF NOT old_taken THEN
+            UPDATE ${s}.tombstones SET target_key = new_key, updated_at = now()
+             WHERE scope = new_scope AND resource_type = typ AND target_key = old_key;
+            PERFORM ${s}.tombstones_capture_put(new_scope, typ, old_key, 'moved', new_key, permanent, tbl);
+          END IF;
         ELSE
           IF new_key IS NOT NULL THEN
             PERFORM ${s}.tombstones_capture_claim(new_scope, typ, new_key, reuse, NULL, tbl);
           END IF;
-          IF old_key IS NOT NULL AND old_live THEN
+          IF old_key IS NOT NULL AND old_live AND NOT old_taken THEN
             -- The key was cleared (as if deleted), or the row left for another scope, where
             -- it must stay invisible from its former one: hidden.
             PERFORM ${s}.tombstones_capture_put(old_scope, typ, old_key,
               CASE WHEN old_scope = new_scope THEN on_delete ELSE 'hidden' END, NULL, true, tbl);
           END IF;
         END IF;
-        IF new_key IS NOT NULL AND NOT new_live THEN
+        IF new_key IS NOT NULL AND NOT new_live AND NOT new_taken THEN
           PERFORM ${s}.tombstones_capture_put(new_scope, typ, new_key, 'hidden', NULL, true, tbl);
         END IF;
       END
@@ -178,7 +220,7 @@ export class CreateTombstoneCapture1763856000000 implements MigrationInterface {
   async down(queryRunner: QueryRunner): Promise<void> {
     await queryRunner.query(`
       DROP FUNCTION
-        tombstones_capture_change(text, text, text, text, text, boolean, boolean, text, text, boolean, text),
+        tombstones_capture_change(text, text, text, text, text, boolean, boolean, boolean, boolean, text, text, boolean, text),
         tombstones_capture_claim_all(text[], text, text[], text, text),
         tombstones_capture_mark(text[], text, text[], text, text),
         tombstones_capture_claim(text, text, text, text, text, text),

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { DataSource, EntityMetadata, QueryRunner } from 'typeorm';
+import type { DataSource, QueryRunner } from 'typeorm';
 import { TombstoneConfigurationError, TombstoneError, preview } from './tombstone.exceptions.js';
 import { isValidType } from './tombstone.validation.js';
 
@@ -19,7 +19,7 @@ export interface TombstoneTrackedOptions {
   /** What a hard-deleted row's key answers: `'gone'` (410) or `'hidden'` (a plain 404). Default: `'gone'`. */
   onDelete?: 'gone' | 'hidden';
   /**
-   * When a live row takes a key that has a tombstone: `'allow'` clears the tombstone (live data
+   * When a row takes a key that has a tombstone: `'allow'` clears the tombstone (live data
    * wins); `'forbid'` refuses the write with `TombstoneKeyReuseError`, except for a row taking
    * back a key that redirects to it (renaming back). Default: `'allow'`.
    */
@@ -44,8 +44,10 @@ export interface TombstoneCaptureKey {
 /** What the capture triggers of one table are told: it is their only argument. */
 export interface TombstoneCaptureSpec {
   v: 1;
-  /** The table, `schema.name` or `name`. */
+  /** The table's name. */
   table: string;
+  /** Its schema; `null` or absent: the first schema of the search_path that has the table. */
+  schema?: string | null;
   /** The soft-delete column (TypeORM's `@DeleteDateColumn`), if any. */
   soft: string | null;
   keys: TombstoneCaptureKey[];
@@ -142,7 +144,8 @@ export function tombstoneCaptureSpec(dataSource: DataSource, entity: EntityClass
   };
   return {
     v: 1,
-    table: tablePath(metadata),
+    table: metadata.tableName,
+    schema: metadata.schema ?? null,
     soft: metadata.deleteDateColumn?.databaseName ?? null,
     keys: declarations.map((d) => ({
       type: d.type,
@@ -155,8 +158,14 @@ export function tombstoneCaptureSpec(dataSource: DataSource, entity: EntityClass
   };
 }
 
-function tablePath(metadata: EntityMetadata): string {
-  return metadata.schema ? `${metadata.schema}.${metadata.tableName}` : metadata.tableName;
+/** The quoted, schema-qualified name of a spec's table. */
+function relationOf(spec: Pick<TombstoneCaptureSpec, 'table' | 'schema'>): string {
+  return spec.schema ? `${ident(spec.schema)}.${ident(spec.table)}` : ident(spec.table);
+}
+
+/** How messages and captured tombstones (`capturedFrom`) name a spec's table. */
+function labelOf(spec: Pick<TombstoneCaptureSpec, 'table' | 'schema'>): string {
+  return spec.schema ? `${spec.schema}.${spec.table}` : spec.table;
 }
 
 // Types whose text form is what a request carries and what TypeORM hands back (char(n) pads: not one).
@@ -177,27 +186,52 @@ export async function installTombstoneCapture(queryRunner: QueryRunner, target: 
   for (const statement of await captureStatements(queryRunner, spec)) await queryRunner.query(statement);
 }
 
-/** Drops the capture triggers of a table; the tombstones already written stay. */
-export async function removeTombstoneCapture(queryRunner: QueryRunner, target: EntityClass | TombstoneCaptureSpec | string): Promise<void> {
-  const table =
+/** Drops the capture triggers of a table, and its generated function; the tombstones already written stay. */
+export async function removeTombstoneCapture(
+  queryRunner: QueryRunner,
+  target: EntityClass | TombstoneCaptureSpec | string,
+): Promise<void> {
+  const relation =
     typeof target === 'string'
-      ? target
+      ? relationOf({ table: target })
       : typeof target === 'function'
-        ? tablePath(queryRunner.connection.getMetadata(target))
-        : validateSpec(target).table;
+        ? relationOf({ table: queryRunner.connection.getMetadata(target).tableName, schema: queryRunner.connection.getMetadata(target).schema })
+        : relationOf(validateSpec(target));
+  const functions = (await queryRunner.query(
+    `SELECT DISTINCT tgfoid::regprocedure::text AS fn FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = ANY($2::text[])`,
+    [relation, Object.values(CAPTURE_TRIGGERS)],
+  )) as { fn: string }[];
   for (const name of Object.values(CAPTURE_TRIGGERS)) {
-    await queryRunner.query(`DROP TRIGGER IF EXISTS ${ident(name)} ON ${qualified(table)}`);
+    await queryRunner.query(`DROP TRIGGER IF EXISTS ${ident(name)} ON ${relation}`);
   }
-  await queryRunner.query(`DROP FUNCTION IF EXISTS ${ident(captureFunctionName(table))}()`);
+  // Only the table's own generated function; the shared ones belong to the shipped migration.
+  for (const { fn } of functions) {
+    if (!/tombstones_capture_(change|mark|claim)/.test(fn)) await queryRunner.query(`DROP FUNCTION IF EXISTS ${fn}`);
+  }
 }
 
 async function captureStatements(queryRunner: QueryRunner, spec: TombstoneCaptureSpec): Promise<string[]> {
-  const table = qualified(spec.table);
-  const [relation] = (await queryRunner.query(`SELECT to_regclass($1) AS oid`, [table])) as { oid: string | null }[];
-  if (!relation?.oid) {
-    throw new TombstoneConfigurationError(`installTombstoneCapture: table ${spec.table} does not exist.`, [
+  const relation = relationOf(spec);
+  const [table] = (await queryRunner.query(
+    `SELECT n.nspname AS schema, c.relname AS name, c.relkind AS kind, c.relispartition AS partition
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)`,
+    [relation],
+  )) as { schema: string; name: string; kind: string; partition: boolean }[];
+  if (!table) {
+    throw new TombstoneConfigurationError(`installTombstoneCapture: table ${labelOf(spec)} does not exist.`, [
       'Install the capture in a migration that runs after the one creating the table.',
     ]);
+  }
+  // A partition's own statements fire no trigger of its parent's, and PostgreSQL runs an UPDATE
+  // that moves a row across partitions as a DELETE and an INSERT that fire neither: capture would
+  // miss them silently.
+  if (table.kind === 'p' || table.partition) {
+    throw new TombstoneConfigurationError(`installTombstoneCapture: ${labelOf(spec)} is a partitioned table or a partition.`, [
+      'Track a table that is not partitioned; partitioned tables are not supported yet.',
+    ]);
+  }
+  if (table.kind !== 'r') {
+    throw new TombstoneConfigurationError(`installTombstoneCapture: ${labelOf(spec)} is not a table.`);
   }
   // The shipped functions, in the schema of the tombstone table: the generated function names it.
   const [functions] = (await queryRunner.query(
@@ -210,52 +244,54 @@ async function captureStatements(queryRunner: QueryRunner, spec: TombstoneCaptur
       'Run ...TOMBSTONE_MIGRATIONS before the migration that installs the capture.',
     ]);
   }
-  const columns = [...new Set(spec.keys.flatMap((k) => (k.scope ? [k.column, k.scope] : [k.column])).concat(spec.soft ? [spec.soft] : []))];
+  const scopes = [...new Set(spec.keys.flatMap((k) => (k.scope ? [k.scope] : [])))];
+  const columns = [...new Set([...spec.keys.map((k) => k.column), ...scopes, ...(spec.soft ? [spec.soft] : [])])];
   const types = (await queryRunner.query(
     `SELECT attname, format_type(atttypid, NULL) AS type FROM pg_attribute
       WHERE attrelid = $1::regclass AND attname = ANY($2::text[]) AND attnum > 0 AND NOT attisdropped`,
-    [table, columns],
+    [relation, columns],
   )) as { attname: string; type: string }[];
   const typeOf = new Map(types.map((t) => [t.attname, t.type]));
   for (const column of columns) {
     if (!typeOf.has(column)) {
-      throw new TombstoneConfigurationError(`installTombstoneCapture: ${spec.table} has no column '${column}'.`);
+      throw new TombstoneConfigurationError(`installTombstoneCapture: ${labelOf(spec)} has no column '${column}'.`);
     }
   }
-  for (const key of spec.keys) {
-    const type = typeOf.get(key.column) as string;
+  for (const [column, role] of [...spec.keys.map((k) => [k.column, 'key'] as const), ...scopes.map((c) => [c, 'scope'] as const)]) {
+    const type = typeOf.get(column) as string;
     if (!KEY_COLUMN_TYPES.includes(type)) {
       throw new TombstoneConfigurationError(
-        `installTombstoneCapture: key column ${spec.table}.${key.column} is of type ${type}, which is not a key type.`,
+        `installTombstoneCapture: ${role} column ${labelOf(spec)}.${column} is of type ${type}, which is not a ${role} type.`,
         [`Track a column of one of these types: ${KEY_COLUMN_TYPES.join(', ')}.`],
       );
     }
   }
 
-  const fn = captureFunctionName(spec.table);
-  const argument = literal(JSON.stringify(spec));
-  const changed = [
-    ...new Set(spec.keys.flatMap((k) => (k.scope ? [k.column, k.scope] : [k.column]))),
-  ].map((c) => `OLD.${ident(c)} IS DISTINCT FROM NEW.${ident(c)}`);
+  const fn = `${ident(functions.schema)}.${ident(captureFunctionName(`${table.schema}.${table.name}`))}`;
+  const argument = literal(JSON.stringify({ ...spec, table: table.name, schema: table.schema }));
+  const changed = [...new Set(spec.keys.flatMap((k) => (k.scope ? [k.column, k.scope] : [k.column])))].map(
+    (c) => `OLD.${ident(c)} IS DISTINCT FROM NEW.${ident(c)}`,
+  );
   if (spec.soft) changed.push(`(OLD.${ident(spec.soft)} IS NULL) <> (NEW.${ident(spec.soft)} IS NULL)`);
   const T = CAPTURE_TRIGGERS;
   return [
-    ...Object.values(T).map((name) => `DROP TRIGGER IF EXISTS ${ident(name)} ON ${table}`),
-    captureFunction(fn, spec, ident(functions.schema)),
-    `CREATE TRIGGER ${ident(T.delete)} AFTER DELETE ON ${table} REFERENCING OLD TABLE AS tombstones_old
-       FOR EACH STATEMENT EXECUTE FUNCTION ${ident(fn)}(${argument})`,
-    `CREATE TRIGGER ${ident(T.insert)} AFTER INSERT ON ${table} REFERENCING NEW TABLE AS tombstones_new
-       FOR EACH STATEMENT EXECUTE FUNCTION ${ident(fn)}(${argument})`,
-    `CREATE TRIGGER ${ident(T.update)} AFTER UPDATE ON ${table}
-       FOR EACH ROW WHEN (${changed.join(' OR ')}) EXECUTE FUNCTION ${ident(fn)}(${argument})`,
-    `CREATE TRIGGER ${ident(T.truncate)} BEFORE TRUNCATE ON ${table}
-       FOR EACH STATEMENT EXECUTE FUNCTION ${ident(fn)}(${argument})`,
+    ...Object.values(T).map((name) => `DROP TRIGGER IF EXISTS ${ident(name)} ON ${relation}`),
+    captureFunction(fn, { ...spec, table: table.name, schema: table.schema }, ident(functions.schema)),
+    `CREATE TRIGGER ${ident(T.delete)} AFTER DELETE ON ${relation} REFERENCING OLD TABLE AS tombstones_old
+       FOR EACH STATEMENT EXECUTE FUNCTION ${fn}(${argument})`,
+    `CREATE TRIGGER ${ident(T.insert)} AFTER INSERT ON ${relation} REFERENCING NEW TABLE AS tombstones_new
+       FOR EACH STATEMENT EXECUTE FUNCTION ${fn}(${argument})`,
+    `CREATE TRIGGER ${ident(T.update)} AFTER UPDATE ON ${relation}
+       FOR EACH ROW WHEN (${changed.join(' OR ')}) EXECUTE FUNCTION ${fn}(${argument})`,
+    `CREATE TRIGGER ${ident(T.truncate)} BEFORE TRUNCATE ON ${relation}
+       FOR EACH STATEMENT EXECUTE FUNCTION ${fn}(${argument})`,
   ];
 }
 
 /** The generated trigger function of a table: `tombstones_capture_<table>_<hash>`, at most 60 characters. */
-function captureFunctionName(table: string): string {
-  const hash = createHash('sha256').update(table).digest('hex').slice(0, 10);
+function captureFunctionName(qualifiedTable: string): string {
+  const hash = createHash('sha256').update(qualifiedTable).digest('hex').slice(0, 10);
+  const table = qualifiedTable.slice(qualifiedTable.indexOf('.') + 1);
   return `tombstones_capture_${table.replace(/[^A-Za-z0-9_]/g, '_').slice(0, 30)}_${hash}`;
 }
 
@@ -265,32 +301,42 @@ function captureFunctionName(table: string): string {
  * statements are static, so PostgreSQL plans them once per session.
  */
 function captureFunction(name: string, spec: TombstoneCaptureSpec, schema: string): string {
-  const table = literal(spec.table);
-  const scopeOf = (row: string, k: TombstoneCaptureKey) => (k.scope ? `coalesce(${row}.${ident(k.scope)}::text, '')` : `''::text`);
-  const keyOf = (row: string, k: TombstoneCaptureKey) => `${row}.${ident(k.column)}::text`;
-  const liveOf = (row: string) => (spec.soft ? `${row}.${ident(spec.soft)} IS NULL` : 'true');
+  const relation = relationOf(spec);
+  const table = literal(labelOf(spec));
+  const col = (row: string, column: string) => `${row}.${ident(column)}`;
+  const scopeOf = (row: string, k: TombstoneCaptureKey) => (k.scope ? `coalesce(${col(row, k.scope)}::text, '')` : `''::text`);
+  const keyOf = (row: string, k: TombstoneCaptureKey) => `${col(row, k.column)}::text`;
+  const liveOf = (row: string) => (spec.soft ? `${col(row, spec.soft)} IS NULL` : 'true');
+  // Whether a live row of the table holds the key `row` has (or had): that row owns the key, so
+  // no tombstone may be written on it. Only a unique index over live rows (or a deferred one)
+  // lets this happen; the probe uses the index on the key column.
+  const heldBy = (row: string, k: TombstoneCaptureKey) =>
+    `EXISTS (SELECT 1 FROM ${relation} t WHERE ${col('t', k.column)} = ${col(row, k.column)}${
+      k.scope ? ` AND ${col('t', k.scope)} = ${col(row, k.scope)}` : ''
+    }${spec.soft ? ` AND ${col('t', spec.soft)} IS NULL` : ''})`;
   const collect = (k: TombstoneCaptureKey, from: string, extra = '') =>
     `SELECT array_agg(${scopeOf('s', k)}), array_agg(${keyOf('s', k)}) INTO _scopes, _keys
-       FROM ${from} s WHERE s.${ident(k.column)} IS NOT NULL${extra};`;
+       FROM ${from} s WHERE ${col('s', k.column)} IS NOT NULL${extra};`;
   const update = spec.keys.map(
     (k) => `PERFORM ${schema}.tombstones_capture_change(${scopeOf('OLD', k)}, ${scopeOf('NEW', k)}, ${literal(k.type)},
-        ${keyOf('OLD', k)}, ${keyOf('NEW', k)}, ${liveOf('OLD')}, ${liveOf('NEW')},
-        ${literal(k.onDelete)}, ${literal(k.reuse)}, ${k.permanent}, ${table});`,
+          ${keyOf('OLD', k)}, ${keyOf('NEW', k)}, ${liveOf('OLD')}, ${liveOf('NEW')},
+          ${heldBy('OLD', k)}, ${spec.soft ? heldBy('NEW', k) : 'false'},
+          ${literal(k.onDelete)}, ${literal(k.reuse)}, ${k.permanent}, ${table});`,
   );
-  const removed = (from: string) =>
+  const removed = (from: string, check: boolean) =>
     spec.keys.map(
-      (k) => `${collect(k, from)}
-      PERFORM ${schema}.tombstones_capture_mark(_scopes, ${literal(k.type)}, _keys, ${literal(k.onDelete)}, ${table});`,
+      (k) => `${collect(k, from, check ? ` AND NOT ${heldBy('s', k)}` : '')}
+        PERFORM ${schema}.tombstones_capture_mark(_scopes, ${literal(k.type)}, _keys, ${literal(k.onDelete)}, ${table});`,
     );
   const inserted = spec.keys.map(
     (k) => `${collect(k, 'tombstones_new')}
-      PERFORM ${schema}.tombstones_capture_claim_all(_scopes, ${literal(k.type)}, _keys, ${literal(k.reuse)}, ${table});${
-        spec.soft
-          ? `
-      ${collect(k, 'tombstones_new', ` AND s.${ident(spec.soft)} IS NOT NULL`)}
-      PERFORM ${schema}.tombstones_capture_mark(_scopes, ${literal(k.type)}, _keys, 'hidden', ${table});`
-          : ''
-      }`,
+        PERFORM ${schema}.tombstones_capture_claim_all(_scopes, ${literal(k.type)}, _keys, ${literal(k.reuse)}, ${table});${
+          spec.soft
+            ? `
+        ${collect(k, 'tombstones_new', ` AND ${col('s', spec.soft)} IS NOT NULL AND NOT ${heldBy('s', k)}`)}
+        PERFORM ${schema}.tombstones_capture_mark(_scopes, ${literal(k.type)}, _keys, 'hidden', ${table});`
+            : ''
+        }`,
   );
   const body = `
     DECLARE
@@ -300,18 +346,19 @@ function captureFunction(name: string, spec: TombstoneCaptureSpec, schema: strin
       IF TG_OP = 'UPDATE' THEN
         ${update.join('\n        ')}
       ELSIF TG_OP = 'DELETE' THEN
-        ${removed('tombstones_old').join('\n        ')}
+        ${removed('tombstones_old', true).join('\n        ')}
       ELSIF TG_OP = 'INSERT' THEN
         ${inserted.join('\n        ')}
       ELSIF TG_OP = 'TRUNCATE' THEN
-        ${removed(qualified(spec.table)).join('\n        ')}
+        -- Before the table is emptied: every row it holds is going.
+        ${removed(relation, false).join('\n        ')}
       END IF;
       RETURN NULL;
     END`;
   if (body.includes('$tombstones_capture$')) {
-    throw new TombstoneConfigurationError('installTombstoneCapture: column names may not contain "$tombstones_capture$".');
+    throw new TombstoneConfigurationError('installTombstoneCapture: names may not contain "$tombstones_capture$".');
   }
-  return `CREATE OR REPLACE FUNCTION ${ident(name)}() RETURNS trigger LANGUAGE plpgsql AS $tombstones_capture$${body}
+  return `CREATE OR REPLACE FUNCTION ${name}() RETURNS trigger LANGUAGE plpgsql AS $tombstones_capture$${body}
   $tombstones_capture$`;
 }
 
@@ -322,6 +369,7 @@ function validateSpec(spec: TombstoneCaptureSpec): TombstoneCaptureSpec {
   if (typeof spec !== 'object' || spec === null) fail('pass an object.');
   if (spec.v !== 1) fail('v must be 1.');
   if (typeof spec.table !== 'string' || spec.table.length === 0) fail('table must be a table name.');
+  if (spec.schema != null && (typeof spec.schema !== 'string' || spec.schema.length === 0)) fail('schema must be a schema name or null.');
   if (spec.soft !== null && (typeof spec.soft !== 'string' || spec.soft.length === 0)) fail('soft must be a column or null.');
   if (!Array.isArray(spec.keys) || spec.keys.length === 0) fail('keys must list at least one key.');
   const seen = new Set<string>();
@@ -335,10 +383,11 @@ function validateSpec(spec: TombstoneCaptureSpec): TombstoneCaptureSpec {
     if (seen.has(`${key.type}\u0000${key.column}`)) fail(`type '${key.type}' on column '${key.column}' is listed twice.`);
     seen.add(`${key.type}\u0000${key.column}`);
   }
-  const { v, table, soft, keys } = spec;
+  const { v, table, schema = null, soft, keys } = spec;
   return {
     v,
     table,
+    schema,
     soft,
     keys: keys.map(({ type, column, scope, onDelete, reuse, permanent }) => ({ type, column, scope, onDelete, reuse, permanent })),
   };
@@ -360,22 +409,39 @@ export async function captureProblems(dataSource: DataSource): Promise<string[]>
       problems.push((error as Error).message);
       continue;
     }
+    // Only triggers that fire in ordinary sessions ('O'rigin and 'A'lways) capture anything.
     const installed = (await dataSource.query(
-      `SELECT tgname, tgargs FROM pg_trigger
-        WHERE tgrelid = to_regclass($1) AND tgname = ANY($2::text[]) AND tgenabled <> 'D'`,
-      [qualified(expected.table), Object.values(CAPTURE_TRIGGERS)],
-    )) as { tgname: string; tgargs: Buffer }[];
-    const want = JSON.stringify(expected);
-    const current = installed.filter((t) => firstArgument(t.tgargs) === want).length;
+      `SELECT tgname, tgargs, tgenabled IN ('O', 'A') AS enabled FROM pg_trigger
+        WHERE tgrelid = to_regclass($1) AND tgname = ANY($2::text[])`,
+      [relationOf(expected), Object.values(CAPTURE_TRIGGERS)],
+    )) as { tgname: string; tgargs: Buffer; enabled: boolean }[];
+    // The table is pinned by tgrelid; how it was named when installed does not matter.
+    const want = declared(expected);
+    const current = installed.filter((t) => t.enabled && declared(parseSpec(firstArgument(t.tgargs))) === want).length;
     if (current < Object.keys(CAPTURE_TRIGGERS).length) {
       problems.push(
         installed.length === 0
-          ? `${entity.name} (${expected.table}) is @TombstoneTracked but its capture triggers are not installed.`
-          : `${entity.name} (${expected.table}) has capture triggers that do not match its @TombstoneTracked declarations (or some are disabled).`,
+          ? `${entity.name} (${labelOf(expected)}) is @TombstoneTracked but its capture triggers are not installed.`
+          : `${entity.name} (${labelOf(expected)}) has capture triggers that do not match its @TombstoneTracked declarations, or are not enabled.`,
       );
     }
   }
   return problems;
+}
+
+/** What a spec declares, apart from the table's name: comparable as a string. */
+function declared(spec: TombstoneCaptureSpec | null): string {
+  if (!spec) return '';
+  const { v, soft, keys } = spec;
+  return JSON.stringify({ v, soft, keys: keys.map(({ type, column, scope, onDelete, reuse, permanent }) => ({ type, column, scope, onDelete, reuse, permanent })) });
+}
+
+function parseSpec(text: string): TombstoneCaptureSpec | null {
+  try {
+    return JSON.parse(text) as TombstoneCaptureSpec;
+  } catch {
+    return null;
+  }
 }
 
 function firstArgument(tgargs: Buffer | string): string {
@@ -383,7 +449,7 @@ function firstArgument(tgargs: Buffer | string): string {
   return text.split('\u0000')[0] ?? '';
 }
 
-/** The error a write gets when it gives a live row a key whose reuse its type forbids. */
+/** The error a write gets when it gives a row a key whose reuse its type forbids. */
 export class TombstoneKeyReuseError extends TombstoneError {
   constructor(
     readonly resourceType: string,
@@ -428,10 +494,6 @@ function ident(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;
 }
 
-function qualified(table: string): string {
-  const dot = table.indexOf('.');
-  return dot === -1 ? ident(table) : `${ident(table.slice(0, dot))}.${ident(table.slice(dot + 1))}`;
-}
 
 function literal(text: string): string {
   return `'${text.replace(/'/g, "''")}'`;

@@ -49,8 +49,7 @@ export const TombstoneContext = {
     let actor = frame.actor;
     if (actor === undefined && frame.actorOf && frame.request) {
       try {
-        const value = frame.actorOf(frame.request);
-        actor = typeof value === 'string' && value !== '' ? value.slice(0, LIMITS.actorLength) : null;
+        actor = actorText(frame.actorOf(frame.request));
       } catch {
         actor = null;
       }
@@ -60,6 +59,21 @@ export const TombstoneContext = {
 };
 
 const NONE = Object.freeze({ actor: null, reason: null });
+
+/**
+ * What the `actor` option answered, as an actor: ids may be numbers; anything that cannot be
+ * stored (empty, too long, NUL characters, lone surrogates, objects) is no actor rather than a
+ * failed write.
+ */
+function actorText(value: unknown): string | null {
+  const text = typeof value === 'number' || typeof value === 'bigint' ? String(value) : value;
+  if (typeof text !== 'string' || text === '') return null;
+  try {
+    return assertText(text, 'actor', LIMITS.actorLength);
+  } catch {
+    return null;
+  }
+}
 
 /**
  * Runs each request's handler in a context whose actor comes from the module's `actor` option,
@@ -79,8 +93,9 @@ export class TombstoneContextInterceptor implements NestInterceptor {
   }
 }
 
-// Statements that cannot write a captured row; everything else gets the context first.
-const READ_ONLY = /^\s*(?:SELECT|SHOW|START|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|SET|RESET|EXPLAIN)\b/i;
+// Statements that cannot write a captured row; everything else gets the context first. (Not
+// EXPLAIN: EXPLAIN ANALYZE runs its statement.)
+const READ_ONLY = /^\s*(?:SELECT|SHOW|START|BEGIN|COMMIT|ROLLBACK|SAVEPOINT|RELEASE|SET|RESET)\b/i;
 const APPLY_LOCAL = `SELECT set_config('tombstones.actor', $1, true), set_config('tombstones.reason', $2, true)`;
 const APPLY_SESSION = `SELECT set_config('tombstones.actor', $1, false), set_config('tombstones.reason', $2, false)`;
 const UNKNOWN = '\u0001unknown';
@@ -96,17 +111,49 @@ const CLEAR_SESSION = `SELECT set_config('tombstones.actor', '', false), set_con
 export class TombstoneContextSubscriber implements EntitySubscriberInterface {
   private readonly applied = new WeakMap<QueryRunner, string>();
   private readonly toClear = new WeakSet<QueryRunner>();
+  // Writes that share a QueryRunner (Promise.all in one transaction) take turns from the moment
+  // their settings are chosen until their statement is done, so each runs with its own.
+  private readonly turn = new WeakMap<QueryRunner, Promise<void>>();
+  private readonly holder = new WeakMap<QueryRunner, { query: string; parameters: unknown; release: () => void }>();
 
   async beforeQuery(event: BeforeQueryEvent): Promise<void> {
     const runner = event.queryRunner;
     // The common case, a query with no context on a connection that was never given one, costs
     // one lookup: checked before anything else.
     if (!runner || (storage.getStore() === undefined && !this.applied.has(runner)) || READ_ONLY.test(event.query)) return;
+    const previous = this.turn.get(runner);
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    this.turn.set(runner, mine);
+    if (previous) await previous;
+    this.holder.set(runner, { query: event.query, parameters: event.parameters, release });
+    try {
+      await this.apply(runner);
+    } catch (error) {
+      this.release(runner);
+      throw error;
+    }
+  }
+
+  async afterQuery(event: AfterQueryEvent): Promise<void> {
+    const runner = event.queryRunner;
+    const held = runner && this.holder.get(runner);
+    if (!runner || !held || held.query !== event.query || held.parameters !== event.parameters) return;
+    try {
+      if (this.toClear.has(runner)) {
+        this.toClear.delete(runner);
+        await runner.query(CLEAR_SESSION);
+      }
+    } finally {
+      this.release(runner);
+    }
+  }
+
+  private async apply(runner: QueryRunner): Promise<void> {
     const { actor, reason } = TombstoneContext.current();
-    const inTransaction = runner.isTransactionActive;
     if (actor === null && reason === null && !this.applied.has(runner)) return;
     const wanted = `${actor ?? ''}\u0000${reason ?? ''}`;
-    if (inTransaction) {
+    if (runner.isTransactionActive) {
       if (this.applied.get(runner) === wanted) return;
       await runner.query(APPLY_LOCAL, [actor ?? '', reason ?? '']);
       this.applied.set(runner, wanted);
@@ -116,22 +163,29 @@ export class TombstoneContextSubscriber implements EntitySubscriberInterface {
     }
   }
 
-  async afterQuery(event: AfterQueryEvent): Promise<void> {
-    const runner = event.queryRunner;
-    if (!runner || !this.toClear.has(runner) || READ_ONLY.test(event.query)) return;
-    this.toClear.delete(runner);
-    await runner.query(CLEAR_SESSION);
+  private release(runner: QueryRunner): void {
+    const held = this.holder.get(runner);
+    this.holder.delete(runner);
+    held?.release();
   }
 
   // Transaction-local settings end with their transaction. A released savepoint keeps what was
   // set inside it; one rolled back restores what was set before it, which is not known here, so
   // the next statement that may write sets the settings again, context or not.
+  // A transaction's end also ends any turn a failed statement left taken (one whose
+  // afterQuery never came because another subscriber's beforeQuery threw).
   afterTransactionCommit(event: { queryRunner: QueryRunner }): void {
-    if (!event.queryRunner.isTransactionActive) this.applied.delete(event.queryRunner);
+    if (event.queryRunner.isTransactionActive) return;
+    this.applied.delete(event.queryRunner);
+    this.release(event.queryRunner);
   }
 
   afterTransactionRollback(event: { queryRunner: QueryRunner }): void {
-    if (event.queryRunner.isTransactionActive) this.applied.set(event.queryRunner, UNKNOWN);
-    else this.applied.delete(event.queryRunner);
+    if (event.queryRunner.isTransactionActive) {
+      this.applied.set(event.queryRunner, UNKNOWN);
+      return;
+    }
+    this.applied.delete(event.queryRunner);
+    this.release(event.queryRunner);
   }
 }

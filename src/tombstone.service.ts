@@ -258,8 +258,10 @@ export class TombstoneService implements OnModuleInit {
     }
     const actor = assertText(options.actor, 'actor', LIMITS.actorLength);
     const reason = assertText(options.reason, 'reason', LIMITS.reasonLength);
+    // Like the recording calls: what the call names (null included) wins over the context.
+    const named = { ...(options.actor === undefined ? {} : { actor }), ...(options.reason === undefined ? {} : { reason }) };
     const run = (manager: EntityManager) =>
-      TombstoneContext.run({ ...(actor === null ? {} : { actor }), ...(reason === null ? {} : { reason }) }, async () => {
+      TombstoneContext.run(named, async () => {
         const metadata = manager.connection.getMetadata(entity);
         const declarations = trackedDeclarations(metadata.target);
         if (declarations.length === 0) {
@@ -301,13 +303,12 @@ export class TombstoneService implements OnModuleInit {
           const scope = declaration.scope === undefined ? '' : (keyValue(survivor[declaration.scope]) ?? '');
           const sources: string[] = [];
           for (const row of before) {
-            const key = keyValue(row[declaration.key]);
-            if (key === null || key === target) continue;
             const rowScope = declaration.scope === undefined ? '' : (keyValue(row[declaration.scope]) ?? '');
             if (rowScope !== scope) {
               throw new TombstoneValidationError('from', `Rows of different ${declaration.scope} values cannot be merged.`);
             }
-            sources.push(key);
+            const key = keyValue(row[declaration.key]);
+            if (key !== null && key !== target) sources.push(key);
           }
           if (sources.length > 0) {
             tombstones.push(

@@ -170,12 +170,36 @@ describe('capture set-up', () => {
       [{ v: 1, table: 'cap_install', soft: null, keys: [{ ...key, column: 'nope' }] }, /has no column 'nope'/],
       [{ v: 1, table: 'cap_install', soft: 'nope', keys: [key] }, /has no column 'nope'/],
       [{ v: 1, table: 'cap_install', soft: null, keys: [{ ...key, column: 'created' }] }, /is of type timestamp with time zone, which is not a key type/],
+      [{ v: 1, table: 'cap_install', soft: null, keys: [{ ...key, scope: 'created' }] }, /scope column cap_install.created is of type timestamp with time zone/],
+      [{ v: 1, table: 'cap_install', schema: '', soft: null, keys: [key] }, /schema must be a schema name or null/],
       [{ v: 1, table: 'cap_install', soft: null, keys: [] }, /keys must list at least one key/],
       [{ v: 1, table: 'cap_install', soft: null, keys: [{ ...key, reuse: 'sometimes' }] }, /reuse must be/],
       [{ v: 1, table: 'cap_install', soft: null, keys: [key, key] }, /listed twice/],
       [{ v: 2, table: 'cap_install', soft: null, keys: [key] }, /v must be 1/],
     ])('rejects a bad spec with a clear error (%#)', async (spec, message) => {
       await expect(install(spec as never)).rejects.toThrow(message);
+    });
+
+    it('is removed with its generated function, leaving the shared ones and the tombstones', async () => {
+      const { removeTombstoneCapture } = await import('../src/index.js');
+      const functions = async () =>
+        (
+          (await db.sql.query(`SELECT proname FROM pg_proc WHERE proname LIKE 'tombstones_capture%' ORDER BY 1`)) as { proname: string }[]
+        ).map((r) => r.proname);
+      const before = await functions();
+      expect(before.some((name) => name.startsWith('tombstones_capture_cap_install_'))).toBe(true);
+      const runner = db.sql.createQueryRunner();
+      try {
+        await removeTombstoneCapture(runner, 'cap_install');
+      } finally {
+        await runner.release();
+      }
+      const after = await functions();
+      expect(after.some((name) => name.startsWith('tombstones_capture_cap_install_'))).toBe(false);
+      expect(after).toEqual(expect.arrayContaining(['tombstones_capture_change', 'tombstones_capture_mark']));
+      const [{ n }] = await db.sql.query(`SELECT count(*)::int AS n FROM pg_trigger WHERE tgrelid = 'cap_install'::regclass AND NOT tgisinternal`);
+      expect(n).toBe(0);
+      expect(Number((await db.sql.query(`SELECT count(*) AS n FROM tombstones WHERE resource_type = 'x'`))[0].n)).toBe(1);
     });
 
     it('rejects an entity that is not tracked', async () => {

@@ -1,16 +1,12 @@
-import { Test } from '@nestjs/testing';
-import { TypeOrmModule } from '@nestjs/typeorm';
 import { DataSource, type EntityManager, In, IsNull, Not } from 'typeorm';
 import {
-  TOMBSTONE_MIGRATIONS,
   TombstoneContext,
   TombstoneKeyReuseError,
-  TombstoneModule,
   TombstoneService,
   TombstoneValidationError,
 } from '../src/index.js';
-import { Account, CAPTURE_ENTITIES, CreateCaptureFixtures1763900000000, Handle, Invoice, Note, Post } from './fixtures/capture.fixture.js';
-import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { Account, bootCaptureFixtures, Handle, Invoice, Note, Post } from './fixtures/capture.fixture.js';
+import type { TestDatabase } from './support/database.js';
 
 interface Row {
   scope: string;
@@ -34,26 +30,11 @@ describe('automatic capture against PostgreSQL', () => {
   let n = 0;
 
   beforeAll(async () => {
-    db = await createTestDatabase();
-    const moduleRef = await Test.createTestingModule({
-      imports: [
-        TypeOrmModule.forRoot({
-          ...db.options({ entities: CAPTURE_ENTITIES }),
-          migrations: [...TOMBSTONE_MIGRATIONS, CreateCaptureFixtures1763900000000],
-          migrationsRun: true,
-        }),
-        TombstoneModule.forRoot(),
-      ],
-    }).compile();
-    await moduleRef.init();
-    service = moduleRef.get(TombstoneService);
-    data = service.dataSource;
-    close = () => moduleRef.close();
+    ({ db, data, service, close } = await bootCaptureFixtures());
   });
 
   afterAll(async () => {
     await close?.();
-    await db?.drop();
   });
 
   beforeEach(() => {

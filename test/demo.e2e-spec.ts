@@ -142,7 +142,7 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
         actor: null,
         reason: 'Unpublished draft',
         alternative: null,
-        capturedFrom: 'demo_articles',
+        capturedFrom: 'public.demo_articles',
       });
     });
 
@@ -152,7 +152,7 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
           kind: 'moved',
           target: 'hello-world',
           actor: 'editor@example.com',
-          capturedFrom: 'demo_articles',
+          capturedFrom: 'public.demo_articles',
         });
       }
       expect(await row('article', 'spring-sale-2025')).toMatchObject({ kind: 'moved', target: 'summer-sale-2025', actor: null });
@@ -172,7 +172,7 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
       expect(await row('order', '9001', 'acme')).toMatchObject({
         kind: 'deleted',
         reason: 'Cancelled by the customer',
-        capturedFrom: 'demo_orders',
+        capturedFrom: 'public.demo_orders',
       });
       expect(await row('order', '9001')).toBeUndefined();
     });
