@@ -163,8 +163,6 @@ export class CreateTombstoneCapture1763856000000 implements MigrationInterface {
         old_live boolean, new_live boolean, old_taken boolean, new_taken boolean,
         on_delete text, reuse text, permanent boolean, tbl text
       ) RETURNS void LANGUAGE plpgsql AS $fn$
-      DECLARE
-        lock_key bigint;
       BEGIN
         -- old_taken / new_taken: another live row of the table holds the old / new key (in its
         -- scope). Possible with a unique index over live rows only, or a deferred one. That row
@@ -182,17 +180,14 @@ export class CreateTombstoneCapture1763856000000 implements MigrationInterface {
         END IF;
 
         IF old_key IS NOT NULL AND new_key IS NOT NULL AND old_scope = new_scope THEN
-          -- A move. Moves of the same keys serialise on a lock per key, taken in a fixed order;
-          -- the shared lock per (scope, type) makes them wait for the recording API's batches,
-          -- which take it exclusively. All are held until the transaction ends.
+          -- A move. Captured moves that touch the same keys are already serialised by the table:
+          -- the row's lock, and its unique index on the key, which makes a rename onto a key wait
+          -- for the transaction that held it. The recording API writes redirects between any
+          -- keys, so it takes this (scope, type) lock exclusively, and captured moves take it
+          -- shared: one lock per (scope, type) and transaction, held until it ends, and two
+          -- captured moves never wait for each other here.
           PERFORM pg_advisory_xact_lock_shared(
             hashtextextended('nestjs-tombstones' || chr(31) || new_scope || chr(31) || typ, 0));
-          FOR lock_key IN
-            SELECT DISTINCT hashtextextended('nestjs-tombstones-key' || chr(31) || new_scope || chr(31) || typ || chr(31) || k, 0)
-              FROM unnest(ARRAY[old_key, new_key]) AS k ORDER BY 1
-          LOOP
-            PERFORM pg_advisory_xact_lock(lock_key);
-          END LOOP;
           PERFORM ${s}.tombstones_capture_claim(new_scope, typ, new_key, reuse, old_key, tbl);
           IF NOT old_taken THEN
             UPDATE ${s}.tombstones SET target_key = new_key, updated_at = now()
