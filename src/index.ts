@@ -1,14 +1,19 @@
 import { CreateTombstones1763769600000 } from '../migrations/1763769600000-create-tombstones.js';
 import { CreateTombstoneCapture1763856000000 } from '../migrations/1763856000000-create-tombstone-capture.js';
+import { CreateTombstoneMisses1764028800000 } from '../migrations/1764028800000-create-tombstone-misses.js';
 import { Tombstone } from './tombstone.entity.js';
 
 /** Entities to add to your DataSource's `entities`. */
 export const TOMBSTONE_ENTITIES = [Tombstone] as const;
 
 /** Migrations to add to your DataSource's `migrations`, in order. Never `synchronize`. */
-export const TOMBSTONE_MIGRATIONS = [CreateTombstones1763769600000, CreateTombstoneCapture1763856000000] as const;
+export const TOMBSTONE_MIGRATIONS = [
+  CreateTombstones1763769600000,
+  CreateTombstoneCapture1763856000000,
+  CreateTombstoneMisses1764028800000,
+] as const;
 
-export { CreateTombstoneCapture1763856000000, CreateTombstones1763769600000 };
+export { CreateTombstoneCapture1763856000000, CreateTombstoneMisses1764028800000, CreateTombstones1763769600000 };
 export {
   CAPTURE_TRIGGERS,
   type EntityClass,
@@ -34,10 +39,14 @@ export {
   TombstoneValidationError,
 } from './tombstone.exceptions.js';
 export { TombstoneAnswerException, TombstoneExceptionFilter } from './tombstone.filter.js';
+export { TombstoneHitCounter } from './tombstone.hits.js';
 export { TombstoneInterceptor } from './tombstone.interceptor.js';
+export { TombstoneMissLog } from './tombstone.misses.js';
 export { TombstoneModule } from './tombstone.module.js';
 export type {
   TombstoneCacheControl,
+  TombstoneHitCountOptions,
+  TombstoneMissLogOptions,
   TombstoneModuleOptions,
   TombstoneRequest,
   TombstoneScopeSource,

@@ -336,11 +336,11 @@ describe('answerFor', () => {
   });
 
   it("'hidden' → exactly the same 404 as 'none'", () => {
-    expect(answerFor({ state: 'hidden' }, context())).toStrictEqual(answerFor({ state: 'none' }, context()));
+    expect(answerFor({ state: 'hidden', id: '7' }, context())).toStrictEqual(answerFor({ state: 'none' }, context()));
   });
 
   it("'hidden' and 'none' differ only in the id when the keys differ", () => {
-    const hidden = answerFor({ state: 'hidden' }, context({ id: 'secret', request: expressRequest('/articles/x', { slug: 'secret' }) }));
+    const hidden = answerFor({ state: 'hidden', id: '7' }, context({ id: 'secret', request: expressRequest('/articles/x', { slug: 'secret' }) }));
     const none = answerFor({ state: 'none' }, context({ id: 'never', request: expressRequest('/articles/x', { slug: 'never' }) }));
     expect(hidden.id).toBe('secret');
     expect(none.id).toBe('never');
@@ -354,7 +354,7 @@ describe('answerFor', () => {
 
   it("'gone' → 410 with the ISO deletedAt, reason and alternative", () => {
     const resolution: TombstoneResolution = {
-      state: 'gone',
+      state: 'gone', id: '7',
       deletedAt: new Date(Date.UTC(2024, 4, 1, 12, 30, 0, 5)),
       reason: 'Retired',
       alternative: '/articles/current',
@@ -370,7 +370,7 @@ describe('answerFor', () => {
   });
 
   it("'gone' keeps null reason and alternative as null", () => {
-    const answer = answerFor({ state: 'gone', deletedAt: new Date(0), reason: null, alternative: null }, context());
+    const answer = answerFor({ state: 'gone', id: '7', deletedAt: new Date(0), reason: null, alternative: null }, context());
     expect(answer.status).toBe(410);
     expect(answer.deletedAt).toBe('1970-01-01T00:00:00.000Z');
     expect(answer.reason).toBeNull();
@@ -385,7 +385,7 @@ describe('answerFor', () => {
     ['DELETE', false, 307],
   ] as const)("'moved' on %s (permanent=%s) → %i with location and targetId", (method, permanent, status) => {
     const request = expressRequest('/articles/a?ref=home', { slug: 'a' }, '/articles/:slug', method);
-    const answer = answerFor({ state: 'moved', targetKey: 'b c', permanent, merged: false }, context({ request }));
+    const answer = answerFor({ state: 'moved', id: '7', targetKey: 'b c', permanent, merged: false }, context({ request }));
     expect(answer).toStrictEqual({
       ...plain404,
       status,
@@ -397,7 +397,7 @@ describe('answerFor', () => {
 
   it("'moved' works with a Fastify request too", () => {
     const request = fastifyRequest('/articles/a', { slug: 'a' }, '/articles/:slug', 'PUT');
-    const answer = answerFor({ state: 'moved', targetKey: 'b', permanent: true, merged: true }, context({ request }));
+    const answer = answerFor({ state: 'moved', id: '7', targetKey: 'b', permanent: true, merged: true }, context({ request }));
     expect(answer.status).toBe(308);
     expect(answer.location).toBe('/articles/b');
     expect(answer.targetId).toBe('b');
@@ -406,15 +406,15 @@ describe('answerFor', () => {
   it("a 'moved' resolution whose location cannot be built → the plain 404", () => {
     // No param, no template, and the key is nowhere in the path.
     const unmatched = context({ param: undefined, request: { method: 'GET', url: '/somewhere/else', headers: {} } });
-    expect(answerFor({ state: 'moved', targetKey: 'b', permanent: true, merged: false }, unmatched)).toStrictEqual({
+    expect(answerFor({ state: 'moved', id: '7', targetKey: 'b', permanent: true, merged: false }, unmatched)).toStrictEqual({
       ...plain404,
       path: '/somewhere/else',
     });
     // A target key that cannot be URL-encoded.
-    expect(answerFor({ state: 'moved', targetKey: '\ud800', permanent: true, merged: false }, context())).toStrictEqual(plain404);
+    expect(answerFor({ state: 'moved', id: '7', targetKey: '\ud800', permanent: true, merged: false }, context())).toStrictEqual(plain404);
     // A Location that would be protocol-relative.
     const first = context({ request: expressRequest('/a/x', { slug: 'a' }, '/:slug/x'), id: 'a' });
-    expect(answerFor({ state: 'moved', targetKey: '', permanent: false, merged: false }, first)).toStrictEqual({
+    expect(answerFor({ state: 'moved', id: '7', targetKey: '', permanent: false, merged: false }, first)).toStrictEqual({
       ...plain404,
       path: '/a/x',
     });
@@ -425,7 +425,7 @@ describe('answerFor', () => {
     const request = expressRequest('/articles/a?q=\ud800', { slug: 'a' });
     let answer: ReturnType<typeof answerFor> | undefined;
     expect(() => {
-      answer = answerFor({ state: 'moved', targetKey: 'b', permanent: true, merged: false }, context({ request }));
+      answer = answerFor({ state: 'moved', id: '7', targetKey: 'b', permanent: true, merged: false }, context({ request }));
     }).not.toThrow();
     expect([301, 404]).toContain(answer?.status);
     if (answer?.location !== undefined) expectSafeLocation(answer.location);

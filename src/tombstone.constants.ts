@@ -24,4 +24,6 @@ export const LIMITS = {
   alternativeLength: 2048,
   /** Characters of an actor. */
   actorLength: 256,
+  /** Characters of a referrer kept by the misses log. */
+  referrerLength: 512,
 } as const;

@@ -15,6 +15,8 @@ import { TOMBSTONE_OPTIONS, TOMBSTONED_METADATA } from './tombstone.constants.js
 import type { TombstonedSettings } from './tombstone.decorator.js';
 import { preview } from './tombstone.exceptions.js';
 import { TombstoneAnswerException } from './tombstone.filter.js';
+import { TombstoneHitCounter } from './tombstone.hits.js';
+import { TombstoneMissLog } from './tombstone.misses.js';
 import type { ResolvedTombstoneOptions, TombstoneRequest, TombstoneScopeSource } from './tombstone.options.js';
 import { NO_TOMBSTONE, type TombstoneResolution, TombstoneService } from './tombstone.service.js';
 
@@ -26,12 +28,19 @@ class EmptyResult {
 /**
  * Turns a failed lookup of a `@Tombstoned()` route into the tombstone's answer. On a found
  * resource it does nothing but pass the value on. Reads fail open: if the lookup breaks or
- * runs out of time, the client gets the plain 404 and the error is logged.
+ * runs out of time, the client gets the plain 404 and the error is logged. A lookup that
+ * answered counts a hit of its tombstone, or a miss when no tombstone explained the 404; both
+ * only in memory (see `TombstoneHitCounter`, `TombstoneMissLog`).
  */
 @Injectable()
 export class TombstoneInterceptor implements NestInterceptor {
   private readonly logger = new Logger('TombstoneModule');
-  private runtime?: { service: TombstoneService; options: ResolvedTombstoneOptions };
+  private runtime?: {
+    service: TombstoneService;
+    options: ResolvedTombstoneOptions;
+    hits: TombstoneHitCounter;
+    misses: TombstoneMissLog;
+  };
 
   constructor(
     private readonly reflector: Reflector,
@@ -63,13 +72,16 @@ export class TombstoneInterceptor implements NestInterceptor {
       if (original instanceof EmptyResult) return original.value as never;
       throw original;
     }
-    const { service, options } = runtime;
+    const { service, options, hits, misses } = runtime;
     const requestId = requestIdOf(request, options.requestIdHeader);
     let resolution: TombstoneResolution = NO_TOMBSTONE;
     let scope = '';
     try {
       scope = await scopeOf(settings.scope ?? options.scope, request);
       resolution = await withTimeout(service.resolve(settings.type, key, scope), options.lookupTimeoutMs);
+      // Only an answered lookup counts: after a failure nothing is known, and nothing is written.
+      if (resolution.state === 'none') misses.record(scope, settings.type, key, request.headers.referer);
+      else hits.record(resolution.id);
     } catch (error) {
       this.logger.error(
         `Tombstone lookup failed, answering a plain 404: ${(error as Error)?.message ?? String(error)} ` +
@@ -109,6 +121,8 @@ export class TombstoneInterceptor implements NestInterceptor {
       this.runtime = {
         service: this.moduleRef.get(TombstoneService, { strict: false }),
         options: this.moduleRef.get<ResolvedTombstoneOptions>(TOMBSTONE_OPTIONS, { strict: false }),
+        hits: this.moduleRef.get(TombstoneHitCounter, { strict: false }),
+        misses: this.moduleRef.get(TombstoneMissLog, { strict: false }),
       };
     } catch {
       this.logger.error(

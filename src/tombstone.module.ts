@@ -2,6 +2,8 @@ import { type DynamicModule, Module } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneResponseWriter } from './tombstone.filter.js';
+import { TombstoneHitCounter } from './tombstone.hits.js';
+import { TombstoneMissLog } from './tombstone.misses.js';
 import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN, type OPTIONS_TYPE } from './tombstone.module-definition.js';
 import { type ResolvedTombstoneOptions, resolveTombstoneOptions } from './tombstone.options.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
@@ -32,8 +34,10 @@ import { TombstoneService } from './tombstone.service.js';
     },
     TombstoneService,
     TombstoneResponseWriter,
+    TombstoneHitCounter,
+    TombstoneMissLog,
   ],
-  exports: [TombstoneService],
+  exports: [TombstoneService, TombstoneHitCounter, TombstoneMissLog],
 })
 export class TombstoneModule extends ConfigurableModuleClass {
   /** Registers the module; every option has a default, so `forRoot()` alone works. */

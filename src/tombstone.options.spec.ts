@@ -43,6 +43,8 @@ describe('resolveTombstoneOptions', () => {
       renderer: undefined,
       actor: undefined,
       captureCheck: 'error',
+      hitCounts: { flushIntervalMs: 10_000, maxPending: 10_000 },
+      missLog: false,
     };
 
     it('applies every default to undefined and to {}', () => {
@@ -55,6 +57,12 @@ describe('resolveTombstoneOptions', () => {
       expect(resolved.cacheControl).not.toBe(DEFAULT_CACHE_CONTROL);
       resolved.cacheControl.gone = 'no-store';
       expect(DEFAULT_CACHE_CONTROL.gone).toBe('max-age=86400');
+    });
+
+    it('returns fresh hit count settings each time', () => {
+      const first = resolveTombstoneOptions({});
+      (first.hitCounts as { maxPending: number }).maxPending = 1;
+      expect(resolveTombstoneOptions({}).hitCounts).toStrictEqual({ flushIntervalMs: 10_000, maxPending: 10_000 });
     });
   });
 
@@ -74,6 +82,8 @@ describe('resolveTombstoneOptions', () => {
           renderer: MyRenderer,
           actor,
           captureCheck: 'warn',
+          hitCounts: { flushIntervalMs: 500 },
+          missLog: { maxRows: 100, retentionDays: 7 },
         }),
       ).toStrictEqual({
         dataSource: 'tombstones',
@@ -90,7 +100,41 @@ describe('resolveTombstoneOptions', () => {
         renderer: MyRenderer,
         actor,
         captureCheck: 'warn',
+        hitCounts: { flushIntervalMs: 500, maxPending: 10_000 },
+        missLog: { flushIntervalMs: 10_000, maxPending: 10_000, maxRows: 100, retentionDays: 7 },
       });
+    });
+
+    it('turns hit counts off with false, and the misses log on with true', () => {
+      expect(resolveTombstoneOptions({ hitCounts: false }).hitCounts).toBe(false);
+      expect(resolveTombstoneOptions({ hitCounts: true }).hitCounts).toStrictEqual({ flushIntervalMs: 10_000, maxPending: 10_000 });
+      expect(resolveTombstoneOptions({ missLog: true }).missLog).toStrictEqual({
+        flushIntervalMs: 10_000,
+        maxPending: 10_000,
+        maxRows: 100_000,
+        retentionDays: 30,
+      });
+      expect(resolveTombstoneOptions({ missLog: {} }).missLog).toStrictEqual(resolveTombstoneOptions({ missLog: true }).missLog);
+      expect(resolveTombstoneOptions({ missLog: false }).missLog).toBe(false);
+    });
+
+    it.each([
+      ['flushIntervalMs', 100],
+      ['flushIntervalMs', 3_600_000],
+      ['maxPending', 1],
+      ['maxPending', 1_000_000],
+    ])('accepts hitCounts.%s %j', (key, value) => {
+      expect(resolve({ hitCounts: { [key]: value } }).hitCounts).toMatchObject({ [key]: value });
+      expect(resolve({ missLog: { [key]: value } }).missLog).toMatchObject({ [key]: value });
+    });
+
+    it.each([
+      ['maxRows', 1],
+      ['maxRows', 100_000_000],
+      ['retentionDays', 1],
+      ['retentionDays', 36_500],
+    ])('accepts missLog.%s %j', (key, value) => {
+      expect(resolve({ missLog: { [key]: value } }).missLog).toMatchObject({ [key]: value });
     });
 
     it.each(['negotiate', 'always', 'never'] as const)('accepts problemDetails %j', (problemDetails) => {
@@ -128,8 +172,44 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, requestIdHeader, renderer, actor, captureCheck.',
+        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog.',
       );
+    });
+
+    it.each([['on'], [null], [0], [[]], [1]])('rejects hitCounts and missLog %j', (value) => {
+      const message = configurationErrorOf({ hitCounts: value });
+      expect(message).toContain(`hitCounts must be false, true or an object of flushIntervalMs, maxPending, not ${JSON.stringify(value)}.`);
+      expect(message).toContain('e.g. hitCounts: { flushIntervalMs: 30000 }');
+      expect(configurationErrorOf({ missLog: value })).toContain(
+        'missLog must be false, true or an object of flushIntervalMs, maxPending, maxRows, retentionDays',
+      );
+    });
+
+    it('rejects an unknown hitCounts or missLog entry, naming it and the known ones', () => {
+      const hits = configurationErrorOf({ hitCounts: { maxRows: 10 } });
+      expect(hits).toContain("unknown hitCounts entry 'maxRows'");
+      expect(hits).toContain('Use only: flushIntervalMs, maxPending.');
+      const misses = configurationErrorOf({ missLog: { flushInterval: 10 } });
+      expect(misses).toContain("unknown missLog entry 'flushInterval'");
+      expect(misses).toContain('Use only: flushIntervalMs, maxPending, maxRows, retentionDays.');
+      expect(configurationErrorOf({ missLog: { toString: 1 } })).toContain("unknown missLog entry 'toString'");
+    });
+
+    it.each([
+      ['hitCounts', 'flushIntervalMs', 99, 'a whole number of milliseconds from 100 to 3600000'],
+      ['hitCounts', 'flushIntervalMs', 1.5, 'a whole number of milliseconds from 100 to 3600000'],
+      ['missLog', 'flushIntervalMs', '1000', 'a whole number of milliseconds from 100 to 3600000'],
+      ['hitCounts', 'maxPending', 0, 'a whole number of entries from 1 to 1000000'],
+      ['missLog', 'maxPending', 1_000_001, 'a whole number of entries from 1 to 1000000'],
+      ['hitCounts', 'maxPending', Number.NaN, 'a whole number of entries from 1 to 1000000'],
+      ['missLog', 'maxRows', 0, 'a whole number of rows from 1 to 100000000'],
+      ['missLog', 'maxRows', Number.POSITIVE_INFINITY, 'a whole number of rows from 1 to 100000000'],
+      ['missLog', 'retentionDays', 0, 'a whole number of days from 1 to 36500'],
+      ['missLog', 'retentionDays', -1, 'a whole number of days from 1 to 36500'],
+      ['missLog', 'retentionDays', null, 'a whole number of days from 1 to 36500'],
+    ])('rejects %s.%s %j', (option, key, value, expected) => {
+      const message = configurationErrorOf({ [option]: { [key]: value } });
+      expect(message).toContain(`${option}.${key} must be ${expected}, not ${JSON.stringify(value)}.`);
     });
 
     it.each([['sometimes'], [true]])('rejects captureCheck %j', (captureCheck) => {

@@ -37,6 +37,33 @@ export interface TombstoneCacheControl {
   notFound: string | false;
 }
 
+/** How answers from tombstones are counted (`tombstones.hit_count`, `last_hit_at`). */
+export interface TombstoneHitCountOptions {
+  /** Longest time a counted hit waits in memory before it is written. Default: `10000`. */
+  flushIntervalMs?: number;
+  /**
+   * Most tombstones counted in memory between two writes; reaching it writes at once, and hits
+   * of further tombstones are dropped (and logged) until the write is done. Default: `10000`.
+   */
+  maxPending?: number;
+}
+
+/** How 404s that no tombstone explained are logged (table `tombstone_misses`). */
+export interface TombstoneMissLogOptions {
+  /** Longest time a miss waits in memory before it is written. Default: `10000`. */
+  flushIntervalMs?: number;
+  /**
+   * Most distinct (scope, type, key) held in memory between two writes; reaching it writes at
+   * once, and misses of further keys are dropped (and logged) until the write is done.
+   * Default: `10000`.
+   */
+  maxPending?: number;
+  /** Most rows the table keeps; the least recently seen beyond it are deleted. Default: `100000`. */
+  maxRows?: number;
+  /** Rows not seen for this many days are deleted. Default: `30`. */
+  retentionDays?: number;
+}
+
 /**
  * Options of `TombstoneModule.forRoot()` / `forRootAsync()`. Every field is optional; the
  * defaults below are the whole list.
@@ -87,6 +114,30 @@ export class TombstoneModuleOptions {
    * Default: `'error'`.
    */
   captureCheck?: 'error' | 'warn' | 'off';
+
+  /**
+   * Counts every answer a tombstone gave (410, redirect, hidden 404) in its row's `hit_count` and
+   * `last_hit_at`. Counted in memory and written in one statement per batch, never during the
+   * request. `false` turns it off. Default: on, with the defaults of `TombstoneHitCountOptions`.
+   */
+  hitCounts?: boolean | TombstoneHitCountOptions;
+
+  /**
+   * Logs 404s that no tombstone explained, per (scope, type, key), in `tombstone_misses`: the
+   * broken links worth a tombstone. Batched like hit counts, with bounded memory and table size.
+   * `true` turns it on with the defaults of `TombstoneMissLogOptions`. Default: `false` (off).
+   */
+  missLog?: boolean | TombstoneMissLogOptions;
+}
+
+export interface ResolvedHitCountOptions {
+  flushIntervalMs: number;
+  maxPending: number;
+}
+
+export interface ResolvedMissLogOptions extends ResolvedHitCountOptions {
+  maxRows: number;
+  retentionDays: number;
 }
 
 export interface ResolvedTombstoneOptions {
@@ -100,6 +151,8 @@ export interface ResolvedTombstoneOptions {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see TombstoneModuleOptions.actor
   actor?: (request: any) => string | null | undefined;
   captureCheck: 'error' | 'warn' | 'off';
+  hitCounts: ResolvedHitCountOptions | false;
+  missLog: ResolvedMissLogOptions | false;
 }
 
 export const DEFAULT_CACHE_CONTROL: TombstoneCacheControl = {
@@ -111,8 +164,17 @@ export const DEFAULT_CACHE_CONTROL: TombstoneCacheControl = {
 
 const KNOWN_OPTIONS = new Set([
   'dataSource', 'scope', 'problemDetails', 'cacheControl', 'lookupTimeoutMs', 'requestIdHeader', 'renderer', 'actor',
-  'captureCheck',
+  'captureCheck', 'hitCounts', 'missLog',
 ]);
+const HIT_COUNT_DEFAULTS: ResolvedHitCountOptions = { flushIntervalMs: 10_000, maxPending: 10_000 };
+const MISS_LOG_DEFAULTS: ResolvedMissLogOptions = { ...HIT_COUNT_DEFAULTS, maxRows: 100_000, retentionDays: 30 };
+/** Whole-number range of each batching setting. */
+const BATCH_LIMITS: Record<keyof ResolvedMissLogOptions, { min: number; max: number; unit: string }> = {
+  flushIntervalMs: { min: 100, max: 3_600_000, unit: 'milliseconds' },
+  maxPending: { min: 1, max: 1_000_000, unit: 'entries' },
+  maxRows: { min: 1, max: 100_000_000, unit: 'rows' },
+  retentionDays: { min: 1, max: 36_500, unit: 'days' },
+};
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
  
 const HEADER_VALUE = /^[\u0020-\u007e]*$/;
@@ -178,7 +240,34 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
     renderer: given.renderer,
     actor: given.actor,
     captureCheck,
+    hitCounts: resolveBatching('hitCounts', given.hitCounts, HIT_COUNT_DEFAULTS, fail),
+    missLog: given.missLog === undefined ? false : resolveBatching('missLog', given.missLog, MISS_LOG_DEFAULTS, fail),
   };
+}
+
+/** `false`, `true` (the defaults) or an object of some of the defaults' fields, each in range. */
+function resolveBatching<T extends ResolvedHitCountOptions>(
+  name: string,
+  value: unknown,
+  defaults: T,
+  fail: (message: string, ...solutions: string[]) => never,
+): T | false {
+  if (value === false) return false;
+  if (value === undefined || value === true) return { ...defaults };
+  const fields = Object.keys(defaults).join(', ');
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    fail(`${name} must be false, true or an object of ${fields}, not ${JSON.stringify(value)}.`, `e.g. ${name}: { flushIntervalMs: 30000 }`);
+  }
+  const resolved = { ...defaults };
+  for (const [key, setting] of Object.entries(value as Record<string, number>)) {
+    if (!Object.hasOwn(defaults, key)) fail(`unknown ${name} entry '${key}'.`, `Use only: ${fields}.`);
+    const { min, max, unit } = BATCH_LIMITS[key as keyof ResolvedMissLogOptions];
+    if (!Number.isInteger(setting) || setting < min || setting > max) {
+      fail(`${name}.${key} must be a whole number of ${unit} from ${min} to ${max}, not ${JSON.stringify(setting)}.`);
+    }
+    Object.assign(resolved, { [key]: setting });
+  }
+  return resolved;
 }
 
 export function validateScopeSource(source: unknown, where: string): void {

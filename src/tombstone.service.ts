@@ -88,18 +88,24 @@ export interface TombstoneMove {
   to: string;
 }
 
-/** What a lookup of (scope, type, key) answers, with chains already followed to their end. */
+/**
+ * What a lookup of (scope, type, key) answers, with chains already followed to their end. Every
+ * answer from a tombstone carries the `id` of the key's own tombstone row (the one whose hits
+ * `TombstoneHitCounter` counts), even when the chain's end decided the answer.
+ */
 export type TombstoneResolution =
   | { readonly state: 'none' }
-  | { readonly state: 'hidden' }
+  | { readonly state: 'hidden'; readonly id: string }
   | {
       readonly state: 'gone';
+      readonly id: string;
       readonly deletedAt: Date;
       readonly reason: string | null;
       readonly alternative: string | null;
     }
   | {
       readonly state: 'moved';
+      readonly id: string;
       readonly targetKey: string;
       readonly permanent: boolean;
       readonly merged: boolean;
@@ -107,20 +113,29 @@ export type TombstoneResolution =
 
 /** The resolution of a key without a (live) tombstone. */
 export const NO_TOMBSTONE: TombstoneResolution = Object.freeze({ state: 'none' });
-const HIDDEN: TombstoneResolution = Object.freeze({ state: 'hidden' });
 
 // One round trip whatever the chain: writes keep every target a key that has not moved, so the
 // row and its target's own tombstone (deleted? hidden?) are all there is to read.
+const LOOKUP_COLUMNS = `
+  t.id, t.kind, t.target_key, t.permanent, t.reason, t.alternative, t.occurred_at,
+  f.kind AS final_kind, f.target_key AS final_target_key, f.permanent AS final_permanent,
+  f.reason AS final_reason, f.alternative AS final_alternative, f.occurred_at AS final_occurred_at`;
+const FINAL_JOIN = `
+  LEFT JOIN tombstones f
+    ON f.scope = t.scope AND f.resource_type = t.resource_type AND f.resource_key = t.target_key
+   AND (f.expires_at IS NULL OR f.expires_at > now())`;
 const LOOKUP_SQL = `
-  SELECT t.kind, t.target_key, t.permanent, t.reason, t.alternative, t.occurred_at,
-         f.kind AS final_kind, f.target_key AS final_target_key, f.permanent AS final_permanent,
-         f.reason AS final_reason, f.alternative AS final_alternative, f.occurred_at AS final_occurred_at
-    FROM tombstones t
-    LEFT JOIN tombstones f
-      ON f.scope = t.scope AND f.resource_type = t.resource_type AND f.resource_key = t.target_key
-     AND (f.expires_at IS NULL OR f.expires_at > now())
+  SELECT ${LOOKUP_COLUMNS}
+    FROM tombstones t ${FINAL_JOIN}
    WHERE t.scope = $1 AND t.resource_type = $2 AND t.resource_key = $3
      AND (t.expires_at IS NULL OR t.expires_at > now())`;
+// The same lookup for many keys at once, still one round trip.
+const LOOKUP_MANY_SQL = `
+  SELECT k.n, ${LOOKUP_COLUMNS}
+    FROM unnest($3::text[]) WITH ORDINALITY AS k(key, n)
+    JOIN tombstones t
+      ON t.scope = $1 AND t.resource_type = $2 AND t.resource_key = k.key
+     AND (t.expires_at IS NULL OR t.expires_at > now()) ${FINAL_JOIN}`;
 
 // An identical re-recording keeps the original occurred_at (and the hit count) unless the
 // caller names a new one: recording is idempotent.
@@ -360,6 +375,22 @@ export class TombstoneService implements OnModuleInit {
     return row ? interpret(row) : NO_TOMBSTONE;
   }
 
+  /**
+   * `resolve()` for many keys of one (scope, type), in one round trip; the answers are in the
+   * order of the keys. Keys that cannot have a tombstone answer `none`.
+   */
+  async resolveMany(type: string, keys: readonly string[], scope = ''): Promise<TombstoneResolution[]> {
+    const answers: TombstoneResolution[] = keys.map(() => NO_TOMBSTONE);
+    if (!isValidType(type) || !isStorableScope(scope)) return answers;
+    const positions = keys.flatMap((key, i) => (isStorableKey(key) ? [i] : []));
+    if (positions.length === 0) return answers;
+    const rows = (await this.dataSource.query(LOOKUP_MANY_SQL, [scope, type, positions.map((i) => keys[i])])) as (LookupRow & {
+      n: string;
+    })[];
+    for (const row of rows) answers[positions[Number(row.n) - 1]] = interpret(row);
+    return answers;
+  }
+
   private async upsertOne(
     type: string,
     key: string,
@@ -541,6 +572,8 @@ function finalTargets(type: string, moves: readonly TombstoneMove[]): Map<string
 }
 
 interface LookupRow {
+  /** bigint: node-postgres gives it as a string. */
+  id: string;
   kind: TombstoneKind;
   target_key: string | null;
   permanent: boolean;
@@ -556,11 +589,12 @@ interface LookupRow {
 }
 
 function interpret(row: LookupRow): TombstoneResolution {
+  const id = String(row.id);
   switch (row.kind) {
     case 'hidden':
-      return HIDDEN;
+      return { state: 'hidden', id };
     case 'deleted':
-      return { state: 'gone', deletedAt: row.occurred_at, reason: row.reason, alternative: row.alternative };
+      return { state: 'gone', id, deletedAt: row.occurred_at, reason: row.reason, alternative: row.alternative };
     case 'moved':
     case 'merged':
       break;
@@ -570,10 +604,11 @@ function interpret(row: LookupRow): TombstoneResolution {
   // The chain ends at the target; its own tombstone decides (moved, then deleted: 410).
   switch (row.final_kind) {
     case 'hidden':
-      return HIDDEN;
+      return { state: 'hidden', id };
     case 'deleted':
       return {
         state: 'gone',
+        id,
         deletedAt: row.final_occurred_at as Date,
         reason: row.final_reason,
         alternative: row.final_alternative,
@@ -583,12 +618,13 @@ function interpret(row: LookupRow): TombstoneResolution {
       // Only rows written before chains were collapsed (or edited by hand) get here.
       return {
         state: 'moved',
+        id,
         targetKey: row.final_target_key as string,
         permanent: row.permanent && row.final_permanent !== false,
         merged: row.kind === 'merged' || row.final_kind === 'merged',
       };
     default:
-      return { state: 'moved', targetKey: row.target_key as string, permanent: row.permanent, merged: row.kind === 'merged' };
+      return { state: 'moved', id, targetKey: row.target_key as string, permanent: row.permanent, merged: row.kind === 'merged' };
   }
 }
 

@@ -21,6 +21,9 @@ interface Row {
 /** Stops a transaction after its work, so that the test can check it left nothing behind. */
 class Rollback extends Error {}
 
+/** A lookup answers the id of the key's tombstone row. */
+const TOMBSTONE_ID = expect.stringMatching(/^[1-9][0-9]*$/);
+
 describe('automatic capture against PostgreSQL', () => {
   let db: TestDatabase;
   let data: DataSource;
@@ -183,7 +186,7 @@ describe('automatic capture against PostgreSQL', () => {
       expect(await kinds('post')).toEqual([]);
       const removed = await posts().softRemove(post);
       expect(await kinds('post')).toEqual(['soft:hidden']);
-      expect(await service.resolve('post', 'soft', tenant)).toEqual({ state: 'hidden' });
+      expect(await service.resolve('post', 'soft', tenant)).toEqual({ state: 'hidden', id: TOMBSTONE_ID });
       await rolledBack((manager) => manager.recover(removed));
       expect(await kinds('post')).toEqual(['soft:hidden']);
       await posts().recover(removed);
@@ -213,7 +216,7 @@ describe('automatic capture against PostgreSQL', () => {
       const [post] = await seed('first');
       await posts().update({ id: post.id }, { slug: 'second' });
       await posts().softDelete({ id: post.id });
-      expect(await service.resolve('post', 'first', tenant)).toEqual({ state: 'hidden' });
+      expect(await service.resolve('post', 'first', tenant)).toEqual({ state: 'hidden', id: TOMBSTONE_ID });
     });
   });
 
@@ -226,6 +229,7 @@ describe('automatic capture against PostgreSQL', () => {
       expect(await kinds('post')).toEqual(['draft-title:moved:final-title']);
       expect(await service.resolve('post', 'draft-title', tenant)).toEqual({
         state: 'moved',
+        id: TOMBSTONE_ID,
         targetKey: 'final-title',
         permanent: true,
         merged: false,
@@ -392,6 +396,7 @@ describe('automatic capture against PostgreSQL', () => {
       ]);
       expect(await service.resolve('account-handle', `dup-${base}`)).toEqual({
         state: 'moved',
+        id: TOMBSTONE_ID,
         targetKey: `keep-${base}`,
         permanent: false,
         merged: true,

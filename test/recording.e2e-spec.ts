@@ -54,6 +54,7 @@ describe('recording API against PostgreSQL', () => {
       expect(await rows()).toEqual([{ key: 'a', kind: 'deleted', target: null }]);
       expect(await service.resolve(type, 'a')).toEqual({
         state: 'gone',
+        id: first.id,
         deletedAt: first.occurredAt,
         reason: 'old',
         alternative: null,
@@ -73,8 +74,8 @@ describe('recording API against PostgreSQL', () => {
     });
 
     it('records a hidden key', async () => {
-      await service.recordHidden(type, 'h');
-      expect(await service.resolve(type, 'h')).toEqual({ state: 'hidden' });
+      const hidden = await service.recordHidden(type, 'h');
+      expect(await service.resolve(type, 'h')).toEqual({ state: 'hidden', id: hidden.id });
     });
 
     it('keeps scopes apart', async () => {
@@ -101,13 +102,14 @@ describe('recording API against PostgreSQL', () => {
 
   describe('moves, merges and chains', () => {
     it('collapses chains as they are written: a→b then b→c stores a→c', async () => {
-      await service.recordMove(type, 'a', 'b');
+      const a = await service.recordMove(type, 'a', 'b');
       await service.recordMove(type, 'b', 'c');
       expect(await rows()).toEqual([
         { key: 'a', kind: 'moved', target: 'c' },
         { key: 'b', kind: 'moved', target: 'c' },
       ]);
-      expect(await service.resolve(type, 'a')).toEqual({ state: 'moved', targetKey: 'c', permanent: true, merged: false });
+      // The id is the requested key's own row: the one whose hits count.
+      expect(await service.resolve(type, 'a')).toEqual({ state: 'moved', id: a.id, targetKey: 'c', permanent: true, merged: false });
     });
 
     it('resolves a chain of 50 moves with one query', async () => {
@@ -154,9 +156,10 @@ describe('recording API against PostgreSQL', () => {
     });
 
     it('a chain that ends at a hidden key answers hidden', async () => {
-      await service.recordMove(type, 'a', 'b');
-      await service.recordHidden(type, 'b');
-      expect(await service.resolve(type, 'a')).toEqual({ state: 'hidden' });
+      const a = await service.recordMove(type, 'a', 'b');
+      const b = await service.recordHidden(type, 'b');
+      expect(await service.resolve(type, 'a')).toEqual({ state: 'hidden', id: a.id });
+      expect(a.id).not.toBe(b.id);
     });
 
     it('records temporary moves', async () => {
@@ -174,7 +177,13 @@ describe('recording API against PostgreSQL', () => {
         { key: '3', kind: 'merged', target: '1' },
         { key: '4', kind: 'moved', target: '1' },
       ]);
-      expect(await service.resolve(type, '3')).toEqual({ state: 'moved', targetKey: '1', permanent: true, merged: true });
+      expect(await service.resolve(type, '3')).toEqual({
+        state: 'moved',
+        id: merged.find((t) => t.resourceKey === '3')!.id,
+        targetKey: '1',
+        permanent: true,
+        merged: true,
+      });
     });
 
     it('rejects self-targets with a typed error, and so does the database', async () => {
