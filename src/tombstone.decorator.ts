@@ -72,7 +72,51 @@ export function Tombstoned(type: string, options: TombstonedOptions = {}): Class
     SetMetadata(TOMBSTONED_METADATA, settings),
     UseInterceptors(TombstoneInterceptor),
     UseFilters(TombstoneExceptionFilter),
+    documentAnswers(settings.label),
   );
+}
+
+// The metadata key @nestjs/swagger's @ApiResponse() writes. Written directly, so that the module
+// documents its answers for apps that use Swagger without depending on it.
+const SWAGGER_API_RESPONSE = 'swagger/apiResponse';
+
+/**
+ * Adds the module's answers to the route's OpenAPI responses (read by `@nestjs/swagger`); a
+ * response the route documents itself is kept as it is.
+ */
+function documentAnswers(label: string): ClassDecorator & MethodDecorator {
+  const body = (error: string) => ({
+    type: 'object',
+    properties: {
+      statusCode: { type: 'integer' },
+      error: { type: 'string', example: error },
+      message: { type: 'string' },
+      resource: { type: 'string' },
+      id: { type: 'string' },
+      requestId: { type: 'string' },
+    },
+  });
+  const location = { Location: { description: 'Where the resource lives now', schema: { type: 'string' } } };
+  const answers: Record<number, object> = {
+    301: { description: `${label} moved or merged (GET, HEAD; 302 when the move is temporary)`, headers: location, schema: body('moved') },
+    308: { description: `${label} moved or merged (other methods; 307 when the move is temporary)`, headers: location, schema: body('moved') },
+    404: { description: `No such ${label}: it never existed, is hidden, or its tombstone expired`, schema: body('not_found') },
+    410: {
+      description: `${label} deleted for good; the body has deletedAt, reason and alternative`,
+      headers: { Link: { description: 'rel="alternate": a replacement, when there is one', schema: { type: 'string' } } },
+      schema: body('gone'),
+    },
+  };
+  return (target: object, _key?: string | symbol, descriptor?: PropertyDescriptor): void => {
+    const holder = (descriptor?.value ?? target) as object;
+    const existing = (Reflect.getMetadata(SWAGGER_API_RESPONSE, holder) ?? {}) as Record<string, object>;
+    const added = Object.fromEntries(
+      Object.entries(answers)
+        .filter(([status]) => !(status in existing))
+        .map(([status, entry]) => [status, { isArray: false, ...entry }]),
+    );
+    Reflect.defineMetadata(SWAGGER_API_RESPONSE, { ...added, ...existing }, holder);
+  };
 }
 
 function labelOf(type: string): string {

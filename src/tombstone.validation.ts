@@ -129,7 +129,7 @@ export function assertMetadata(value: unknown): Record<string, unknown> {
 }
 
 /** PostgreSQL text must be valid UTF-8; a lone surrogate would make the query fail. */
-function isWellFormed(value: string): boolean {
+export function isWellFormed(value: string): boolean {
    
   return !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(value);
 }

@@ -1,0 +1,44 @@
+import { type DynamicModule, Module } from '@nestjs/common';
+import { TombstoneAdminController } from './admin.controller.js';
+import {
+  ADMIN_ASYNC_OPTIONS_TYPE,
+  ADMIN_MODULE_OPTIONS,
+  ADMIN_OPTIONS_TYPE,
+  ConfigurableAdminModuleClass,
+  TOMBSTONE_ADMIN_OPTIONS,
+} from './admin.module-definition.js';
+import { resolveTombstoneAdminOptions } from './admin.options.js';
+import { TombstoneAdminService } from './admin.service.js';
+
+/**
+ * Admin endpoints for tombstones: list, read, create, update, delete, batch resolve, the stale
+ * view. Refuses to start without an access control. Needs `TombstoneModule`, and
+ * `class-validator`, `class-transformer` and `@nestjs/swagger` installed.
+ *
+ * @example
+ * @Module({
+ *   imports: [
+ *     TombstoneModule.forRoot({ isGlobal: true }),
+ *     TombstoneAdminModule.forRoot({ guard: AdminTokenGuard }),
+ *     RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
+ *   ],
+ * })
+ * export class AppModule {}
+ */
+@Module({
+  controllers: [TombstoneAdminController],
+  providers: [
+    { provide: TOMBSTONE_ADMIN_OPTIONS, useFactory: resolveTombstoneAdminOptions, inject: [ADMIN_MODULE_OPTIONS] },
+    TombstoneAdminService,
+  ],
+  exports: [TombstoneAdminService],
+})
+export class TombstoneAdminModule extends ConfigurableAdminModuleClass {
+  static override forRoot(options: typeof ADMIN_OPTIONS_TYPE): DynamicModule {
+    return super.forRoot(options);
+  }
+
+  static override forRootAsync(options: typeof ADMIN_ASYNC_OPTIONS_TYPE): DynamicModule {
+    return super.forRootAsync(options);
+  }
+}

@@ -1,0 +1,108 @@
+import type { CanActivate, Type } from '@nestjs/common';
+import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
+
+/**
+ * Options of `TombstoneAdminModule.forRoot()` / `forRootAsync()`. The module refuses to start
+ * without `guard`, unless `allowWithoutAccessControl` says, on purpose, that it may.
+ */
+export interface TombstoneAdminOptions {
+  /**
+   * Decides who may use the admin endpoints: a guard class (instantiated with the module's
+   * injector, so it may inject your services) or a guard instance. Throw
+   * `UnauthorizedException` for 401, return `false` (or throw `ForbiddenException`) for 403.
+   */
+  guard?: Type<CanActivate> | CanActivate;
+
+  /**
+   * Serves the admin endpoints to anyone. For local development only: it is logged loudly at
+   * every start, and refused when `NODE_ENV` is `production`. Default: `false`.
+   */
+  allowWithoutAccessControl?: boolean;
+
+  /**
+   * Who acts, recorded on every change: `{ header: 'x-admin-user' }` (a header your proxy sets),
+   * or a function of the request. Default: the authenticated user your guard stored on the
+   * request (`req.user.id`, `.sub`, `.username` or `.email`, the first that is set).
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the app's own request type
+  actor?: { header: string } | ((request: any) => string | number | null | undefined);
+
+  /**
+   * Hosts that an absolute `alternative` link may point to (`https://shop.example.com/...`).
+   * Relative links (`/articles/current`) are always accepted. Default: none.
+   */
+  alternativeHosts?: string[];
+
+  /** Most keys one batch resolve may ask about. Default: `1000`. */
+  maxResolveKeys?: number;
+
+  /** Largest page of a listing. Default: `500` (the default page is 50). */
+  maxPageSize?: number;
+}
+
+export interface ResolvedTombstoneAdminOptions {
+  guard?: Type<CanActivate> | CanActivate;
+  allowWithoutAccessControl: boolean;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see TombstoneAdminOptions.actor
+  actor?: { header: string } | ((request: any) => string | number | null | undefined);
+  alternativeHosts: string[];
+  maxResolveKeys: number;
+  maxPageSize: number;
+}
+
+const KNOWN = ['guard', 'allowWithoutAccessControl', 'actor', 'alternativeHosts', 'maxResolveKeys', 'maxPageSize'];
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const HOST = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/;
+
+/** Applies the defaults and checks every option once, at bootstrap. */
+export function resolveTombstoneAdminOptions(options: TombstoneAdminOptions | undefined): ResolvedTombstoneAdminOptions {
+  const given = options ?? {};
+  const fail = (message: string, ...solutions: string[]): never => {
+    throw new TombstoneConfigurationError(`TombstoneAdminModule: ${message}`, solutions);
+  };
+  if (typeof given !== 'object') fail('options must be an object.');
+  for (const key of Object.keys(given)) {
+    if (!KNOWN.includes(key)) fail(`unknown option '${key}'.`, `Use only: ${KNOWN.join(', ')}.`);
+  }
+  const { guard, allowWithoutAccessControl = false, actor, alternativeHosts = [], maxResolveKeys = 1000, maxPageSize = 500 } = given;
+  if (guard !== undefined && typeof guard !== 'function' && typeof (guard as CanActivate)?.canActivate !== 'function') {
+    fail('guard must be a guard class or an object with canActivate().');
+  }
+  if (typeof allowWithoutAccessControl !== 'boolean') fail('allowWithoutAccessControl must be true or false.');
+  if (guard === undefined && !allowWithoutAccessControl) {
+    fail(
+      'the admin endpoints need an access control, and none was given.',
+      'Pass `guard`: a guard class or instance that authenticates your operators, e.g. guard: AdminTokenGuard.',
+      'For local development only: allowWithoutAccessControl: true (refused when NODE_ENV is production).',
+    );
+  }
+  if (guard === undefined && process.env.NODE_ENV === 'production') {
+    fail('allowWithoutAccessControl is refused when NODE_ENV is production.', 'Pass `guard`.');
+  }
+  if (guard !== undefined && allowWithoutAccessControl) {
+    fail('pass either `guard` or `allowWithoutAccessControl: true`, not both.');
+  }
+  if (actor !== undefined && typeof actor !== 'function') {
+    const header = (actor as { header?: unknown })?.header;
+    if (typeof actor !== 'object' || Object.keys(actor).length !== 1 || typeof header !== 'string' || !HEADER_NAME.test(header)) {
+      fail('actor must be { header: name } or a function of the request.');
+    }
+  }
+  if (!Array.isArray(alternativeHosts) || alternativeHosts.some((host) => typeof host !== 'string' || !HOST.test(host.toLowerCase()))) {
+    fail('alternativeHosts must be a list of host names (with an optional port), e.g. ["shop.example.com"].');
+  }
+  for (const [name, value, max] of [
+    ['maxResolveKeys', maxResolveKeys, 10_000],
+    ['maxPageSize', maxPageSize, 10_000],
+  ] as const) {
+    if (!Number.isInteger(value) || value < 1 || value > max) fail(`${name} must be a whole number from 1 to ${max}.`);
+  }
+  return {
+    guard,
+    allowWithoutAccessControl,
+    actor,
+    alternativeHosts: alternativeHosts.map((host) => host.toLowerCase()),
+    maxResolveKeys,
+    maxPageSize,
+  };
+}

@@ -1,0 +1,18 @@
+// nestjs-tombstones/admin: the admin endpoints. A separate entry point, so that the core module
+// never loads class-validator, class-transformer or @nestjs/swagger.
+export {
+  CreateTombstoneDto,
+  ListTombstonesQuery,
+  ResolveTombstonesDto,
+  StaleTombstonesQuery,
+  UpdateTombstoneDto,
+} from './admin.dto.js';
+export { TombstoneAdminController } from './admin.controller.js';
+export { TombstoneAdminModule } from './admin.module.js';
+export type { TombstoneAdminOptions } from './admin.options.js';
+export {
+  TombstoneAdminService,
+  type TombstonePage,
+  type TombstoneResolveResult,
+  type TombstoneView,
+} from './admin.service.js';
