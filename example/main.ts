@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
@@ -23,7 +24,9 @@ async function main(): Promise<void> {
     databaseUrl = embedded.url;
   }
 
-  const module = AppModule.forRoot(databaseUrl);
+  // The admin endpoints are never open: ADMIN_TOKEN, or a fresh random token printed below.
+  const adminToken = process.env.ADMIN_TOKEN || randomBytes(18).toString('base64url');
+  const module = AppModule.forRoot(databaseUrl, { adminToken });
   const app =
     process.env.HTTP_ADAPTER === 'fastify'
       ? await NestFactory.create(module, new FastifyAdapter())
@@ -44,7 +47,11 @@ async function main(): Promise<void> {
   curl -i ${base}/users/2                       # 301 to /users/1 (merged)
   curl -i ${base}/orders/9001 -H 'X-Tenant-Id: acme'    # 410 for acme
   curl -i ${base}/orders/9001 -H 'X-Tenant-Id: globex'  # 404 for everyone else
-  curl -i ${base}/articles/summer-sale-2025 -H 'Accept: application/problem+json'  # RFC 9457`);
+  curl -i ${base}/articles/summer-sale-2025 -H 'Accept: application/problem+json'  # RFC 9457
+Admin endpoints (token${process.env.ADMIN_TOKEN ? ' from ADMIN_TOKEN' : ' generated for this run; set ADMIN_TOKEN to choose one'}):
+  curl -s ${base}/admin/tombstones -H 'Authorization: Bearer ${adminToken}'
+  curl -s ${base}/admin/tombstones/stale?days=30 -H 'Authorization: Bearer ${adminToken}'
+  curl -s -X POST ${base}/admin/tombstones/resolve -H 'Authorization: Bearer ${adminToken}' -H 'content-type: application/json' -d '{"type":"article","keys":["old-hello","summer-sale-2025","hello-world"]}'`);
 
   const shutdown = async () => {
     await app.close();

@@ -14,7 +14,7 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    app = await bootApp(adapter, { imports: [AppModule.forRoot(db.url)] });
+    app = await bootApp(adapter, { imports: [AppModule.forRoot(db.url, { adminToken: 'demo-test-token' })] });
     expect(await seed(app)).toBe(true);
     http = request(app.getHttpServer());
   });
@@ -98,6 +98,20 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
     const gone = await http.get('/articles/delete-me').expect(410);
     expect(gone.body).toMatchObject({ error: 'gone', reason: 'Deleted through the API', alternative: null });
     await http.delete('/articles/delete-me').expect(410);
+  });
+
+  it('the admin endpoints: 401 without the token; with it, the seeded tombstones and a batch resolve', async () => {
+    await http.get('/admin/tombstones').expect(401);
+    await http.get('/admin/tombstones').set('authorization', 'Bearer wrong-token-of-same-len').expect(401);
+    const auth = { authorization: 'Bearer demo-test-token' };
+    const list = await http.get('/admin/tombstones?type=article&kind=deleted').set(auth).expect(200);
+    expect(list.body.items.map((t: { key: string }) => t.key)).toContain('summer-sale-2025');
+    const resolved = await http
+      .post('/admin/tombstones/resolve')
+      .set(auth)
+      .send({ type: 'article', keys: ['old-hello', 'summer-sale-2025', 'hello-world'] })
+      .expect(200);
+    expect(resolved.body.results.map((r: { status: number }) => r.status)).toEqual([301, 410, null]);
   });
 
   it('GET /articles → 200 array; an empty filter → 200 []', async () => {

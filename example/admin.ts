@@ -1,0 +1,22 @@
+import { timingSafeEqual } from 'node:crypto';
+import { type CanActivate, type ExecutionContext, Injectable, UnauthorizedException } from '@nestjs/common';
+
+/**
+ * The demo's access control for the tombstone admin endpoints: a bearer token, compared in
+ * constant time. A real app would use its own authentication (sessions, JWT, mTLS).
+ */
+@Injectable()
+export class AdminTokenGuard implements CanActivate {
+  constructor(private readonly token: string) {}
+
+  canActivate(context: ExecutionContext): boolean {
+    const request = context.switchToHttp().getRequest<{ headers: Record<string, string | undefined>; user?: unknown }>();
+    const given = Buffer.from(request.headers.authorization ?? '');
+    const expected = Buffer.from(`Bearer ${this.token}`);
+    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      throw new UnauthorizedException('Send Authorization: Bearer <the admin token the demo printed at start-up>.');
+    }
+    request.user = { id: 'demo-admin' };
+    return true;
+  }
+}
