@@ -21,8 +21,13 @@ const PRINTABLE_ASCII = /^[\x20-\x7e]+$/;
 // the last known.
 const UPSERT_SQL = `
   INSERT INTO tombstone_misses AS m (scope, resource_type, resource_key, hits, first_seen, last_seen, last_referrer)
-  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[], $7::text[])
-    ORDER BY 1, 2, 3
+  SELECT u.* FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[], $6::timestamptz[], $7::text[])
+           AS u(scope, type, key, hits, first_seen, last_seen, referrer)
+   -- A key that got a tombstone meanwhile (an operator resolved the miss) is no miss any more.
+   WHERE NOT EXISTS (SELECT 1 FROM tombstones t
+                      WHERE t.scope = u.scope AND t.resource_type = u.type AND t.resource_key = u.key
+                        AND (t.expires_at IS NULL OR t.expires_at > now()))
+   ORDER BY 1, 2, 3
   ON CONFLICT (scope, resource_type, resource_key) DO UPDATE SET
     hits = m.hits + EXCLUDED.hits,
     first_seen = LEAST(m.first_seen, EXCLUDED.first_seen),

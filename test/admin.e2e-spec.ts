@@ -1,45 +1,16 @@
-import {
-  type CanActivate,
-  Controller,
-  type ExecutionContext,
-  Get,
-  type INestApplication,
-  Injectable,
-  Param,
-  UnauthorizedException,
-} from '@nestjs/common';
+import type { INestApplication } from '@nestjs/common';
 import { RouterModule } from '@nestjs/core';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { Test } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import request from 'supertest';
 import { TombstoneAdminModule, type TombstoneAdminOptions } from '../src/admin/index.js';
-import { TombstoneConfigurationError, TombstoneModule, Tombstoned } from '../src/index.js';
+import { TombstoneConfigurationError, TombstoneModule } from '../src/index.js';
+import { ADMIN_TOKEN, ArticlesController, TokenGuard } from './fixtures/admin.fixture.js';
 import { ADAPTERS, bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 
-const TOKEN = 'Bearer s3cret';
-
-/** The app's own access control: 401 without a token, 403 with a wrong one. */
-@Injectable()
-class TokenGuard implements CanActivate {
-  canActivate(context: ExecutionContext): boolean {
-    const req = context.switchToHttp().getRequest<{ headers: Record<string, string>; user?: unknown }>();
-    if (!req.headers.authorization) throw new UnauthorizedException();
-    if (req.headers.authorization !== TOKEN) return false;
-    req.user = { id: 'ops-ana' };
-    return true;
-  }
-}
-
-@Controller('articles')
-class ArticlesController {
-  @Get(':id')
-  @Tombstoned('article')
-  findOne(@Param('id') _id: string): null {
-    return null;
-  }
-}
+const TOKEN = ADMIN_TOKEN;
 
 const modules = (db: TestDatabase, admin: TombstoneAdminOptions) => [
   TypeOrmModule.forRoot(db.options()),

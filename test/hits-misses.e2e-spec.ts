@@ -250,6 +250,15 @@ describe.each(ADAPTERS)('hit counts and the misses log (%s)', (adapter: AdapterN
       expect(await missCount()).toBe(rowsBefore);
     });
 
+    it('drops a pending miss whose key got a tombstone before the write (a resolved miss does not come back)', async () => {
+      await http.get('/items/m-resolved-meanwhile').expect(404);
+      await http.get('/items/m-still-missing').expect(404);
+      expect(misses.pendingCount).toBe(2);
+      await tombstones.recordMove('item', 'm-resolved-meanwhile', 'live');
+      await misses.flush();
+      expect((await missesOf(['m-resolved-meanwhile', 'm-still-missing'])).map((r) => r.key)).toEqual(['m-still-missing']);
+    });
+
     it('stores hostile keys and referrers safely, or not at all', async () => {
       const key = `"{},\\'NULL`;
       await http.get(`/items/${encodeURIComponent(key)}`).set('Referer', 'https://a.example/?q="x",{y}\\NULL').expect(404);

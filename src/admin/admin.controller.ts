@@ -7,79 +7,43 @@ import {
   Inject,
   Param,
   Patch,
-  type PipeTransform,
   Post,
   Query,
   Req,
+  StreamableFile,
+  UnsupportedMediaTypeException,
   UseGuards,
   UsePipes,
-  ValidationPipe,
-  type ValidationError,
 } from '@nestjs/common';
-import { ApiBody, ApiOkResponse, ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
-import { LIMITS } from '../tombstone.constants.js';
+import { ApiBody, ApiConsumes, ApiOkResponse, ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { TombstoneRequest } from '../tombstone.options.js';
-import { assertText } from '../tombstone.validation.js';
 import {
   CreateTombstoneDto,
+  ExportQuery,
+  ImportQuery,
   ListTombstonesQuery,
   ResolveTombstonesDto,
   StaleTombstonesQuery,
   UpdateTombstoneDto,
 } from './admin.dto.js';
+import { actorOf } from './admin.actor.js';
 import { TombstoneAdminAccessGuard } from './admin.guard.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from './admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from './admin.options.js';
+import { type ImportFormat, type ImportReport, TombstoneTransferService } from './admin.transfer.js';
+import { ADMIN_ERROR_RESPONSES, adminValidationPipe, TombstoneIdPipe } from './admin.validation.js';
 import {
-  invalid,
   TombstoneAdminService,
   type TombstonePage,
   type TombstoneResolveResult,
   type TombstoneView,
 } from './admin.service.js';
 
-/** Every field's problem, flattened (`metadata.a`), in one 400. */
-function validationFailure(errors: ValidationError[]) {
-  const flat: { field: string; reason: string }[] = [];
-  const walk = (list: ValidationError[], prefix: string) => {
-    for (const error of list) {
-      const field = prefix ? `${prefix}.${error.property}` : error.property;
-      for (const reason of Object.values(error.constraints ?? {})) flat.push({ field, reason });
-      walk(error.children ?? [], field);
-    }
-  };
-  walk(errors, '');
-  const first = flat[0] ?? { field: 'body', reason: 'must be a JSON object' };
-  const exception = invalid(first.field, first.reason);
-  const response = exception.getResponse() as { errors: unknown[] };
-  response.errors = flat.length > 0 ? flat : [first];
-  return exception;
+function isReadable(value: unknown): boolean {
+  return typeof (value as { pipe?: unknown } | null)?.pipe === 'function';
 }
 
-const validation = new ValidationPipe({
-  whitelist: true,
-  forbidNonWhitelisted: true,
-  transform: true,
-  forbidUnknownValues: true,
-  validationError: { target: false, value: false },
-  exceptionFactory: validationFailure,
-});
-
-/** A tombstone id: a positive 64-bit integer. Anything else is the client's mistake. */
-class TombstoneIdPipe implements PipeTransform<string, string> {
-  transform(value: string): string {
-    if (!/^[1-9][0-9]{0,18}$/.test(value) || BigInt(value) > 9_223_372_036_854_775_807n) {
-      throw invalid('id', 'must be a tombstone id (a positive integer)');
-    }
-    return value;
-  }
-}
-
-const ERRORS = {
-  400: { status: 400, description: 'Invalid input: `errors` lists each field and why' },
-  401: { status: 401, description: 'Not authenticated (your guard said so)' },
-  403: { status: 403, description: 'Not allowed (your guard said so)' },
-} as const;
+const ERRORS = ADMIN_ERROR_RESPONSES;
 
 /**
  * The admin endpoints. Mount them under a prefix of your choice, e.g.
@@ -92,10 +56,11 @@ const ERRORS = {
 @ApiResponse(ERRORS[403])
 @Controller('tombstones')
 @UseGuards(TombstoneAdminAccessGuard)
-@UsePipes(validation)
+@UsePipes(adminValidationPipe)
 export class TombstoneAdminController {
   constructor(
     private readonly admin: TombstoneAdminService,
+    private readonly transfer: TombstoneTransferService,
     @Inject(TOMBSTONE_ADMIN_OPTIONS) private readonly options: ResolvedTombstoneAdminOptions,
   ) {}
 
@@ -120,6 +85,44 @@ export class TombstoneAdminController {
   @ApiOkResponse({ description: '{ results: [{ key, state, status, target?, merged?, deletedAt?, reason?, alternative? }] }' })
   resolve(@Body() dto: ResolveTombstonesDto): Promise<{ results: TombstoneResolveResult[] }> {
     return this.admin.resolve(dto);
+  }
+
+  @Post('import')
+  @HttpCode(200)
+  @ApiOperation({
+    summary: 'Import tombstones (upsert), all or nothing; ?dryRun=true checks every row and writes nothing',
+    description:
+      'CSV with a header row, or NDJSON, streamed (limits: maxImportRows, maxImportBytes); or a JSON array ' +
+      "(within the app's own JSON body limit). Columns: scope, type, key, kind, target, permanent, reason, " +
+      'alternative, expiresAt; the read-only columns of an export are accepted and ignored.',
+  })
+  @ApiConsumes('text/csv', 'application/x-ndjson', 'application/json')
+  @ApiOkResponse({ description: '{ dryRun, rows, created, updated, errorCount, errors: [{ row, field, reason }] }' })
+  @ApiResponse({ status: 413, description: 'More rows or bytes than the module allows' })
+  @ApiResponse({ status: 415, description: 'Not CSV, NDJSON or JSON' })
+  import(@Query() query: ImportQuery, @Req() request: TombstoneRequest & { body?: unknown; raw?: unknown }): Promise<ImportReport> {
+    const type = String(request.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
+    const format: ImportFormat | undefined =
+      type === 'text/csv' ? 'csv' : type === 'application/x-ndjson' ? 'ndjson' : type === 'application/json' ? 'json' : undefined;
+    if (!format) {
+      throw new UnsupportedMediaTypeException('Send text/csv, application/x-ndjson or application/json.');
+    }
+    // CSV and NDJSON come as the request stream (Express leaves them unparsed; on Fastify the
+    // module's pass-through parser hands over the payload); JSON as the app's parsed body.
+    const body = format === 'json' ? request.body : isReadable(request.body) ? request.body : (request.raw ?? request);
+    return this.transfer.import(body, format, query.dryRun === 'true', this.actorOf(request));
+  }
+
+  @Get('export')
+  @ApiOperation({ summary: 'Export tombstones as CSV, NDJSON or JSON, streamed in id order' })
+  @ApiProduces('text/csv', 'application/x-ndjson', 'application/json')
+  export(@Query() query: ExportQuery): StreamableFile {
+    const format = query.format ?? 'csv';
+    const types = { csv: 'text/csv; charset=utf-8', ndjson: 'application/x-ndjson', json: 'application/json; charset=utf-8' };
+    return new StreamableFile(this.transfer.export(format, { scope: query.scope, type: query.type, kind: query.kind }), {
+      type: types[format],
+      disposition: `attachment; filename="tombstones.${format}"`,
+    });
   }
 
   @Get(':id')
@@ -163,23 +166,7 @@ export class TombstoneAdminController {
     return this.admin.remove(id);
   }
 
-  /** Who acts: the module's `actor` option, else the user your guard authenticated. */
   private actorOf(request: TombstoneRequest): string | null {
-    const option = this.options.actor;
-    let value: unknown;
-    if (typeof option === 'function') value = option(request);
-    else if (option) value = request.headers[option.header.toLowerCase()];
-    else {
-      const user = request.user as Record<string, unknown> | undefined;
-      value = user?.id ?? user?.sub ?? user?.username ?? user?.email;
-    }
-    if (Array.isArray(value)) value = value[0];
-    if (typeof value === 'number' || typeof value === 'bigint') value = String(value);
-    if (typeof value !== 'string' || value === '') return null;
-    try {
-      return assertText(value, 'actor', LIMITS.actorLength);
-    } catch {
-      return null;
-    }
+    return actorOf(this.options, request);
   }
 }

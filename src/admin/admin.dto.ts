@@ -208,3 +208,21 @@ export class ResolveTombstonesDto {
   @IsString({ each: true })
   keys!: string[];
 }
+
+export class ImportQuery {
+  @ApiPropertyOptional({ enum: ['true', 'false'], default: 'false', description: 'Check every row and report, without writing' })
+  @IsOptional()
+  @IsIn(['true', 'false'])
+  dryRun?: 'true' | 'false';
+}
+
+export class ExportQuery {
+  @ApiPropertyOptional({ enum: ['csv', 'ndjson', 'json'], default: 'csv' })
+  @IsOptional()
+  @IsIn(['csv', 'ndjson', 'json'])
+  format?: 'csv' | 'ndjson' | 'json';
+
+  @ApiPropertyOptional() @IsOptional() @IsTombstoneScope() scope?: string;
+  @ApiPropertyOptional() @IsOptional() @IsTombstoneType() type?: string;
+  @ApiPropertyOptional({ enum: KINDS }) @IsOptional() @IsIn(KINDS) kind?: TombstoneKind;
+}

@@ -1,4 +1,6 @@
 import { type DynamicModule, Module } from '@nestjs/common';
+import { TombstoneMissesAdminController } from './admin-misses.controller.js';
+import { TombstoneMissesAdminService } from './admin-misses.service.js';
 import { TombstoneAdminController } from './admin.controller.js';
 import {
   ADMIN_ASYNC_OPTIONS_TYPE,
@@ -9,10 +11,12 @@ import {
 } from './admin.module-definition.js';
 import { resolveTombstoneAdminOptions } from './admin.options.js';
 import { TombstoneAdminService } from './admin.service.js';
+import { TombstoneTransferService } from './admin.transfer.js';
 
 /**
  * Admin endpoints for tombstones: list, read, create, update, delete, batch resolve, the stale
- * view. Refuses to start without an access control. Needs `TombstoneModule`, and
+ * view, import and export; and over the misses log: list, read, resolve into a tombstone, delete,
+ * purge. Refuses to start without an access control. Needs `TombstoneModule`, and
  * `class-validator`, `class-transformer` and `@nestjs/swagger` installed.
  *
  * @example
@@ -26,12 +30,14 @@ import { TombstoneAdminService } from './admin.service.js';
  * export class AppModule {}
  */
 @Module({
-  controllers: [TombstoneAdminController],
+  controllers: [TombstoneAdminController, TombstoneMissesAdminController],
   providers: [
     { provide: TOMBSTONE_ADMIN_OPTIONS, useFactory: resolveTombstoneAdminOptions, inject: [ADMIN_MODULE_OPTIONS] },
     TombstoneAdminService,
+    TombstoneTransferService,
+    TombstoneMissesAdminService,
   ],
-  exports: [TombstoneAdminService],
+  exports: [TombstoneAdminService, TombstoneTransferService, TombstoneMissesAdminService],
 })
 export class TombstoneAdminModule extends ConfigurableAdminModuleClass {
   static override forRoot(options: typeof ADMIN_OPTIONS_TYPE): DynamicModule {

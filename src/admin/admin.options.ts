@@ -38,6 +38,12 @@ export interface TombstoneAdminOptions {
 
   /** Largest page of a listing. Default: `500` (the default page is 50). */
   maxPageSize?: number;
+
+  /** Most rows one import may hold. Default: `200000`. */
+  maxImportRows?: number;
+
+  /** Largest import body (CSV or NDJSON), in bytes. Default: `67108864` (64 MiB). */
+  maxImportBytes?: number;
 }
 
 export interface ResolvedTombstoneAdminOptions {
@@ -48,9 +54,14 @@ export interface ResolvedTombstoneAdminOptions {
   alternativeHosts: string[];
   maxResolveKeys: number;
   maxPageSize: number;
+  maxImportRows: number;
+  maxImportBytes: number;
 }
 
-const KNOWN = ['guard', 'allowWithoutAccessControl', 'actor', 'alternativeHosts', 'maxResolveKeys', 'maxPageSize'];
+const KNOWN = [
+  'guard', 'allowWithoutAccessControl', 'actor', 'alternativeHosts', 'maxResolveKeys', 'maxPageSize', 'maxImportRows',
+  'maxImportBytes',
+];
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const HOST = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/;
 
@@ -64,7 +75,16 @@ export function resolveTombstoneAdminOptions(options: TombstoneAdminOptions | un
   for (const key of Object.keys(given)) {
     if (!KNOWN.includes(key)) fail(`unknown option '${key}'.`, `Use only: ${KNOWN.join(', ')}.`);
   }
-  const { guard, allowWithoutAccessControl = false, actor, alternativeHosts = [], maxResolveKeys = 1000, maxPageSize = 500 } = given;
+  const {
+    guard,
+    allowWithoutAccessControl = false,
+    actor,
+    alternativeHosts = [],
+    maxResolveKeys = 1000,
+    maxPageSize = 500,
+    maxImportRows = 200_000,
+    maxImportBytes = 64 * 1024 * 1024,
+  } = given;
   if (guard !== undefined && typeof guard !== 'function' && typeof (guard as CanActivate)?.canActivate !== 'function') {
     fail('guard must be a guard class or an object with canActivate().');
   }
@@ -94,6 +114,8 @@ export function resolveTombstoneAdminOptions(options: TombstoneAdminOptions | un
   for (const [name, value, max] of [
     ['maxResolveKeys', maxResolveKeys, 10_000],
     ['maxPageSize', maxPageSize, 10_000],
+    ['maxImportRows', maxImportRows, 10_000_000],
+    ['maxImportBytes', maxImportBytes, 4 * 1024 * 1024 * 1024],
   ] as const) {
     if (!Number.isInteger(value) || value < 1 || value > max) fail(`${name} must be a whole number from 1 to ${max}.`);
   }
@@ -104,5 +126,7 @@ export function resolveTombstoneAdminOptions(options: TombstoneAdminOptions | un
     alternativeHosts: alternativeHosts.map((host) => host.toLowerCase()),
     maxResolveKeys,
     maxPageSize,
+    maxImportRows,
+    maxImportBytes,
   };
 }

@@ -1,4 +1,4 @@
-import { BadRequestException, ConflictException, Inject, Injectable, NotFoundException } from '@nestjs/common';
+import { ConflictException, Inject, Injectable, NotFoundException } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import type { DataSource, EntityManager } from 'typeorm';
 import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
@@ -8,6 +8,9 @@ import { isStorableKey, isStorableScope, isValidType, isWellFormed } from '../to
 import type { CreateTombstoneDto, ListTombstonesQuery, ResolveTombstonesDto, StaleTombstonesQuery, UpdateTombstoneDto } from './admin.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from './admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from './admin.options.js';
+import { invalid, parseDate } from './admin.validation.js';
+
+export { invalid };
 
 /** A tombstone as the admin endpoints show it. */
 export interface TombstoneView {
@@ -55,16 +58,6 @@ export interface TombstoneResolveResult {
 
 const METADATA_MAX_CHARS = 8192;
 
-/** One field's problem, as every 400 of the admin endpoints lists them. */
-export function invalid(field: string, reason: string): BadRequestException {
-  return new BadRequestException({
-    statusCode: 400,
-    error: 'Bad Request',
-    message: `Invalid ${field}: ${reason}`,
-    errors: [{ field, reason }],
-  });
-}
-
 /** The admin endpoints' reads and writes of the tombstone table. */
 @Injectable()
 export class TombstoneAdminService {
@@ -98,11 +91,11 @@ export class TombstoneAdminService {
     if (query.type !== undefined) add('resource_type = ?', query.type);
     if (query.kind !== undefined) add('kind = ?', query.kind);
     if (query.keyPrefix !== undefined) add('starts_with(resource_key, ?)', query.keyPrefix);
-    if (query.createdFrom !== undefined) add('created_at >= ?', date(query.createdFrom, 'createdFrom'));
-    if (query.createdTo !== undefined) add('created_at < ?', date(query.createdTo, 'createdTo'));
-    if (query.hitFrom !== undefined) add('last_hit_at >= ?', date(query.hitFrom, 'hitFrom'));
-    if (query.hitTo !== undefined) add('last_hit_at < ?', date(query.hitTo, 'hitTo'));
-    if (query.neverHitSince !== undefined) add('(last_hit_at IS NULL OR last_hit_at < ?)', date(query.neverHitSince, 'neverHitSince'));
+    if (query.createdFrom !== undefined) add('created_at >= ?', parseDate(query.createdFrom, 'createdFrom'));
+    if (query.createdTo !== undefined) add('created_at < ?', parseDate(query.createdTo, 'createdTo'));
+    if (query.hitFrom !== undefined) add('last_hit_at >= ?', parseDate(query.hitFrom, 'hitFrom'));
+    if (query.hitTo !== undefined) add('last_hit_at < ?', parseDate(query.hitTo, 'hitTo'));
+    if (query.neverHitSince !== undefined) add('(last_hit_at IS NULL OR last_hit_at < ?)', parseDate(query.neverHitSince, 'neverHitSince'));
     return this.page(where, params, query.cursor, query.limit);
   }
 
@@ -173,7 +166,7 @@ export class TombstoneAdminService {
           dto.reason ?? null,
           dto.alternative ?? null,
           actor,
-          dto.expiresAt ? date(dto.expiresAt, 'expiresAt') : null,
+          dto.expiresAt ? parseDate(dto.expiresAt, 'expiresAt') : null,
           JSON.stringify(metadata),
         ],
       )) as Row[];
@@ -211,7 +204,7 @@ export class TombstoneAdminService {
           dto.reason === undefined ? current.reason : dto.reason,
           alternative,
           actor,
-          dto.expiresAt === undefined ? current.expires_at : dto.expiresAt === null ? null : date(dto.expiresAt, 'expiresAt'),
+          dto.expiresAt === undefined ? current.expires_at : dto.expiresAt === null ? null : parseDate(dto.expiresAt, 'expiresAt'),
           JSON.stringify(metadata),
           changed,
         ],
@@ -325,11 +318,6 @@ function missing(id: string): NotFoundException {
   return new NotFoundException({ statusCode: 404, error: 'Not Found', message: `No tombstone has the id ${id}.` });
 }
 
-function date(value: string, field: string): Date {
-  const parsed = new Date(value);
-  if (Number.isNaN(parsed.getTime())) throw invalid(field, 'must be an ISO 8601 date-time');
-  return parsed;
-}
 
 function checkMetadata(metadata: Record<string, unknown> | undefined): Record<string, unknown> {
   if (metadata === undefined) return {};

@@ -1,6 +1,15 @@
 // nestjs-tombstones/admin: the admin endpoints. A separate entry point, so that the core module
 // never loads class-validator, class-transformer or @nestjs/swagger.
 export {
+  ListTombstoneMissesQuery,
+  PurgeTombstoneMissesQuery,
+  ResolveTombstoneMissDto,
+  TOMBSTONE_MISS_SORTS,
+  type TombstoneMissSort,
+} from './admin-misses.dto.js';
+export { TombstoneMissesAdminController } from './admin-misses.controller.js';
+export { type TombstoneMissPage, TombstoneMissesAdminService, type TombstoneMissView } from './admin-misses.service.js';
+export {
   CreateTombstoneDto,
   ListTombstonesQuery,
   ResolveTombstonesDto,

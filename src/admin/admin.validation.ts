@@ -1,0 +1,79 @@
+import { BadRequestException, type PipeTransform, ValidationPipe, type ValidationError } from '@nestjs/common';
+
+/** One field's problem, as every 400 of the admin endpoints lists them. */
+export function invalid(field: string, reason: string): BadRequestException {
+  return new BadRequestException({
+    statusCode: 400,
+    error: 'Bad Request',
+    message: `Invalid ${field}: ${reason}`,
+    errors: [{ field, reason }],
+  });
+}
+
+/** Every field's problem, flattened (`metadata.a`), in one 400. */
+export function validationFailure(errors: ValidationError[]) {
+  const flat: { field: string; reason: string }[] = [];
+  const walk = (list: ValidationError[], prefix: string) => {
+    for (const error of list) {
+      const field = prefix ? `${prefix}.${error.property}` : error.property;
+      for (const reason of Object.values(error.constraints ?? {})) flat.push({ field, reason });
+      walk(error.children ?? [], field);
+    }
+  };
+  walk(errors, '');
+  const first = flat[0] ?? { field: 'body', reason: 'must be a JSON object' };
+  const exception = invalid(first.field, first.reason);
+  const response = exception.getResponse() as { errors: unknown[] };
+  response.errors = flat.length > 0 ? flat : [first];
+  return exception;
+}
+
+/**
+ * The pipe of every admin controller: unknown fields are refused, and every problem is a 400
+ * `{ statusCode, error, message, errors: [{ field, reason }] }`.
+ */
+export const adminValidationPipe = new ValidationPipe({
+  whitelist: true,
+  forbidNonWhitelisted: true,
+  transform: true,
+  forbidUnknownValues: true,
+  validationError: { target: false, value: false },
+  exceptionFactory: validationFailure,
+});
+
+const MAX_BIGINT = 9_223_372_036_854_775_807n;
+
+/** Whether `value` is a bigint identity as PostgreSQL prints it: a positive 64-bit integer. */
+export function isRowId(value: unknown): value is string {
+  return typeof value === 'string' && /^[1-9][0-9]{0,18}$/.test(value) && BigInt(value) <= MAX_BIGINT;
+}
+
+/** A tombstone id: a positive 64-bit integer. Anything else is the client's mistake. */
+export class TombstoneIdPipe implements PipeTransform<string, string> {
+  transform(value: string): string {
+    if (!isRowId(value)) throw invalid('id', 'must be a tombstone id (a positive integer)');
+    return value;
+  }
+}
+
+/** A miss id (a row of `tombstone_misses`): a positive 64-bit integer. */
+export class TombstoneMissIdPipe implements PipeTransform<string, string> {
+  transform(value: string): string {
+    if (!isRowId(value)) throw invalid('id', 'must be a miss id (a positive integer)');
+    return value;
+  }
+}
+
+/** The responses every admin endpoint may give, for `@ApiResponse()`. */
+export const ADMIN_ERROR_RESPONSES = {
+  400: { status: 400, description: 'Invalid input: `errors` lists each field and why' },
+  401: { status: 401, description: 'Not authenticated (your guard said so)' },
+  403: { status: 403, description: 'Not allowed (your guard said so)' },
+} as const;
+
+/** An ISO 8601 date-time the DTOs accepted, as a Date; a 400 for the field if it is none. */
+export function parseDate(value: string, field: string): Date {
+  const parsed = new Date(value);
+  if (Number.isNaN(parsed.getTime())) throw invalid(field, 'must be an ISO 8601 date-time');
+  return parsed;
+}

@@ -1,0 +1,217 @@
+import { type CanActivate, type ExecutionContext, type INestApplication, Injectable } from '@nestjs/common';
+import { RouterModule } from '@nestjs/core';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import request from 'supertest';
+import { TombstoneAdminModule } from '../src/admin/index.js';
+import { TombstoneModule } from '../src/index.js';
+import { ADAPTERS, bootApp } from './support/app.js';
+import { createTestDatabase, type TestDatabase } from './support/database.js';
+
+@Injectable()
+class TokenGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    const req = context.switchToHttp().getRequest<{ headers: Record<string, string>; user?: unknown }>();
+    if (req.headers.authorization !== 'Bearer t') return false;
+    req.user = { id: 'importer' };
+    return true;
+  }
+}
+
+const HEADER = 'scope,type,key,kind,target,permanent,reason,alternative,expiresAt';
+
+describe.each(ADAPTERS)('admin import and export (%s)', (adapter) => {
+  let db: TestDatabase;
+  let app: INestApplication;
+  let http: ReturnType<typeof request>;
+  let type: string;
+  let n = 0;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    app = await bootApp(adapter, {
+      imports: [
+        TypeOrmModule.forRoot(db.options()),
+        TombstoneModule.forRoot({ isGlobal: true }),
+        TombstoneAdminModule.forRoot({
+          guard: TokenGuard,
+          alternativeHosts: ['shop.example.com'],
+          maxImportRows: 120_000,
+          maxImportBytes: 8 * 1024 * 1024,
+        }),
+        RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
+      ],
+    });
+    http = request(app.getHttpServer());
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await db?.drop();
+  });
+
+  beforeEach(() => {
+    type = `imp-${adapter}-${++n}`;
+  });
+
+  const csv = (lines: string[], query = '') =>
+    http.post(`/admin/tombstones/import${query}`).set('authorization', 'Bearer t').set('content-type', 'text/csv').send([HEADER, ...lines].join('\n'));
+  const rows = async (t = type) =>
+    (
+      (await db.sql.query(`SELECT resource_key AS key, kind, target_key AS target, actor FROM tombstones WHERE resource_type = $1 ORDER BY 1`, [
+        t,
+      ])) as { key: string; kind: string; target: string | null; actor: string | null }[]
+    ).map((r) => (r.target ? `${r.key}:${r.kind}:${r.target}` : `${r.key}:${r.kind}`));
+  const count = async (t = type) => Number((await db.sql.query(`SELECT count(*) AS n FROM tombstones WHERE resource_type = $1`, [t]))[0].n);
+
+  it('imports 100,000 CSV rows in one request, all or nothing', async () => {
+    const lines = Array.from({ length: 100_000 }, (_, i) => `,${type},key-${i},${i % 10 === 0 ? 'moved' : 'deleted'},${i % 10 === 0 ? `key-${i + 1}` : ''},,Bulk,,`);
+    const res = await csv(lines).expect(200);
+    expect(res.body).toEqual({ dryRun: false, rows: 100_000, created: 100_000, updated: 0, errorCount: 0, errors: [] });
+    expect(await count()).toBe(100_000);
+    const [row] = await db.sql.query(`SELECT actor, reason FROM tombstones WHERE resource_type = $1 AND resource_key = 'key-5'`, [type]);
+    expect(row).toEqual({ actor: 'importer', reason: 'Bulk' });
+  });
+
+  it('a dry run reports each invalid row with its line and field, and writes nothing', async () => {
+    const res = await csv(
+      [
+        `,${type},ok,deleted,,,,,`,
+        `,${type},,deleted,,,,,`,
+        `,${type},m,moved,,,,,`,
+        `,${type},d,deleted,x,,,,`,
+        `,${type},alt,deleted,,,,https://evil.example/x,`,
+        `,${type},p,moved,q,maybe,,,`,
+        `,${type},e,deleted,,,,,next week`,
+        `,${type},ok,hidden,,,,,`,
+      ],
+      '?dryRun=true',
+    ).expect(200);
+    expect(res.body).toMatchObject({ dryRun: true, rows: 8, created: 1, updated: 0, errorCount: 7 });
+    expect(res.body.errors.map((e: { row: number; field: string }) => [e.row, e.field])).toEqual([
+      [3, 'key'],
+      [4, 'target'],
+      [5, 'target'],
+      [6, 'alternative'],
+      [7, 'permanent'],
+      [8, 'expiresAt'],
+      [9, 'key'],
+    ]);
+    expect(await count()).toBe(0);
+  });
+
+  it('one invalid row and nothing is written: 400 with the report', async () => {
+    const res = await csv([`,${type},a,deleted,,,,,`, `,${type},b,vanished,,,,,`]).expect(400);
+    expect(res.body).toMatchObject({ statusCode: 400, errorCount: 1, errors: [{ row: 3, field: 'kind' }] });
+    expect(res.body.message).toMatch(/nothing was written/);
+    expect(await count()).toBe(0);
+  });
+
+  it('upserts: a key that has a tombstone is replaced and counted as updated', async () => {
+    await csv([`,${type},a,deleted,,,old,,`]).expect(200);
+    const res = await csv([`,${type},a,hidden,,,new,,`, `,${type},b,deleted,,,,,`]).expect(200);
+    expect(res.body).toMatchObject({ created: 1, updated: 1 });
+    expect(await rows()).toEqual(['a:hidden', 'b:deleted']);
+  });
+
+  it('collapses chains through the batch and the table, and re-points what led to a key', async () => {
+    await csv([`,${type},x,moved,a,,,,`]).expect(200); // x → a, a is live
+    const res = await csv([`,${type},a,moved,b,,,,`, `,${type},b,merged,c,,,,`]).expect(200);
+    expect(res.body.errorCount).toBe(0);
+    expect(await rows()).toEqual(['a:moved:c', 'b:merged:c', 'x:moved:c']);
+  });
+
+  it('refuses cycles, in the batch and with the table', async () => {
+    const inBatch = await csv([`,${type},a,moved,b,,,,`, `,${type},b,moved,a,,,,`]).expect(400);
+    expect(inBatch.body.errors[0].reason).toMatch(/cycle/);
+    await csv([`,${type},b,moved,a,,,,`]).expect(200);
+    const withTable = await csv([`,${type},a,moved,b,,,,`]).expect(400);
+    expect(withTable.body.errors[0]).toMatchObject({ row: 2, field: 'target' });
+    expect(await rows()).toEqual(['b:moved:a']);
+  });
+
+  it('a key twice in one batch is an error on the second', async () => {
+    const res = await csv([`,${type},a,deleted,,,,,`, `,${type},a,hidden,,,,,`]).expect(400);
+    expect(res.body.errors).toEqual([{ row: 3, field: 'key', reason: 'repeats the key of row 2' }]);
+  });
+
+  it('reads NDJSON and JSON arrays too', async () => {
+    const ndjson = [
+      JSON.stringify({ type, key: 'n1', kind: 'deleted', reason: 'r' }),
+      '',
+      JSON.stringify({ type, key: 'n2', kind: 'moved', target: 'n3', permanent: false }),
+    ].join('\n');
+    await http.post('/admin/tombstones/import').set('authorization', 'Bearer t').set('content-type', 'application/x-ndjson').send(ndjson).expect(200);
+    await http
+      .post('/admin/tombstones/import')
+      .set('authorization', 'Bearer t')
+      .send([{ type, key: 'j1', kind: 'hidden', scope: 'acme' }])
+      .expect(200);
+    expect(await rows()).toEqual(['j1:hidden', 'n1:deleted', 'n2:moved:n3']);
+    const bad = await http
+      .post('/admin/tombstones/import')
+      .set('authorization', 'Bearer t')
+      .set('content-type', 'application/x-ndjson')
+      .send(`${JSON.stringify({ type, key: 'ok', kind: 'deleted' })}\n{"type":\n[1]\n${JSON.stringify({ type, key: 'x', kind: 'deleted', colour: 'red' })}`)
+      .expect(400);
+    expect(bad.body.errors.map((e: { row: number; field: string }) => [e.row, e.field])).toEqual([
+      [2, 'row'],
+      [3, 'row'],
+      [4, 'colour'],
+    ]);
+  });
+
+  it('limits: rows, bytes, line length, columns, media type, credentials', async () => {
+    const tooMany = Array.from({ length: 120_001 }, (_, i) => `,${type},k${i},deleted,,,,,`);
+    await csv(tooMany).expect(413);
+    const big = Array.from({ length: 4500 }, (_, i) => `,${type},big${i},deleted,,,${'r'.repeat(1990)},,`);
+    await csv(big).expect(413);
+    const longLine = await csv([`,${type},${'k'.repeat(70_000)},deleted,,,,,`]).expect(400);
+    expect(longLine.body.message).toMatch(/line/);
+    const unknown = await http
+      .post('/admin/tombstones/import')
+      .set('authorization', 'Bearer t')
+      .set('content-type', 'text/csv')
+      .send(`type,key,kind,colour\n${type},a,deleted,red`)
+      .expect(400);
+    expect(unknown.body.errors[0].field).toBe('columns');
+    await http.post('/admin/tombstones/import').set('authorization', 'Bearer t').set('content-type', 'text/plain').send('x').expect(415);
+    await http.post('/admin/tombstones/import').set('content-type', 'text/csv').send(HEADER).expect(403);
+    await http.get('/admin/tombstones/export').expect(403);
+    await csv([]).expect(400);
+    expect(await count()).toBe(0);
+  });
+
+  it('exports CSV, NDJSON and JSON in batches; an export imports back unchanged', async () => {
+    const lines = Array.from({ length: 2500 }, (_, i) => `acme,${type},e${i},deleted,,,"Reason, with ""quotes""",/articles/x,`);
+    await csv(lines).expect(200);
+    const exported = await http.get(`/admin/tombstones/export?type=${type}`).set('authorization', 'Bearer t').expect(200);
+    expect(exported.headers['content-type']).toMatch(/^text\/csv/);
+    expect(exported.headers['content-disposition']).toBe('attachment; filename="tombstones.csv"');
+    const text = exported.text;
+    const exportedLines = text.trim().split('\n');
+    expect(exportedLines).toHaveLength(2501);
+    expect(exportedLines[0]).toBe(`${HEADER},id,actor,occurredAt,hitCount,lastHitAt,createdAt,updatedAt`);
+    const back = await http
+      .post('/admin/tombstones/import?dryRun=true')
+      .set('authorization', 'Bearer t')
+      .set('content-type', 'text/csv')
+      .send(text)
+      .expect(200);
+    expect(back.body).toMatchObject({ rows: 2500, created: 0, updated: 2500, errorCount: 0 });
+
+    const ndjson = await http.get(`/admin/tombstones/export?type=${type}&format=ndjson`).set('authorization', 'Bearer t').expect(200);
+    const records = ndjson.text.trim().split('\n').map((line) => JSON.parse(line));
+    expect(records).toHaveLength(2500);
+    expect(records[0]).toMatchObject({ scope: 'acme', type, key: 'e0', kind: 'deleted', reason: 'Reason, with "quotes"', actor: 'importer' });
+
+    const json = await http.get(`/admin/tombstones/export?type=${type}&format=json`).set('authorization', 'Bearer t').buffer(true).parse((res, done) => {
+      let body = '';
+      res.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      res.on('end', () => done(null, body));
+    }).expect(200);
+    expect(JSON.parse(json.body as unknown as string)).toHaveLength(2500);
+    const empty = await http.get(`/admin/tombstones/export?type=nothing-${type}&format=json`).set('authorization', 'Bearer t').expect(200);
+    expect(empty.body).toEqual([]);
+    await http.get(`/admin/tombstones/export?format=xml`).set('authorization', 'Bearer t').expect(400);
+  });
+});
