@@ -32,6 +32,9 @@ async function main(): Promise<void> {
       ? await NestFactory.create(module, new FastifyAdapter())
       : await NestFactory.create(module);
   app.enableShutdownHooks();
+  // Initialise before seeding: the module hands actors and reasons to the database from its
+  // onModuleInit on, and checks the capture triggers there.
+  await app.init();
   if (await seed(app)) logger.log('Seeded the demo data.');
 
   const port = Number(process.env.PORT ?? 3000);
