@@ -8,7 +8,7 @@ import { isStorableKey, isStorableScope, isValidType, isWellFormed } from '../to
 import type { CreateTombstoneDto, ListTombstonesQuery, ResolveTombstonesDto, StaleTombstonesQuery, UpdateTombstoneDto } from './admin.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from './admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from './admin.options.js';
-import { invalid, parseDate } from './admin.validation.js';
+import { invalid, isRowId, parseDate } from './admin.validation.js';
 
 export { invalid };
 
@@ -163,7 +163,7 @@ export class TombstoneAdminService {
           dto.kind,
           target,
           dto.permanent ?? true,
-          dto.reason ?? null,
+          dto.reason || null,
           dto.alternative ?? null,
           actor,
           dto.expiresAt ? parseDate(dto.expiresAt, 'expiresAt') : null,
@@ -177,9 +177,12 @@ export class TombstoneAdminService {
 
   async update(id: string, dto: UpdateTombstoneDto, actor: string | null): Promise<TombstoneView> {
     return this.db.transaction(async (tx) => {
+      // The (scope, type) lock first, then the row's, in the order every other writer takes them.
+      const [named] = (await tx.query(`SELECT scope, resource_type FROM tombstones WHERE id = $1`, [id])) as Row[];
+      if (!named) throw missing(id);
+      await lockType(tx, named.scope, named.resource_type);
       const [current] = (await tx.query(`SELECT * FROM tombstones WHERE id = $1 FOR UPDATE`, [id])) as Row[];
       if (!current) throw missing(id);
-      await lockType(tx, current.scope, current.resource_type);
       const kind = dto.kind ?? current.kind;
       const redirect = kind === 'moved' || kind === 'merged';
       let target = redirect ? (dto.target ?? current.target_key) : null;
@@ -201,7 +204,7 @@ export class TombstoneAdminService {
           kind,
           target,
           dto.permanent ?? current.permanent,
-          dto.reason === undefined ? current.reason : dto.reason,
+          dto.reason === undefined ? current.reason : dto.reason || null,
           alternative,
           actor,
           dto.expiresAt === undefined ? current.expires_at : dto.expiresAt === null ? null : parseDate(dto.expiresAt, 'expiresAt'),
@@ -347,7 +350,7 @@ function encodeCursor(id: string): string {
 
 function decodeCursor(cursor: string): string {
   const id = Buffer.from(cursor, 'base64url').toString('utf8');
-  if (!/^[1-9][0-9]{0,18}$/.test(id)) throw invalid('cursor', 'must be the nextCursor of a previous page');
+  if (!isRowId(id)) throw invalid('cursor', 'must be the nextCursor of a previous page');
   return id;
 }
 

@@ -3,6 +3,7 @@ import { Inject, Injectable, type OnModuleInit, PayloadTooLargeException } from 
 import { HttpAdapterHost, ModuleRef } from '@nestjs/core';
 import { parse } from 'csv-parse/sync';
 import { stringify } from 'csv-stringify/sync';
+import { isISO8601 } from 'class-validator';
 import type { EntityManager } from 'typeorm';
 import { LIMITS } from '../tombstone.constants.js';
 import { TOMBSTONE_KINDS, type TombstoneKind } from '../tombstone.entity.js';
@@ -302,7 +303,7 @@ export class TombstoneTransferService implements OnModuleInit {
     const key = text('key');
     const kind = text('kind');
     const target = text('target');
-    const reason = text('reason');
+    const reason = text('reason') || undefined; // an empty reason is no reason, as on create
     const alternative = text('alternative');
     const expiresAt = text('expiresAt');
     if (!isStorableScope(scope)) bad('scope', 'must be at most 256 bytes, without NUL characters');
@@ -333,7 +334,8 @@ export class TombstoneTransferService implements OnModuleInit {
     }
     let expires: Date | null = null;
     if (expiresAt !== undefined) {
-      expires = /^\d{4}-\d{2}-\d{2}T/.test(expiresAt) ? new Date(expiresAt) : new Date(Number.NaN);
+      // The create endpoint's rule (class-validator's strict ISO 8601), then a real instant.
+      expires = isISO8601(expiresAt, { strict: true }) ? new Date(expiresAt) : new Date(Number.NaN);
       if (Number.isNaN(expires.getTime())) bad('expiresAt', 'must be an ISO 8601 date-time');
     }
     if (!ok) return null;
@@ -418,7 +420,7 @@ export class TombstoneTransferService implements OnModuleInit {
                               THEN tombstones.occurred_at ELSE now() END,
            kind = EXCLUDED.kind, target_key = EXCLUDED.target_key, permanent = EXCLUDED.permanent,
            reason = EXCLUDED.reason, alternative = EXCLUDED.alternative, actor = EXCLUDED.actor,
-           expires_at = EXCLUDED.expires_at, updated_at = now()`,
+           expires_at = EXCLUDED.expires_at, metadata = '{}'::jsonb, updated_at = now()`,
         [
           chunk.map((r) => r.scope),
           chunk.map((r) => r.type),
@@ -451,6 +453,14 @@ export class TombstoneTransferService implements OnModuleInit {
  * skipped without being kept in memory.
  */
 async function* linesOf(stream: Readable): AsyncGenerator<string | null> {
+  let first = true;
+  // A line's text, without its CR, and without the byte order mark a first line may carry.
+  const text = (bytes: Buffer) => {
+    const line = bytes.toString('utf8').replace(/\r$/, '');
+    if (!first) return line;
+    first = false;
+    return line.startsWith('\uFEFF') ? line.slice(1) : line;
+  };
   let pending: Buffer[] = [];
   let size = 0;
   let tooLong = false;
@@ -458,7 +468,7 @@ async function* linesOf(stream: Readable): AsyncGenerator<string | null> {
     let data = chunk as Buffer;
     for (let at = data.indexOf(10); at !== -1; at = data.indexOf(10)) {
       const tail = data.subarray(0, at);
-      if (!tooLong && size + tail.length <= MAX_LINE_BYTES) yield Buffer.concat([...pending, tail]).toString('utf8').replace(/\r$/, '');
+      if (!tooLong && size + tail.length <= MAX_LINE_BYTES) yield text(Buffer.concat([...pending, tail]));
       else yield null;
       pending = [];
       size = 0;
@@ -473,7 +483,7 @@ async function* linesOf(stream: Readable): AsyncGenerator<string | null> {
     } else if (data.length > 0) pending.push(Buffer.from(data));
   }
   if (tooLong) yield null;
-  else if (size > 0) yield Buffer.concat(pending).toString('utf8').replace(/\r$/, '');
+  else if (size > 0) yield text(Buffer.concat(pending));
 }
 
 async function keysThatExist(tx: EntityManager, rows: ImportRow[]): Promise<number> {

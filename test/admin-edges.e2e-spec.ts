@@ -1,0 +1,146 @@
+import type { INestApplication } from '@nestjs/common';
+import { RouterModule } from '@nestjs/core';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import request from 'supertest';
+import { TombstoneAdminModule } from '../src/admin/index.js';
+import { TombstoneModule } from '../src/index.js';
+import { ADMIN_TOKEN, ArticlesController, TokenGuard } from './fixtures/admin.fixture.js';
+import { ADAPTERS, bootApp } from './support/app.js';
+import { createTestDatabase, type TestDatabase } from './support/database.js';
+
+
+describe.each(ADAPTERS)('admin review (%s)', (adapter) => {
+  let db: TestDatabase;
+  let app: INestApplication;
+  let http: ReturnType<typeof request>;
+  let type: string;
+  let n = 0;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    app = await bootApp(adapter, {
+      imports: [
+        TypeOrmModule.forRoot(db.options()),
+        TombstoneModule.forRoot({ isGlobal: true, missLog: { flushIntervalMs: 100, retentionDays: 36_500 } }),
+        TombstoneAdminModule.forRoot({ guard: TokenGuard, alternativeHosts: ['shop.example.com'] }),
+        RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
+      ],
+      controllers: [ArticlesController],
+    });
+    http = request(app.getHttpServer());
+  });
+
+  afterAll(async () => {
+    await app?.close();
+    await db?.drop();
+  });
+
+  beforeEach(() => {
+    type = `rev-${adapter}-${++n}`;
+  });
+
+  const as = (method: 'get' | 'post' | 'patch' | 'delete' | 'head', path: string) =>
+    http[method](`/admin${path}`).set('authorization', ADMIN_TOKEN);
+  const create = async (body: Record<string, unknown>) => (await as('post', '/tombstones').send({ type, ...body }).expect(201)).body;
+  const b64 = (text: string) => Buffer.from(text, 'utf8').toString('base64url');
+
+  describe('input that must be a 4xx, never a 5xx', () => {
+    it('list: a cursor past the largest bigint is a 400', async () => {
+      // '9223372036854775808' = 2^63: 19 digits, passes the cursor regex, overflows bigint in SQL.
+      const res = await as('get', `/tombstones?cursor=${b64('9223372036854775808')}`);
+      expect(res.status).toBe(400);
+    });
+
+  });
+
+  describe('guard', () => {
+    it('HEAD and OPTIONS reach nothing without credentials', async () => {
+      await create({ key: 'secret', kind: 'deleted', reason: 'secret reason' });
+      for (const path of ['/tombstones', '/tombstones/export', '/tombstone-misses']) {
+        const head = await http.head(`/admin${path}`);
+        expect(head.status).toBe(401);
+        const options = await http.options(`/admin${path}`);
+        expect(options.status === 404 || options.status === 401 || options.status === 204 || options.status === 200).toBe(true);
+        expect(options.text ?? '').not.toContain('secret');
+      }
+    });
+  });
+
+  describe('export round trip', () => {
+    it('CSV: tricky keys and reasons come back unchanged, an empty reason is none, on create and import alike', async () => {
+      const tricky = ['a,b', 'say "hi"', 'line\nbreak', 'cr\r\nlf', '=1+1', ' padded ', 'ünï©ødé'];
+      for (const [i, key] of tricky.entries()) await create({ key, kind: 'deleted', reason: i === 0 ? '' : `r ${key}` });
+      const before = await db.sql.query(`SELECT resource_key, reason FROM tombstones WHERE resource_type = $1 ORDER BY id`, [type]);
+      const exported = await as('get', `/tombstones/export?format=csv&type=${type}`).buffer(true).parse((res, cb) => {
+        let data = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (data += c));
+        res.on('end', () => cb(null, data));
+      });
+      expect(exported.status).toBe(200);
+      await db.sql.query(`DELETE FROM tombstones WHERE resource_type = $1`, [type]);
+      const imported = await as('post', '/tombstones/import').set('content-type', 'text/csv').send(exported.body as string);
+      expect(imported.status).toBe(200);
+      const after = await db.sql.query(`SELECT resource_key, reason FROM tombstones WHERE resource_type = $1 ORDER BY id`, [type]);
+      expect(after).toEqual(before);
+    });
+  });
+
+  describe('import semantics', () => {
+    it('NDJSON with a UTF-8 BOM is read like CSV with one', async () => {
+      const res = await as('post', '/tombstones/import')
+        .set('content-type', 'application/x-ndjson')
+        .send(`\uFEFF${JSON.stringify({ type, key: 'bom', kind: 'deleted' })}\n`);
+      expect(res.status).toBe(200);
+      expect(res.body).toMatchObject({ created: 1, errorCount: 0 });
+    });
+
+    it('upsert replaces: metadata of the replaced tombstone does not survive', async () => {
+      await create({ key: 'm', kind: 'deleted', metadata: { ticket: 'OPS-1' } });
+      await as('post', '/tombstones/import')
+        .set('content-type', 'application/x-ndjson')
+        .send(`${JSON.stringify({ type, key: 'm', kind: 'moved', target: 'n' })}\n`)
+        .expect(200);
+      const [row] = await db.sql.query(`SELECT kind, metadata FROM tombstones WHERE resource_type = $1 AND resource_key = 'm'`, [type]);
+      expect(row).toEqual({ kind: 'moved', metadata: {} });
+    });
+  });
+
+  describe('concurrency', () => {
+    it('PATCH and an import of the same (scope, type) do not deadlock (lock order)', async () => {
+      const row = await create({ key: 'a', kind: 'deleted' });
+      // What an import does: advisory lock of the (scope, type) first, then it upserts the row.
+      const importer = db.sql.createQueryRunner();
+      await importer.connect();
+      await importer.startTransaction();
+      try {
+        await importer.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`nestjs-tombstones\u001f\u001f${type}`]);
+        // PATCH: SELECT ... FOR UPDATE of the row, then waits for the advisory lock.
+        const patch = as('patch', `/tombstones/${row.id}`).send({ reason: 'edited' }).then((r) => r);
+        for (;;) {
+          const [{ waiting }] = await db.sql.query(
+            `SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'advisory'`,
+          );
+          if (waiting > 0) break;
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        let importError: unknown = null;
+        try {
+          await importer.query(
+            `INSERT INTO tombstones (scope, resource_type, resource_key, kind) VALUES ('', $1, 'a', 'hidden')
+             ON CONFLICT (scope, resource_type, resource_key) DO UPDATE SET kind = EXCLUDED.kind`,
+            [type],
+          );
+        } catch (error) {
+          importError = error;
+        }
+        await importer.rollbackTransaction();
+        const res = await patch;
+        expect({ patch: res.status, importDeadlocked: importError !== null }).toEqual({ patch: 200, importDeadlocked: false });
+      } finally {
+        if (importer.isTransactionActive) await importer.rollbackTransaction();
+        await importer.release();
+      }
+    });
+  });
+});
