@@ -72,6 +72,18 @@ describe.each(ADAPTERS)('admin import and export (%s)', (adapter) => {
     expect(row).toEqual({ actor: 'importer', reason: 'Bulk' });
   });
 
+  it('imports 100,000 NDJSON rows in one request (JSON without the app body limit)', async () => {
+    const ndjson = Array.from({ length: 100_000 }, (_, i) => JSON.stringify({ type, key: `nd-${i}`, kind: 'hidden' })).join('\n');
+    const res = await http
+      .post('/admin/tombstones/import')
+      .set('authorization', 'Bearer t')
+      .set('content-type', 'application/x-ndjson')
+      .send(ndjson)
+      .expect(200);
+    expect(res.body).toMatchObject({ rows: 100_000, created: 100_000, errorCount: 0 });
+    expect(await count()).toBe(100_000);
+  });
+
   it('a dry run reports each invalid row with its line and field, and writes nothing', async () => {
     const res = await csv(
       [
