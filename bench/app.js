@@ -1,0 +1,123 @@
+// The small Nest app that `npm run bench` (bench/run.js) drives, started by it as a child process
+// so that the app under load never shares an event loop with the load generator or the other app.
+//
+//   BENCH_MODE=module    @Tombstoned routes, TombstoneModule and its admin endpoints, a TypeORM
+//                        DataSource whose logger counts the queries it runs
+//   BENCH_MODE=baseline  the same handlers, no module, no database: a miss is a plain
+//                        NotFoundException
+//
+// Both listen on 127.0.0.1 on a free port and report it over IPC. The parent asks for the counts
+// of requests and queries over IPC too, so the apps serve no route of the benchmark's own.
+// HTTP_ADAPTER=fastify runs them on Fastify instead of Express. Plain JavaScript: decorators are
+// applied by calling them, as TypeScript's output does.
+import 'reflect-metadata';
+import { timingSafeEqual } from 'node:crypto';
+import { Controller, Get, Module, NotFoundException, Param, UnauthorizedException } from '@nestjs/common';
+import { NestFactory, RouterModule } from '@nestjs/core';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { TOMBSTONE_ENTITIES, TOMBSTONE_MIGRATIONS, Tombstoned, TombstoneModule } from '../dist/src/index.js';
+import { TombstoneAdminModule } from '../dist/src/admin/index.js';
+
+const mode = process.env.BENCH_MODE;
+if (mode !== 'module' && mode !== 'baseline') throw new Error('BENCH_MODE must be module or baseline');
+const adapterName = process.env.HTTP_ADAPTER === 'fastify' ? 'fastify' : 'express';
+
+/** Live resources are in memory, as in the test fixtures: the handler's own lookup costs nothing. */
+const LIVE = new Map([['live', { key: 'live', name: 'A live item' }]]);
+for (let i = 0; i < 1000; i++) LIVE.set(`live-${i}`, { key: `live-${i}`, name: `Live item ${i}` });
+
+/** The same handler in both apps: the item, or a plain NotFoundException. */
+class ItemsController {
+  findOne(key) {
+    const item = LIVE.get(key);
+    if (!item) throw new NotFoundException(`no item ${key}`);
+    return item;
+  }
+}
+Param('key')(ItemsController.prototype, 'findOne', 0);
+Get(':key')(ItemsController.prototype, 'findOne', Object.getOwnPropertyDescriptor(ItemsController.prototype, 'findOne'));
+Controller('items')(ItemsController);
+// The only difference between the two apps' routes.
+if (mode === 'module') Tombstoned('item', { param: 'key' })(ItemsController);
+
+/** Counts every statement the module app's DataSource runs (a TypeORM logger gets them all). */
+class QueryCounter {
+  total = 0;
+  /** Reads of the tombstone table: the lookups. The rest are writes (hit counts, imports). */
+  lookups = 0;
+  logQuery(query) {
+    this.total++;
+    if (/^\s*SELECT\b/i.test(query) && /\btombstones\b/.test(query)) this.lookups++;
+  }
+  logQueryError() {}
+  logQuerySlow() {}
+  logSchemaBuild() {}
+  logMigration() {}
+  log() {}
+}
+const counter = new QueryCounter();
+
+/** The admin endpoints behind a bearer token that only the parent knows. */
+const adminToken = Buffer.from(`Bearer ${process.env.BENCH_ADMIN_TOKEN ?? ''}`);
+const adminGuard = {
+  canActivate(context) {
+    const request = context.switchToHttp().getRequest();
+    const given = Buffer.from(request.headers.authorization ?? '');
+    if (adminToken.length <= 8 || given.length !== adminToken.length || !timingSafeEqual(given, adminToken)) {
+      throw new UnauthorizedException();
+    }
+    request.user = { id: 'bench' };
+    return true;
+  },
+};
+
+class AppModule {}
+Module({
+  controllers: [ItemsController],
+  imports:
+    mode === 'module'
+      ? [
+          TypeOrmModule.forRoot({
+            type: 'postgres',
+            url: process.env.DATABASE_URL,
+            entities: [...TOMBSTONE_ENTITIES],
+            migrations: [...TOMBSTONE_MIGRATIONS],
+            migrationsRun: false, // the parent ran them
+            synchronize: false,
+            logger: counter,
+          }),
+          // Every default, as an app that just adds the module gets it (hit counts included).
+          TombstoneModule.forRoot({ isGlobal: true }),
+          TombstoneAdminModule.forRoot({ guard: adminGuard, maxImportRows: 1_000_000, maxImportBytes: 256 * 1024 * 1024 }),
+          RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
+        ]
+      : [],
+})(AppModule);
+
+async function createApp() {
+  if (adapterName === 'fastify') {
+    const { FastifyAdapter } = await import('@nestjs/platform-fastify');
+    return NestFactory.create(AppModule, new FastifyAdapter(), { logger: ['error'] });
+  }
+  return NestFactory.create(AppModule, { logger: ['error'] });
+}
+
+const app = await createApp();
+await app.listen(0, '127.0.0.1');
+const server = app.getHttpServer();
+const { port } = server.address();
+// Requests the server received, answered or not: autocannon's count leaves out those still in
+// flight when a run ends, whose queries the counter saw.
+let requests = 0;
+server.on('request', () => requests++);
+
+process.on('message', async (message) => {
+  if (message === 'queries') process.send({ queries: { requests, total: counter.total, lookups: counter.lookups } });
+  if (message === 'stop') {
+    await app.close();
+    process.exit(0);
+  }
+});
+// The parent going away ends the app too.
+process.on('disconnect', () => process.exit(0));
+process.send({ ready: true, port, adapter: adapterName });
