@@ -65,7 +65,7 @@ const NONE = Object.freeze({ actor: null, reason: null });
  * stored (empty, too long, NUL characters, lone surrogates, objects) is no actor rather than a
  * failed write.
  */
-function actorText(value: unknown): string | null {
+export function actorText(value: unknown): string | null {
   const text = typeof value === 'number' || typeof value === 'bigint' ? String(value) : value;
   if (typeof text !== 'string' || text === '') return null;
   try {

@@ -1,13 +1,10 @@
 import type { INestApplication } from '@nestjs/common';
-import { RouterModule } from '@nestjs/core';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
-import { TypeOrmModule } from '@nestjs/typeorm';
-import request from 'supertest';
-import { TombstoneAdminModule } from '../src/admin/index.js';
-import { TombstoneMissLog, TombstoneModule } from '../src/index.js';
-import { ADMIN_TOKEN, ArticlesController, TokenGuard } from './fixtures/admin.fixture.js';
-import { ADAPTERS, bootApp } from './support/app.js';
-import { createTestDatabase, type TestDatabase } from './support/database.js';
+import type request from 'supertest';
+import { TombstoneMissLog } from '../src/index.js';
+import { ADMIN_TOKEN, bootAdminApp } from './fixtures/admin.fixture.js';
+import { ADAPTERS } from './support/app.js';
+import type { TestDatabase } from './support/database.js';
 
 const TOKEN = ADMIN_TOKEN;
 
@@ -31,25 +28,19 @@ describe.each(ADAPTERS)('admin endpoints of the misses log (%s)', (adapter) => {
   let scope: string;
   let n = 0;
 
+  let close: () => Promise<void>;
+
   beforeAll(async () => {
-    db = await createTestDatabase();
-    app = await bootApp(adapter, {
-      imports: [
-        TypeOrmModule.forRoot(db.options()),
-        // Retention of 100 years: rows seen at explicit instants in 2000 stay until purged.
-        TombstoneModule.forRoot({ isGlobal: true, scope: { header: 'x-tenant-id' }, missLog: { flushIntervalMs: 100, retentionDays: 36_500 } }),
-        TombstoneAdminModule.forRoot({ guard: TokenGuard, alternativeHosts: ['shop.example.com'], maxPageSize: 20 }),
-        RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
-      ],
-      controllers: [ArticlesController],
-    });
-    http = request(app.getHttpServer());
+    ({ db, app, http, close } = await bootAdminApp(adapter, {
+      // Retention of 100 years: rows seen at explicit instants in 2000 stay until purged.
+      core: { scope: { header: 'x-tenant-id' }, missLog: { flushIntervalMs: 100, retentionDays: 36_500 } },
+      admin: { maxPageSize: 20 },
+    }));
     misses = app.get(TombstoneMissLog);
   });
 
   afterAll(async () => {
-    await app?.close();
-    await db?.drop();
+    await close?.();
   });
 
   beforeEach(() => {

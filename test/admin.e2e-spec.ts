@@ -6,8 +6,8 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import request from 'supertest';
 import { TombstoneAdminModule, type TombstoneAdminOptions } from '../src/admin/index.js';
 import { TombstoneConfigurationError, TombstoneModule } from '../src/index.js';
-import { ADMIN_TOKEN, ArticlesController, TokenGuard } from './fixtures/admin.fixture.js';
-import { ADAPTERS, bootApp } from './support/app.js';
+import { ADMIN_TOKEN, bootAdminApp, TokenGuard } from './fixtures/admin.fixture.js';
+import { ADAPTERS } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 
 const TOKEN = ADMIN_TOKEN;
@@ -92,18 +92,14 @@ describe.each(ADAPTERS)('admin endpoints (%s)', (adapter) => {
   let type: string;
   let n = 0;
 
+  let close: () => Promise<void>;
+
   beforeAll(async () => {
-    db = await createTestDatabase();
-    app = await bootApp(adapter, {
-      imports: modules(db, { guard: TokenGuard, alternativeHosts: ['shop.example.com'], maxResolveKeys: 5, maxPageSize: 20 }),
-      controllers: [ArticlesController],
-    });
-    http = request(app.getHttpServer());
+    ({ db, app, http, close } = await bootAdminApp(adapter, { admin: { maxResolveKeys: 5, maxPageSize: 20 } }));
   });
 
   afterAll(async () => {
-    await app?.close();
-    await db?.drop();
+    await close?.();
   });
 
   beforeEach(() => {

@@ -1,6 +1,5 @@
-import { LIMITS } from '../tombstone.constants.js';
+import { actorText } from '../tombstone.context.js';
 import type { TombstoneRequest } from '../tombstone.options.js';
-import { assertText } from '../tombstone.validation.js';
 import type { ResolvedTombstoneAdminOptions } from './admin.options.js';
 
 /**
@@ -17,12 +16,5 @@ export function actorOf(options: Pick<ResolvedTombstoneAdminOptions, 'actor'>, r
     const user = request.user as Record<string, unknown> | undefined;
     value = user?.id ?? user?.sub ?? user?.username ?? user?.email;
   }
-  if (Array.isArray(value)) value = value[0];
-  if (typeof value === 'number' || typeof value === 'bigint') value = String(value);
-  if (typeof value !== 'string' || value === '') return null;
-  try {
-    return assertText(value, 'actor', LIMITS.actorLength);
-  } catch {
-    return null;
-  }
+  return actorText(Array.isArray(value) ? value[0] : value);
 }
