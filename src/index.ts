@@ -40,7 +40,7 @@ export {
 } from './tombstone.exceptions.js';
 export { TombstoneAnswerException, TombstoneExceptionFilter } from './tombstone.filter.js';
 export { TombstoneHitCounter } from './tombstone.hits.js';
-export { TombstoneInterceptor } from './tombstone.interceptor.js';
+export { TombstoneMissException } from './tombstone.miss.js';
 export { TombstoneMissLog } from './tombstone.misses.js';
 export { TombstoneModule } from './tombstone.module.js';
 export type {

@@ -1,8 +1,9 @@
-import { applyDecorators, SetMetadata, UseFilters, UseInterceptors } from '@nestjs/common';
+import { applyDecorators, SetMetadata, UseFilters } from '@nestjs/common';
+import { PATH_METADATA } from '@nestjs/common/constants.js';
 import { TOMBSTONED_METADATA } from './tombstone.constants.js';
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import { TombstoneExceptionFilter } from './tombstone.filter.js';
-import { TombstoneInterceptor } from './tombstone.interceptor.js';
+import { tombstonedHandler, WRAPPED } from './tombstone.miss.js';
 import { type TombstoneRequest, type TombstoneScopeSource, validateScopeSource } from './tombstone.options.js';
 import { isValidType } from './tombstone.validation.js';
 
@@ -69,11 +70,39 @@ export function Tombstoned(type: string, options: TombstonedOptions = {}): Class
     emptyMeansNotFound: options.emptyMeansNotFound ?? true,
   };
   return applyDecorators(
+    wrapHandlers(settings),
     SetMetadata(TOMBSTONED_METADATA, settings),
-    UseInterceptors(TombstoneInterceptor),
     UseFilters(TombstoneExceptionFilter),
     documentAnswers(settings.label),
   );
+}
+
+/**
+ * Wraps the handler (or, on a controller, every route handler not decorated itself) so that a
+ * miss becomes a TombstoneMissException for the filter. No interceptor: a found resource pays
+ * for nothing but a null check.
+ */
+function wrapHandlers(settings: TombstonedSettings): ClassDecorator & MethodDecorator {
+  return (target: object, key?: string | symbol, descriptor?: PropertyDescriptor): void => {
+    if (descriptor) {
+      descriptor.value = tombstonedHandler(descriptor.value, settings);
+      return;
+    }
+    // The controller's routes, its own and those it inherits (Nest serves both): the wrapped
+    // handler is defined on the controller itself, so a base class is left as it is.
+    const prototype = (target as { prototype: object }).prototype;
+    const seen = new Set<string>(['constructor']);
+    for (let owner = prototype; owner && owner !== Object.prototype; owner = Object.getPrototypeOf(owner)) {
+      for (const name of Object.getOwnPropertyNames(owner)) {
+        if (seen.has(name)) continue;
+        seen.add(name);
+        const found = Object.getOwnPropertyDescriptor(owner, name);
+        if (typeof found?.value !== 'function' || found.value[WRAPPED]) continue;
+        if (Reflect.getMetadata(PATH_METADATA, found.value) === undefined) continue; // not a route
+        Object.defineProperty(prototype, name, { ...found, value: tombstonedHandler(found.value, settings) });
+      }
+    }
+  };
 }
 
 // The metadata key @nestjs/swagger's @ApiResponse() writes. Written directly, so that the module

@@ -1,14 +1,16 @@
-import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Inject, Injectable } from '@nestjs/common';
-import { HttpAdapterHost, ModuleRef } from '@nestjs/core';
+import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Inject, Injectable, Logger } from '@nestjs/common';
+import { BaseExceptionFilter, HttpAdapterHost, ModuleRef } from '@nestjs/core';
 import Negotiator from 'negotiator';
 import type { TombstoneAnswer } from './tombstone.answer.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
+import { TombstoneMissException, TombstoneMissResolver } from './tombstone.miss.js';
 import type { ResolvedTombstoneOptions, TombstoneRequest } from './tombstone.options.js';
 import { type TombstoneFormat, TombstoneRenderer } from './tombstone.renderer.js';
 
 /**
- * Carries an answer from the interceptor to the filter. It is an HttpException with the
- * answer's status, so even an app filter that catches it first sends the right status.
+ * Carries an answer to the filter (throw it from a handler to answer with a tombstone answer of
+ * your own). It is an HttpException with the answer's status, so even an app filter that catches
+ * it first sends the right status.
  */
 export class TombstoneAnswerException extends HttpException {
   constructor(readonly answer: TombstoneAnswer) {
@@ -17,21 +19,69 @@ export class TombstoneAnswerException extends HttpException {
 }
 
 /**
- * Catches the answers of `@Tombstoned()` routes. Applied by the decorator itself, so it runs
- * before any catch-all filter of the app. It resolves the module's writer lazily: the routes'
- * own modules need not import TombstoneModule.
+ * Answers the misses of `@Tombstoned()` routes (and carries answers made elsewhere). Applied by
+ * the decorator itself, so it runs before any catch-all filter of the app. It resolves the
+ * module's services lazily: the routes' own modules need not import TombstoneModule.
  */
-@Catch(TombstoneAnswerException)
+@Catch(TombstoneMissException, TombstoneAnswerException)
 @Injectable()
-export class TombstoneExceptionFilter implements ExceptionFilter<TombstoneAnswerException> {
-  private writer?: TombstoneResponseWriter;
+export class TombstoneExceptionFilter implements ExceptionFilter<TombstoneMissException | TombstoneAnswerException> {
+  private readonly logger = new Logger('TombstoneModule');
+  private runtime?: { writer: TombstoneResponseWriter; resolver: TombstoneMissResolver };
+  private base?: BaseExceptionFilter;
 
-  constructor(private readonly moduleRef: ModuleRef) {}
+  constructor(
+    private readonly moduleRef: ModuleRef,
+    private readonly adapterHost: HttpAdapterHost,
+  ) {}
 
-  catch(exception: TombstoneAnswerException, host: ArgumentsHost): void {
-    this.writer ??= this.moduleRef.get(TombstoneResponseWriter, { strict: false });
+  catch(exception: TombstoneMissException | TombstoneAnswerException, host: ArgumentsHost): void {
     const http = host.switchToHttp();
-    this.writer.write(exception.answer, http.getRequest<TombstoneRequest>(), http.getResponse<unknown>());
+    const request = http.getRequest<TombstoneRequest>();
+    const response = http.getResponse<{ headersSent?: boolean; sent?: boolean }>();
+    const runtime = this.resolveRuntime();
+    if (exception instanceof TombstoneAnswerException) {
+      if (runtime) runtime.writer.write(exception.answer, request, response);
+      else this.asHandlerDid({ error: exception }, host);
+      return;
+    }
+    // A handler that wrote its own response (@Res()) has already answered.
+    if (response.headersSent || response.sent) return;
+    if (!runtime) return this.asHandlerDid(exception.outcome, host);
+    runtime.resolver.answer(exception.settings, request).then(
+      (answer) => (answer ? runtime.writer.write(answer, request, response) : this.asHandlerDid(exception.outcome, host)),
+      (error: unknown) => {
+        // answer() fails open itself; this is only a last resort that still answers the client.
+        this.logger.error(`Could not answer a tombstone miss: ${(error as Error)?.message ?? String(error)}`, (error as Error)?.stack);
+        this.asHandlerDid(exception.outcome, host);
+      },
+    );
+  }
+
+  /** Not a keyed route, or the module is missing: the outcome the handler made. */
+  private asHandlerDid(outcome: TombstoneMissException['outcome'], host: ArgumentsHost): void {
+    if ('error' in outcome) {
+      this.base ??= new BaseExceptionFilter(this.adapterHost.httpAdapter);
+      this.base.catch(outcome.error, host);
+      return;
+    }
+    this.adapterHost.httpAdapter.reply(host.switchToHttp().getResponse(), outcome.value, 200);
+  }
+
+  private resolveRuntime() {
+    if (this.runtime) return this.runtime;
+    try {
+      this.runtime = {
+        writer: this.moduleRef.get(TombstoneResponseWriter, { strict: false }),
+        resolver: this.moduleRef.get(TombstoneMissResolver, { strict: false }),
+      };
+    } catch {
+      this.logger.error(
+        '@Tombstoned() is used but TombstoneModule is not imported; answering as the handler did. ' +
+          'Import TombstoneModule.forRoot() in your application module.',
+      );
+    }
+    return this.runtime;
   }
 }
 

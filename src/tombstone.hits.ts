@@ -22,7 +22,7 @@ const FLUSH_SQL = `
 
 /**
  * Counts the answers tombstones give, in `tombstones.hit_count` and `last_hit_at`. The
- * interceptor records a hit for every answer that came from a tombstone (410, redirect, hidden
+ * miss resolver records a hit for every answer that came from a tombstone (410, redirect, hidden
  * 404); the counts wait in memory and are written in one `UPDATE` per batch: every
  * `hitCounts.flushIntervalMs`, as soon as `hitCounts.maxPending` tombstones are waiting, and at
  * application shutdown (call `app.enableShutdownHooks()` so that SIGTERM shuts down).

@@ -2,6 +2,7 @@ import { type DynamicModule, Module } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneResponseWriter } from './tombstone.filter.js';
+import { TombstoneMissResolver } from './tombstone.miss.js';
 import { TombstoneHitCounter } from './tombstone.hits.js';
 import { TombstoneMissLog } from './tombstone.misses.js';
 import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN, type OPTIONS_TYPE } from './tombstone.module-definition.js';
@@ -34,6 +35,7 @@ import { TombstoneService } from './tombstone.service.js';
     },
     TombstoneService,
     TombstoneResponseWriter,
+    TombstoneMissResolver,
     TombstoneHitCounter,
     TombstoneMissLog,
   ],

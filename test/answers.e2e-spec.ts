@@ -6,8 +6,7 @@ import {
   ItemsController,
   NumbersController,
   ScopedByFunctionController,
-  TenantDocsController,
-} from './fixtures/items.fixture.js';
+  TenantDocsController, InheritedItemsController } from './fixtures/items.fixture.js';
 import { ADAPTERS, bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { QueryCounter } from './support/query-counter.js';
@@ -26,7 +25,7 @@ describe.each(ADAPTERS)('HTTP answers (%s)', (adapter) => {
         TypeOrmModule.forRoot({ ...db.options(), logging: true, logger: counter }),
         TombstoneModule.forRoot({ scope: { header: 'x-tenant-id' } }),
       ],
-      controllers: [ItemsController, TenantDocsController, NumbersController, ScopedByFunctionController],
+      controllers: [ItemsController, TenantDocsController, NumbersController, ScopedByFunctionController, InheritedItemsController],
     });
     http = request(app.getHttpServer());
     tombstones = app.get(TombstoneService);
@@ -62,6 +61,12 @@ describe.each(ADAPTERS)('HTTP answers (%s)', (adapter) => {
   beforeEach(() => app.get(TombstoneHitCounter).flush());
 
   describe('the handler found its resource', () => {
+    it('a controller-level @Tombstoned covers routes the controller inherits', async () => {
+      const res = await http.get('/inherited/deleted').expect(410);
+      expect(res.body).toMatchObject({ error: 'gone', id: 'deleted' });
+      await http.get('/inherited/never-was').expect(404);
+    });
+
     it('passes the value through and runs no query', async () => {
       counter.reset();
       const res = await http.get('/items/live').expect(200);

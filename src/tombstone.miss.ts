@@ -1,0 +1,143 @@
+import { HttpStatus, Inject, Injectable, Logger, NotFoundException } from '@nestjs/common';
+import { HTTP_CODE_METADATA } from '@nestjs/common/constants.js';
+import { answerFor, requestIdOf, requestPath, type TombstoneAnswer } from './tombstone.answer.js';
+import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
+import type { TombstonedSettings } from './tombstone.decorator.js';
+import { preview } from './tombstone.exceptions.js';
+import { TombstoneHitCounter } from './tombstone.hits.js';
+import { TombstoneMissLog } from './tombstone.misses.js';
+import type { ResolvedTombstoneOptions, TombstoneRequest, TombstoneScopeSource } from './tombstone.options.js';
+import { NO_TOMBSTONE, type TombstoneResolution, TombstoneService } from './tombstone.service.js';
+
+/**
+ * What a `@Tombstoned()` handler's miss becomes: a 404 that still knows the route's settings and
+ * what the handler gave (`null`, `undefined` or its error), for the module's filter to answer.
+ * A NotFoundException, so that the app's interceptors and logs see a 404 go by.
+ */
+export class TombstoneMissException extends NotFoundException {
+  constructor(
+    readonly settings: TombstonedSettings,
+    /** The handler's own outcome: its error, or the empty value it returned. */
+    readonly outcome: { error: unknown } | { value: null | undefined },
+  ) {
+    super();
+  }
+}
+
+/**
+ * Wraps a `@Tombstoned()` handler: a found resource is returned as it is, with nothing else run
+ * (not even a microtask for a synchronous handler); `null`, `undefined`, a NotFoundException or
+ * TypeORM's EntityNotFoundError becomes a TombstoneMissException for the filter.
+ */
+export function tombstonedHandler(original: (...args: unknown[]) => unknown, settings: TombstonedSettings) {
+  const wrapped = function (this: unknown, ...args: unknown[]): unknown {
+    let result: unknown;
+    try {
+      result = original.apply(this, args);
+    } catch (error) {
+      throw missOf(error);
+    }
+    if (result !== null && typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
+      return (result as Promise<unknown>).then(checked, (error: unknown) => {
+        throw missOf(error);
+      });
+    }
+    return checked(result);
+  };
+  const checked = (value: unknown): unknown => {
+    if (value !== null && value !== undefined) return value;
+    if (!settings.emptyMeansNotFound) return value;
+    // Read when called: @HttpCode() may sit above or below @Tombstoned().
+    if (Reflect.getMetadata(HTTP_CODE_METADATA, wrapped) === HttpStatus.NO_CONTENT) return value;
+    throw new TombstoneMissException(settings, { value: value as null | undefined });
+  };
+  const missOf = (error: unknown) => (isNotFound(error) ? new TombstoneMissException(settings, { error }) : error);
+  // Nest and the app read route metadata from the handler function: the wrapper carries it.
+  for (const key of Reflect.getOwnMetadataKeys(original)) {
+    Reflect.defineMetadata(key, Reflect.getOwnMetadata(key, original), wrapped);
+  }
+  Object.defineProperty(wrapped, 'name', { value: original.name });
+  Object.defineProperty(wrapped, WRAPPED, { value: true });
+  return wrapped;
+}
+
+/** Marks a handler `@Tombstoned()` already wrapped (a handler-level one wins over the class's). */
+export const WRAPPED = Symbol('nestjs-tombstones:wrapped');
+
+/**
+ * Answers a miss of a `@Tombstoned()` route: looks the key up and says what the client gets.
+ * Reads fail open: if the lookup breaks or runs out of time, the answer is the plain 404 and the
+ * error is logged. A lookup that answered counts a hit of its tombstone, or a miss when no
+ * tombstone explained the 404; both only in memory (see `TombstoneHitCounter`, `TombstoneMissLog`).
+ */
+@Injectable()
+export class TombstoneMissResolver {
+  private readonly logger = new Logger('TombstoneModule');
+
+  constructor(
+    private readonly service: TombstoneService,
+    @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
+    private readonly hits: TombstoneHitCounter,
+    private readonly misses: TombstoneMissLog,
+  ) {}
+
+  /** The answer to a miss, or `undefined` for a route whose key cannot be read (not keyed). */
+  async answer(settings: TombstonedSettings, request: TombstoneRequest): Promise<TombstoneAnswer | undefined> {
+    const key = settings.key ? settings.key(request) : request.params?.[settings.param];
+    if (typeof key !== 'string') return undefined;
+    const { service, options } = this;
+    const requestId = requestIdOf(request, options.requestIdHeader);
+    let resolution: TombstoneResolution = NO_TOMBSTONE;
+    let scope = '';
+    try {
+      scope = await scopeOf(settings.scope ?? options.scope, request);
+      resolution = await withTimeout(service.resolve(settings.type, key, scope), options.lookupTimeoutMs);
+      // Only an answered lookup counts: after a failure nothing is known, and nothing is written.
+      if (resolution.state === 'none') this.misses.record(scope, settings.type, key, request.headers.referer);
+      else this.hits.record(resolution.id);
+    } catch (error) {
+      this.logger.error(
+        `Tombstone lookup failed, answering a plain 404: ${(error as Error)?.message ?? String(error)} ` +
+          `(type=${settings.type} key="${preview(key)}" scope="${preview(scope)}" ` +
+          `${request.method} ${preview(requestPath(request))} requestId=${requestId})`,
+        (error as Error)?.stack,
+      );
+    }
+    return answerFor(resolution, {
+      resource: settings.type,
+      label: settings.label,
+      id: key,
+      request,
+      requestId,
+      scoped: scope !== '',
+      param: settings.key ? undefined : settings.param,
+    });
+  }
+}
+
+function isNotFound(error: unknown): boolean {
+  if (error instanceof TombstoneMissException) return false;
+  if (error instanceof NotFoundException) return true;
+  // By name: the app and the module may load different copies of typeorm.
+  return error instanceof Error && error.name === 'EntityNotFoundError';
+}
+
+async function scopeOf(source: TombstoneScopeSource | undefined, request: TombstoneRequest): Promise<string> {
+  if (source === undefined) return '';
+  let value: unknown;
+  if (typeof source === 'function') value = await source(request);
+  else if ('header' in source) value = request.headers[source.header.toLowerCase()];
+  else value = request.params?.[source.param];
+  if (Array.isArray(value)) value = value[0];
+  if (typeof value === 'number') value = String(value);
+  return typeof value === 'string' ? value : '';
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`lookup timed out after ${ms} ms`)), ms);
+    timer.unref?.();
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
