@@ -1,6 +1,3 @@
-/** Metadata key under which `@Tombstoned()` stores a route's settings. */
-export const TOMBSTONED_METADATA = 'nestjs-tombstones:tombstoned';
-
 /** Token of the resolved (validated, defaulted) module options. Internal. */
 export const TOMBSTONE_OPTIONS = Symbol('TOMBSTONE_OPTIONS');
 

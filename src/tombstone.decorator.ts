@@ -1,6 +1,5 @@
-import { applyDecorators, SetMetadata, UseFilters } from '@nestjs/common';
+import { applyDecorators, UseFilters } from '@nestjs/common';
 import { PATH_METADATA } from '@nestjs/common/constants.js';
-import { TOMBSTONED_METADATA } from './tombstone.constants.js';
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import { TombstoneExceptionFilter } from './tombstone.filter.js';
 import { tombstonedHandler, WRAPPED } from './tombstone.miss.js';
@@ -23,7 +22,7 @@ export interface TombstonedOptions {
   emptyMeansNotFound?: boolean;
 }
 
-/** The settings `@Tombstoned()` stores on a route. Internal. */
+/** The settings of a `@Tombstoned()` route, carried by its wrapper. Internal. */
 export interface TombstonedSettings {
   readonly type: string;
   readonly param: string;
@@ -71,7 +70,6 @@ export function Tombstoned(type: string, options: TombstonedOptions = {}): Class
   };
   return applyDecorators(
     wrapHandlers(settings),
-    SetMetadata(TOMBSTONED_METADATA, settings),
     UseFilters(TombstoneExceptionFilter),
     documentAnswers(settings.label),
   );
