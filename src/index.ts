@@ -1,6 +1,7 @@
 import { CreateTombstones1763769600000 } from '../migrations/1763769600000-create-tombstones.js';
 import { CreateTombstoneCapture1763856000000 } from '../migrations/1763856000000-create-tombstone-capture.js';
 import { CreateTombstoneMisses1764028800000 } from '../migrations/1764028800000-create-tombstone-misses.js';
+import { CreateTombstoneNotify1764115200000 } from '../migrations/1764115200000-create-tombstone-notify.js';
 import { Tombstone } from './tombstone.entity.js';
 
 /** Entities to add to your DataSource's `entities`. */
@@ -11,9 +12,23 @@ export const TOMBSTONE_MIGRATIONS = [
   CreateTombstones1763769600000,
   CreateTombstoneCapture1763856000000,
   CreateTombstoneMisses1764028800000,
+  CreateTombstoneNotify1764115200000,
 ] as const;
 
-export { CreateTombstoneCapture1763856000000, CreateTombstoneMisses1764028800000, CreateTombstones1763769600000 };
+export {
+  CreateTombstoneCapture1763856000000,
+  CreateTombstoneMisses1764028800000,
+  CreateTombstoneNotify1764115200000,
+  CreateTombstones1763769600000,
+};
+export {
+  LruTombstoneCacheStore,
+  type LruTombstoneCacheStoreOptions,
+  type TombstoneCacheEntry,
+  TombstoneCacheStore,
+} from './tombstone.cache.js';
+export { TombstoneLookup, type TombstoneLookupStats } from './tombstone.lookup.js';
+export { TOMBSTONE_CHANNEL, TombstoneNotifications } from './tombstone.notifications.js';
 export {
   CAPTURE_TRIGGERS,
   type EntityClass,
@@ -45,7 +60,9 @@ export { TombstoneMissLog } from './tombstone.misses.js';
 export { TombstoneModule } from './tombstone.module.js';
 export type {
   TombstoneCacheControl,
+  TombstoneFilterOptions,
   TombstoneHitCountOptions,
+  TombstoneLookupCacheOptions,
   TombstoneMissLogOptions,
   TombstoneModuleOptions,
   TombstoneRequest,

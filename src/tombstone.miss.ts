@@ -7,7 +7,8 @@ import { preview } from './tombstone.exceptions.js';
 import { TombstoneHitCounter } from './tombstone.hits.js';
 import { TombstoneMissLog } from './tombstone.misses.js';
 import type { ResolvedTombstoneOptions, TombstoneRequest, TombstoneScopeSource } from './tombstone.options.js';
-import { NO_TOMBSTONE, type TombstoneResolution, TombstoneService } from './tombstone.service.js';
+import { TombstoneLookup } from './tombstone.lookup.js';
+import { NO_TOMBSTONE, type TombstoneResolution } from './tombstone.service.js';
 
 /**
  * What a `@Tombstoned()` handler's miss becomes: a 404 that still knows the route's settings and
@@ -75,7 +76,7 @@ export class TombstoneMissResolver {
   private readonly logger = new Logger('TombstoneModule');
 
   constructor(
-    private readonly service: TombstoneService,
+    private readonly lookup: TombstoneLookup,
     @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
     private readonly hits: TombstoneHitCounter,
     private readonly misses: TombstoneMissLog,
@@ -85,16 +86,19 @@ export class TombstoneMissResolver {
   async answer(settings: TombstonedSettings, request: TombstoneRequest): Promise<TombstoneAnswer | undefined> {
     const key = settings.key ? settings.key(request) : request.params?.[settings.param];
     if (typeof key !== 'string') return undefined;
-    const { service, options } = this;
+    const { lookup, options } = this;
     const requestId = requestIdOf(request, options.requestIdHeader);
     let resolution: TombstoneResolution = NO_TOMBSTONE;
     let scope = '';
     try {
       scope = await scopeOf(settings.scope ?? options.scope, request);
-      resolution = await withTimeout(service.resolve(settings.type, key, scope), options.lookupTimeoutMs);
+      const answer = lookup.resolve(settings.type, key, scope);
+      // Answered from memory: no timer, no wait.
+      resolution = 'state' in answer ? answer : await withTimeout(answer, options.lookupTimeoutMs);
       // Only an answered lookup counts: after a failure nothing is known, and nothing is written.
+      // A hidden key is not counted: it answers exactly as a key that never existed.
       if (resolution.state === 'none') this.misses.record(scope, settings.type, key, request.headers.referer);
-      else this.hits.record(resolution.id);
+      else if (resolution.state !== 'hidden') this.hits.record(resolution.id);
     } catch (error) {
       this.logger.error(
         `Tombstone lookup failed, answering a plain 404: ${(error as Error)?.message ?? String(error)} ` +

@@ -1,10 +1,13 @@
 import { type DynamicModule, Module } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
+import { LruTombstoneCacheStore, TombstoneCacheStore } from './tombstone.cache.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneResponseWriter } from './tombstone.filter.js';
 import { TombstoneMissResolver } from './tombstone.miss.js';
 import { TombstoneHitCounter } from './tombstone.hits.js';
 import { TombstoneMissLog } from './tombstone.misses.js';
+import { TombstoneLookup } from './tombstone.lookup.js';
+import { TombstoneNotifications } from './tombstone.notifications.js';
 import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN, type OPTIONS_TYPE } from './tombstone.module-definition.js';
 import { type ResolvedTombstoneOptions, resolveTombstoneOptions } from './tombstone.options.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
@@ -33,13 +36,21 @@ import { TombstoneService } from './tombstone.service.js';
         options.renderer ? moduleRef.create(options.renderer) : new TombstoneRenderer(),
       inject: [TOMBSTONE_OPTIONS, ModuleRef],
     },
+    {
+      provide: TombstoneCacheStore,
+      useFactory: ({ cache }: ResolvedTombstoneOptions) =>
+        (cache && cache.store) || new LruTombstoneCacheStore(cache ? { maxEntries: cache.maxEntries, maxBytes: cache.maxBytes } : { maxEntries: 1 }),
+      inject: [TOMBSTONE_OPTIONS],
+    },
     TombstoneService,
+    TombstoneLookup,
+    TombstoneNotifications,
     TombstoneResponseWriter,
     TombstoneMissResolver,
     TombstoneHitCounter,
     TombstoneMissLog,
   ],
-  exports: [TombstoneService, TombstoneHitCounter, TombstoneMissLog],
+  exports: [TombstoneService, TombstoneLookup, TombstoneCacheStore, TombstoneHitCounter, TombstoneMissLog],
 })
 export class TombstoneModule extends ConfigurableModuleClass {
   /** Registers the module; every option has a default, so `forRoot()` alone works. */

@@ -6,6 +6,7 @@ import {
   validateScopeSource,
 } from './tombstone.options.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
+import { LruTombstoneCacheStore } from './tombstone.cache.js';
 
 /** Resolves options that may be invalid on purpose; the cast keeps the type checker out of it. */
 function resolve(options: unknown) {
@@ -45,6 +46,7 @@ describe('resolveTombstoneOptions', () => {
       captureCheck: 'error',
       hitCounts: { flushIntervalMs: 10_000, maxPending: 10_000 },
       missLog: false,
+      cache: { maxEntries: 10_000, maxBytes: 16 * 1024 * 1024, ttlMs: 300_000, filter: { falsePositiveRate: 0.01, minCapacity: 100_000 } },
     };
 
     it('applies every default to undefined and to {}', () => {
@@ -84,6 +86,7 @@ describe('resolveTombstoneOptions', () => {
           captureCheck: 'warn',
           hitCounts: { flushIntervalMs: 500 },
           missLog: { maxRows: 100, retentionDays: 7 },
+          cache: { maxEntries: 50, ttlMs: 1000, filter: { falsePositiveRate: 0.001 }, listen: 'postgres://listener@db/app' },
         }),
       ).toStrictEqual({
         dataSource: 'tombstones',
@@ -102,7 +105,37 @@ describe('resolveTombstoneOptions', () => {
         captureCheck: 'warn',
         hitCounts: { flushIntervalMs: 500, maxPending: 10_000 },
         missLog: { flushIntervalMs: 10_000, maxPending: 10_000, maxRows: 100, retentionDays: 7 },
+        cache: {
+          maxEntries: 50,
+          maxBytes: 16 * 1024 * 1024,
+          ttlMs: 1000,
+          filter: { falsePositiveRate: 0.001, minCapacity: 100_000 },
+          listen: 'postgres://listener@db/app',
+        },
       });
+    });
+
+    it('turns the cache or its filter off with false, and takes a store of the app’s', () => {
+      expect(resolveTombstoneOptions({ cache: false }).cache).toBe(false);
+      expect(resolveTombstoneOptions({ cache: { filter: false } }).cache).toMatchObject({ filter: false, maxEntries: 10_000 });
+      const store = new LruTombstoneCacheStore();
+      expect(resolveTombstoneOptions({ cache: { store } }).cache).toMatchObject({ store });
+    });
+
+    it.each([
+      [{ cache: 'yes' }, 'cache must be false, true or an object'],
+      [{ cache: { maxEntries: 0 } }, 'cache.maxEntries must be a whole number of entries from 1 to 10000000, not 0.'],
+      [{ cache: { maxBytes: 10 } }, 'cache.maxBytes must be a whole number of bytes from 1024'],
+      [{ cache: { ttlMs: 1.5 } }, 'cache.ttlMs must be a whole number of milliseconds from 1 to 86400000'],
+      [{ cache: { store: {} } }, 'cache.store must be an instance of a TombstoneCacheStore'],
+      [{ cache: { filter: 'on' } }, 'cache.filter must be false, true or { falsePositiveRate, minCapacity }'],
+      [{ cache: { filter: { falsePositiveRate: 1 } } }, 'cache.filter.falsePositiveRate must be a number from 0.000001 to 0.5, not 1.'],
+      [{ cache: { filter: { minCapacity: 10 } } }, 'cache.filter.minCapacity must be a whole number of keys from 1000'],
+      [{ cache: { filter: { size: 10 } } }, "unknown cache.filter entry 'size'"],
+      [{ cache: { listen: '' } }, 'cache.listen must be a connection string or a pg client config object.'],
+      [{ cache: { maxItems: 10 } }, "unknown cache entry 'maxItems'"],
+    ])('rejects the cache option %j', (options, message) => {
+      expect(configurationErrorOf(options)).toContain(message);
     });
 
     it('turns hit counts off with false, and the misses log on with true', () => {
@@ -172,7 +205,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog.',
+        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache.',
       );
     });
 

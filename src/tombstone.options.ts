@@ -1,4 +1,5 @@
 import type { Type } from '@nestjs/common';
+import type { TombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import type { TombstoneRenderer } from './tombstone.renderer.js';
 
@@ -62,6 +63,34 @@ export interface TombstoneMissLogOptions {
   maxRows?: number;
   /** Rows not seen for this many days are deleted. Default: `30`. */
   retentionDays?: number;
+}
+
+/** The membership filter: every (scope, type, key) with a tombstone that is not `hidden`. */
+export interface TombstoneFilterOptions {
+  /** Share of unknown keys the filter lets through to the cache and the database. Default: `0.01`. */
+  falsePositiveRate?: number;
+  /** Keys the filter is sized for at least; it is rebuilt larger when it fills. Default: `100000`. */
+  minCapacity?: number;
+}
+
+/** The lookup cache and what keeps it coherent; see the README, "Lookup cache". */
+export interface TombstoneLookupCacheOptions {
+  /** Most answers kept (the default store). Default: `10000`. */
+  maxEntries?: number;
+  /** Most memory the answers take, estimated (the default store). Default: `16777216` (16 MiB). */
+  maxBytes?: number;
+  /** Longest time an answer is kept, positive or negative. Default: `300000` (5 minutes). */
+  ttlMs?: number;
+  /** A store of your own instead of the in-process LRU (`maxEntries` and `maxBytes` then do not apply). */
+  store?: TombstoneCacheStore;
+  /** The membership filter that answers unknown keys without a query; `false` turns it off. Default: on. */
+  filter?: boolean | TombstoneFilterOptions;
+  /**
+   * Where the connection that LISTENs for changes goes, as a `pg` client config or a connection
+   * string. It must reach PostgreSQL itself (not PgBouncer in transaction mode). Default: the
+   * DataSource's own settings.
+   */
+  listen?: string | Record<string, unknown>;
 }
 
 /**
@@ -128,6 +157,23 @@ export class TombstoneModuleOptions {
    * `true` turns it on with the defaults of `TombstoneMissLogOptions`. Default: `false` (off).
    */
   missLog?: boolean | TombstoneMissLogOptions;
+
+  /**
+   * Keeps lookup answers in memory and a membership filter of tombstoned keys, kept coherent
+   * across instances by PostgreSQL `LISTEN`/`NOTIFY`. `false` turns it off (every miss of a
+   * `@Tombstoned` route is then one query). Default: on, with the defaults of
+   * `TombstoneLookupCacheOptions`.
+   */
+  cache?: boolean | TombstoneLookupCacheOptions;
+}
+
+export interface ResolvedCacheOptions {
+  maxEntries: number;
+  maxBytes: number;
+  ttlMs: number;
+  store?: TombstoneCacheStore;
+  filter: { falsePositiveRate: number; minCapacity: number } | false;
+  listen?: string | Record<string, unknown>;
 }
 
 export interface ResolvedHitCountOptions {
@@ -153,6 +199,7 @@ export interface ResolvedTombstoneOptions {
   captureCheck: 'error' | 'warn' | 'off';
   hitCounts: ResolvedHitCountOptions | false;
   missLog: ResolvedMissLogOptions | false;
+  cache: ResolvedCacheOptions | false;
 }
 
 export const DEFAULT_CACHE_CONTROL: TombstoneCacheControl = {
@@ -164,7 +211,7 @@ export const DEFAULT_CACHE_CONTROL: TombstoneCacheControl = {
 
 const KNOWN_OPTIONS = new Set([
   'dataSource', 'scope', 'problemDetails', 'cacheControl', 'lookupTimeoutMs', 'requestIdHeader', 'renderer', 'actor',
-  'captureCheck', 'hitCounts', 'missLog',
+  'captureCheck', 'hitCounts', 'missLog', 'cache',
 ]);
 const HIT_COUNT_DEFAULTS: ResolvedHitCountOptions = { flushIntervalMs: 10_000, maxPending: 10_000 };
 const MISS_LOG_DEFAULTS: ResolvedMissLogOptions = { ...HIT_COUNT_DEFAULTS, maxRows: 100_000, retentionDays: 30 };
@@ -242,7 +289,86 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
     captureCheck,
     hitCounts: resolveBatching('hitCounts', given.hitCounts, HIT_COUNT_DEFAULTS, fail),
     missLog: given.missLog === undefined ? false : resolveBatching('missLog', given.missLog, MISS_LOG_DEFAULTS, fail),
+    cache: resolveCache(given.cache, fail),
   };
+}
+
+const CACHE_LIMITS = {
+  maxEntries: { min: 1, max: 10_000_000, unit: 'entries' },
+  maxBytes: { min: 1024, max: 8 * 1024 ** 3, unit: 'bytes' },
+  ttlMs: { min: 1, max: 86_400_000, unit: 'milliseconds' },
+  minCapacity: { min: 1000, max: 1_000_000_000, unit: 'keys' },
+} as const;
+
+function resolveCache(value: unknown, fail: (message: string, ...solutions: string[]) => never): ResolvedCacheOptions | false {
+  const resolved: ResolvedCacheOptions = {
+    maxEntries: 10_000,
+    maxBytes: 16 * 1024 * 1024,
+    ttlMs: 300_000,
+    filter: { falsePositiveRate: 0.01, minCapacity: 100_000 },
+  };
+  if (value === false) return false;
+  if (value === undefined || value === true) return resolved;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    fail(`cache must be false, true or an object, not ${JSON.stringify(value)}.`, 'e.g. cache: { maxEntries: 50000 }');
+  }
+  const whole = (name: keyof typeof CACHE_LIMITS, setting: unknown): number => {
+    const { min, max, unit } = CACHE_LIMITS[name];
+    if (!Number.isInteger(setting) || (setting as number) < min || (setting as number) > max) {
+      fail(`cache.${name === 'minCapacity' ? 'filter.minCapacity' : name} must be a whole number of ${unit} from ${min} to ${max}, not ${JSON.stringify(setting)}.`);
+    }
+    return setting as number;
+  };
+  for (const [key, setting] of Object.entries(value as Record<string, unknown>)) {
+    if (setting === undefined) continue;
+    switch (key) {
+      case 'maxEntries':
+      case 'maxBytes':
+      case 'ttlMs':
+        resolved[key] = whole(key, setting);
+        break;
+      case 'store': {
+        const store = setting as Record<string, unknown> | null;
+        const methods = ['get', 'set', 'delete', 'clear'];
+        if (typeof store !== 'object' || store === null || methods.some((m) => typeof store[m] !== 'function')) {
+          fail('cache.store must be an instance of a TombstoneCacheStore (get, set, delete, clear).', 'e.g. cache: { store: new LruTombstoneCacheStore({ maxEntries: 50000 }) }');
+        }
+        resolved.store = setting as TombstoneCacheStore;
+        break;
+      }
+      case 'filter': {
+        if (setting === false) {
+          resolved.filter = false;
+          break;
+        }
+        if (setting === true) break;
+        if (typeof setting !== 'object' || setting === null || Array.isArray(setting)) {
+          fail(`cache.filter must be false, true or { falsePositiveRate, minCapacity }, not ${JSON.stringify(setting)}.`);
+        }
+        const filter = { falsePositiveRate: 0.01, minCapacity: 100_000 };
+        for (const [name, given] of Object.entries(setting as Record<string, unknown>)) {
+          if (name === 'minCapacity') filter.minCapacity = whole('minCapacity', given);
+          else if (name === 'falsePositiveRate') {
+            if (typeof given !== 'number' || !(given >= 0.000001 && given <= 0.5)) {
+              fail(`cache.filter.falsePositiveRate must be a number from 0.000001 to 0.5, not ${JSON.stringify(given)}.`);
+            }
+            filter.falsePositiveRate = given as number;
+          } else fail(`unknown cache.filter entry '${name}'.`, 'Use only: falsePositiveRate, minCapacity.');
+        }
+        resolved.filter = filter;
+        break;
+      }
+      case 'listen':
+        if (!(typeof setting === 'string' && setting !== '') && (typeof setting !== 'object' || setting === null || Array.isArray(setting))) {
+          fail('cache.listen must be a connection string or a pg client config object.');
+        }
+        resolved.listen = setting as string | Record<string, unknown>;
+        break;
+      default:
+        fail(`unknown cache entry '${key}'.`, 'Use only: maxEntries, maxBytes, ttlMs, store, filter, listen.');
+    }
+  }
+  return resolved;
 }
 
 /** `false`, `true` (the defaults) or an object of some of the defaults' fields, each in range. */

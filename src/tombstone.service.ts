@@ -114,12 +114,36 @@ export type TombstoneResolution =
 /** The resolution of a key without a (live) tombstone. */
 export const NO_TOMBSTONE: TombstoneResolution = Object.freeze({ state: 'none' });
 
+/** What `TombstoneService.lookup()` read: the answer and how long it holds. Internal. */
+export interface TombstoneLookupResult {
+  readonly resolution: TombstoneResolution;
+  /** The key the answer was read through (a redirect's target), whose changes change it. */
+  readonly via: string | null;
+  /** When the answer stops holding (an expiry, in ms since the epoch); `null`: not by itself. */
+  readonly validUntil: number | null;
+  readonly cacheable: boolean;
+}
+
+const NO_LOOKUP: TombstoneLookupResult = Object.freeze({ resolution: NO_TOMBSTONE, via: null, validUntil: null, cacheable: true });
+
+/**
+ * Keys of one (scope, type) whose answer a write changed: `listed` now have a tombstone that is
+ * not `hidden`, `unlisted` are the others. Internal.
+ */
+export interface TombstoneChange {
+  readonly scope: string;
+  readonly type: string;
+  readonly listed: readonly string[];
+  readonly unlisted: readonly string[];
+}
+
 // One round trip whatever the chain: writes keep every target a key that has not moved, so the
 // row and its target's own tombstone (deleted? hidden?) are all there is to read.
 const LOOKUP_COLUMNS = `
-  t.id, t.kind, t.target_key, t.permanent, t.reason, t.alternative, t.occurred_at,
+  t.id, t.kind, t.target_key, t.permanent, t.reason, t.alternative, t.occurred_at, t.expires_at,
   f.kind AS final_kind, f.target_key AS final_target_key, f.permanent AS final_permanent,
-  f.reason AS final_reason, f.alternative AS final_alternative, f.occurred_at AS final_occurred_at`;
+  f.reason AS final_reason, f.alternative AS final_alternative, f.occurred_at AS final_occurred_at,
+  f.expires_at AS final_expires_at`;
 const FINAL_JOIN = `
   LEFT JOIN tombstones f
     ON f.scope = t.scope AND f.resource_type = t.resource_type AND f.resource_key = t.target_key
@@ -349,6 +373,7 @@ export class TombstoneService implements OnModuleInit {
       assertType(type),
       assertKey(key),
     ]);
+    if (deleted.length > 0) this.changed(scope, type, [], [key]);
     return deleted.length > 0;
   }
 
@@ -370,9 +395,41 @@ export class TombstoneService implements OnModuleInit {
    * without a query. Database errors are thrown: the HTTP layer turns them into a plain 404.
    */
   async resolve(type: string, key: string, scope = ''): Promise<TombstoneResolution> {
-    if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_TOMBSTONE;
+    return (await this.lookup(type, key, scope)).resolution;
+  }
+
+  /**
+   * `resolve()` with what a cache needs to keep the answer: the key it was read through and
+   * when it stops being true. Internal (`TombstoneLookup`).
+   */
+  async lookup(type: string, key: string, scope = ''): Promise<TombstoneLookupResult> {
+    if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_LOOKUP;
     const [row] = (await this.dataSource.query(LOOKUP_SQL, [scope, type, key])) as LookupRow[];
-    return row ? interpret(row) : NO_TOMBSTONE;
+    if (!row) return NO_LOOKUP;
+    const redirect = row.kind === 'moved' || row.kind === 'merged';
+    const expiries = [row.expires_at, redirect ? row.final_expires_at : null].filter((d): d is Date => d !== null);
+    return {
+      resolution: interpret(row),
+      via: redirect ? row.target_key : null,
+      validUntil: expiries.length === 0 ? null : Math.min(...expiries.map((d) => d.getTime())),
+      // A chain that was not collapsed (edited by hand) depends on more than one other key.
+      cacheable: !(redirect && (row.final_kind === 'moved' || row.final_kind === 'merged')),
+    };
+  }
+
+  /**
+   * Called with the keys each write of this service changed, right after the write: the
+   * lookup cache of this instance drops them without waiting for the database's notification.
+   * Internal.
+   */
+  onChange?: (change: TombstoneChange) => void;
+
+  private changed(scope: string, type: string, listed: readonly string[], unlisted: readonly string[]): void {
+    try {
+      this.onChange?.({ scope, type, listed, unlisted });
+    } catch (error) {
+      this.logger.error(`Tombstone cache invalidation failed: ${(error as Error)?.message}`, (error as Error)?.stack);
+    }
   }
 
   /**
@@ -417,6 +474,7 @@ export class TombstoneService implements OnModuleInit {
       common.metadata,
       common.explicitOccurredAt,
     ]);
+    this.changed(common.scope, type, kind === 'hidden' ? [] : [key], kind === 'hidden' ? [key] : []);
     return toTombstone(row);
   }
 
@@ -440,7 +498,7 @@ export class TombstoneService implements OnModuleInit {
     const targets = sources.map((source) => finals.get(source) as string);
     const manager = options.manager ?? this.dataSource.manager;
 
-    return manager.transaction(async (tx) => {
+    const written = await manager.transaction(async (tx) => {
       // Serialises chain edits of one (scope, type): two concurrent moves must not each see the
       // other's key as live and leave a chain or a cycle behind.
       await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [
@@ -459,7 +517,7 @@ export class TombstoneService implements OnModuleInit {
           WHERE t.scope = $1 AND t.resource_type = $2 AND t.target_key = m.source`,
         [common.scope, type, sources, targets],
       );
-      const written = await rows(tx, UPSERT_MANY_SQL, [
+      const upserted = await rows(tx, UPSERT_MANY_SQL, [
         common.scope,
         type,
         sources,
@@ -474,8 +532,10 @@ export class TombstoneService implements OnModuleInit {
         common.metadata,
         common.explicitOccurredAt,
       ]);
-      return written.map(toTombstone);
+      return upserted.map(toTombstone);
     });
+    this.changed(common.scope, type, sources, [...new Set(targets)]);
+    return written;
   }
 
   private commonParams(options: TombstoneWriteOptions) {
@@ -580,12 +640,14 @@ interface LookupRow {
   reason: string | null;
   alternative: string | null;
   occurred_at: Date;
+  expires_at: Date | null;
   final_kind: TombstoneKind | null;
   final_target_key: string | null;
   final_permanent: boolean | null;
   final_reason: string | null;
   final_alternative: string | null;
   final_occurred_at: Date | null;
+  final_expires_at: Date | null;
 }
 
 function interpret(row: LookupRow): TombstoneResolution {

@@ -27,7 +27,8 @@ describe.each(ADAPTERS)('reads fail open (%s)', (adapter) => {
     });
     Logger.overrideLogger({ log: () => undefined, warn: () => undefined, error: (m: unknown) => void errors.push(String(m)) });
     http = request(app.getHttpServer());
-    await app.get(TombstoneService).recordDeletion('item', 'deleted');
+    const tombstones = app.get(TombstoneService);
+    for (const key of ['deleted', 'deleted-slow', 'deleted-away']) await tombstones.recordDeletion('item', key);
   });
 
   afterAll(async () => {
@@ -43,35 +44,58 @@ describe.each(ADAPTERS)('reads fail open (%s)', (adapter) => {
     await http.get('/items/deleted').expect(410);
   });
 
-  it('answers the plain 404 and logs when the lookup times out', async () => {
+  it('answers the plain 404 and logs when the lookup times out, and what it knows from memory', async () => {
+    await http.get('/items/deleted').expect(410);
     const locker = new pg.Client({ connectionString: db.url });
     await locker.connect();
     try {
       await locker.query('BEGIN');
       await locker.query('LOCK TABLE tombstones IN ACCESS EXCLUSIVE MODE');
       const started = Date.now();
-      const res = await http.get('/items/deleted').expect(404);
+      // Never looked up: the lookup waits for the lock, and gives up after 300 ms.
+      const res = await http.get('/items/deleted-slow').expect(404);
       expect(Date.now() - started).toBeLessThan(5_000);
-      expect(res.body).toMatchObject({ error: 'not_found', id: 'deleted' });
+      expect(res.body).toMatchObject({ error: 'not_found', id: 'deleted-slow' });
       expect(res.text).not.toMatch(/timed out|tombstones/);
       expect(errors.join('\n')).toMatch(/Tombstone lookup failed, answering a plain 404: lookup timed out after 300 ms/);
-      expect(errors.join('\n')).toMatch(/key="deleted"/);
+      expect(errors.join('\n')).toMatch(/key="deleted-slow"/);
+      // Answered before: the cache still knows.
+      await http.get('/items/deleted').expect(410);
     } finally {
       await locker.query('ROLLBACK');
       await locker.end();
     }
-    await http.get('/items/deleted').expect(410);
+    await http.get('/items/deleted-slow').expect(410);
   });
 
   it('answers the plain 404 and logs when the table is gone', async () => {
     await db.sql.query('ALTER TABLE tombstones RENAME TO tombstones_away');
     try {
-      const res = await http.get('/items/deleted').expect(404);
+      const res = await http.get('/items/deleted-away').expect(404);
       expect(res.text).not.toMatch(/relation|SELECT|tombstones/);
       expect(errors.join('\n')).toMatch(/Tombstone lookup failed.*relation "tombstones" does not exist/s);
     } finally {
       await db.sql.query('ALTER TABLE tombstones_away RENAME TO tombstones');
     }
-    await http.get('/items/deleted').expect(410);
+    await http.get('/items/deleted-away').expect(410);
+  });
+
+  it('answers every lookup from the database when the cache is off', async () => {
+    const uncached = await bootApp(adapter, {
+      imports: [TypeOrmModule.forRoot({ ...db.options(), name: 'uncached' }), TombstoneModule.forRoot({ dataSource: 'uncached', cache: false, lookupTimeoutMs: 300 })],
+      controllers: [ItemsController],
+    });
+    try {
+      const client = request(uncached.getHttpServer());
+      await client.get('/items/deleted').expect(410);
+      await db.sql.query('ALTER TABLE tombstones RENAME TO tombstones_away');
+      try {
+        await client.get('/items/deleted').expect(404);
+      } finally {
+        await db.sql.query('ALTER TABLE tombstones_away RENAME TO tombstones');
+      }
+    } finally {
+      await uncached.close();
+    }
   });
 });

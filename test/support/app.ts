@@ -1,6 +1,7 @@
 import type { INestApplication, ModuleMetadata } from '@nestjs/common';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
+import { TombstoneLookup } from '../../src/index.js';
 
 export type AdapterName = 'express' | 'fastify';
 
@@ -15,10 +16,23 @@ export async function bootApp(adapter: AdapterName, metadata: ModuleMetadata): P
     app.useLogger(false);
     await app.init();
     await app.getHttpAdapter().getInstance().ready();
+    await filterLoaded(app);
     return app;
   }
   const app = moduleRef.createNestApplication();
   app.useLogger(false);
   await app.init();
+  await filterLoaded(app);
   return app;
+}
+
+/** Waits for the lookup cache's filter to load, so that what a test counts does not depend on when. */
+export async function filterLoaded(app: INestApplication): Promise<void> {
+  let lookup: TombstoneLookup;
+  try {
+    lookup = app.get(TombstoneLookup, { strict: false });
+  } catch {
+    return; // No TombstoneModule in this app.
+  }
+  await lookup.loaded();
 }

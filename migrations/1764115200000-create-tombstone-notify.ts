@@ -1,0 +1,95 @@
+import type { MigrationInterface, QueryRunner } from 'typeorm';
+
+/**
+ * Makes every change of the tombstone table announce itself on the `nestjs_tombstones` channel,
+ * whoever makes it (the recording API, capture triggers, the admin endpoints, an import, psql),
+ * so that every application instance can drop what its lookup cache holds for the keys
+ * changed. Released: never edit it; add a new migration instead.
+ *
+ * The triggers run once per statement, from transition tables, and `NOTIFY` is transactional:
+ * a rolled-back change announces nothing, a committed one is announced at commit. One
+ * notification per (scope, type) names the keys changed, split in two lists:
+ * - `a`: keys that now have a tombstone which is not `hidden` (the instances add them to their
+ *   membership filter);
+ * - `k`: the other keys changed (tombstone removed, or now `hidden`).
+ * A statement that changes too many keys of one (scope, type) for a notification (8000 bytes)
+ * announces `{ s, t, all: true }`, and one that touches too many (scope, type) pairs, or a
+ * TRUNCATE, announces `{ all: true }`. Updates that change no answer (hit counts,
+ * `updated_at`, `actor`, `metadata`) announce nothing.
+ */
+export class CreateTombstoneNotify1764115200000 implements MigrationInterface {
+  name = 'CreateTombstoneNotify1764115200000';
+
+  async up(queryRunner: QueryRunner): Promise<void> {
+    const [{ schema }] = (await queryRunner.query(`SELECT current_schema() AS schema`)) as { schema: string }[];
+    const s = `"${schema.replace(/"/g, '""')}"`;
+    // The keys whose answer may have changed, with whether each now belongs in the filter.
+    const changes: Record<'INSERT' | 'UPDATE' | 'DELETE', string> = {
+      INSERT: `SELECT n.scope, n.resource_type, n.resource_key, n.kind <> 'hidden' FROM new_rows n`,
+      DELETE: `SELECT o.scope, o.resource_type, o.resource_key, false FROM old_rows o`,
+      UPDATE: `
+        SELECT c.* FROM new_rows n JOIN old_rows o ON o.id = n.id
+         CROSS JOIN LATERAL (VALUES (n.scope, n.resource_type, n.resource_key, n.kind <> 'hidden'),
+                                    (o.scope, o.resource_type, o.resource_key, false)) AS c
+         WHERE (n.scope, n.resource_type, n.resource_key, n.kind, n.target_key, n.permanent, n.reason,
+                n.alternative, n.occurred_at, n.expires_at)
+               IS DISTINCT FROM
+               (o.scope, o.resource_type, o.resource_key, o.kind, o.target_key, o.permanent, o.reason,
+                o.alternative, o.occurred_at, o.expires_at)`,
+    };
+    const announce = (op: keyof typeof changes) => `
+      FOR payload IN
+        WITH c(scope, resource_type, resource_key, listed) AS (${changes[op]}),
+        g AS (
+          SELECT c.scope, c.resource_type, json_build_object(
+                   's', c.scope, 't', c.resource_type,
+                   'a', coalesce(json_agg(DISTINCT c.resource_key) FILTER (WHERE c.listed), '[]'),
+                   'k', coalesce(json_agg(DISTINCT c.resource_key) FILTER (WHERE NOT c.listed), '[]'))::text AS body
+            FROM c GROUP BY c.scope, c.resource_type),
+        n AS (SELECT count(*) AS pairs FROM g)
+        SELECT DISTINCT CASE
+                 WHEN n.pairs > 64 THEN '{"all":true}'
+                 WHEN octet_length(g.body) <= 7900 THEN g.body
+                 ELSE json_build_object('s', g.scope, 't', g.resource_type, 'all', true)::text END
+          FROM g CROSS JOIN n
+      LOOP
+        PERFORM pg_notify('nestjs_tombstones', payload);
+      END LOOP;`;
+    await queryRunner.query(`
+      CREATE FUNCTION ${s}.tombstones_notify() RETURNS trigger
+      LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+      DECLARE
+        payload text;
+      BEGIN
+        IF TG_OP = 'TRUNCATE' THEN
+          PERFORM pg_notify('nestjs_tombstones', '{"all":true}');
+        ELSIF TG_OP = 'INSERT' THEN ${announce('INSERT')}
+        ELSIF TG_OP = 'DELETE' THEN ${announce('DELETE')}
+        ELSE ${announce('UPDATE')}
+        END IF;
+        RETURN NULL;
+      END
+      $fn$`);
+    for (const [name, event, tables] of [
+      ['tombstones_notify_ins', 'INSERT', 'NEW TABLE AS new_rows'],
+      ['tombstones_notify_upd', 'UPDATE', 'OLD TABLE AS old_rows NEW TABLE AS new_rows'],
+      ['tombstones_notify_del', 'DELETE', 'OLD TABLE AS old_rows'],
+    ]) {
+      await queryRunner.query(`
+        CREATE TRIGGER ${name} AFTER ${event} ON ${s}."tombstones"
+          REFERENCING ${tables} FOR EACH STATEMENT EXECUTE FUNCTION ${s}.tombstones_notify()`);
+    }
+    await queryRunner.query(`
+      CREATE TRIGGER tombstones_notify_trunc AFTER TRUNCATE ON ${s}."tombstones"
+        FOR EACH STATEMENT EXECUTE FUNCTION ${s}.tombstones_notify()`);
+  }
+
+  async down(queryRunner: QueryRunner): Promise<void> {
+    const [{ schema }] = (await queryRunner.query(`SELECT current_schema() AS schema`)) as { schema: string }[];
+    const s = `"${schema.replace(/"/g, '""')}"`;
+    for (const name of ['tombstones_notify_ins', 'tombstones_notify_upd', 'tombstones_notify_del', 'tombstones_notify_trunc']) {
+      await queryRunner.query(`DROP TRIGGER IF EXISTS ${name} ON ${s}."tombstones"`);
+    }
+    await queryRunner.query(`DROP FUNCTION IF EXISTS ${s}.tombstones_notify()`);
+  }
+}

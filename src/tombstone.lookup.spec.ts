@@ -1,0 +1,198 @@
+import { jest } from '@jest/globals';
+import { LruTombstoneCacheStore } from './tombstone.cache.js';
+import { TombstoneLookup } from './tombstone.lookup.js';
+import { resolveTombstoneOptions, type TombstoneModuleOptions } from './tombstone.options.js';
+import type { TombstoneLookupResult, TombstoneResolution, TombstoneService } from './tombstone.service.js';
+
+const GONE: TombstoneResolution = { state: 'gone', id: '1', deletedAt: new Date(0), reason: null, alternative: null };
+const NONE: TombstoneResolution = { state: 'none' };
+
+function deferred<T>() {
+  let resolve!: (value: T) => void;
+  let reject!: (error: unknown) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}
+
+/** A lookup over a fake service: `rows` is what the table holds, `answers` what lookups read. */
+function setup(options: TombstoneModuleOptions = {}, rows: { id: string; scope: string; resource_type: string; resource_key: string }[] = []) {
+  const answers = new Map<string, TombstoneLookupResult>();
+  const queries: string[] = [];
+  let failLoads = 0;
+  const service = {
+    lookups: 0,
+    lookup: jest.fn(async (type: string, key: string, scope: string) => {
+      service.lookups++;
+      return answers.get(`${scope}/${type}/${key}`) ?? { resolution: NONE, via: null, validUntil: null, cacheable: true };
+    }),
+    resolve: jest.fn(async () => NONE),
+    onChange: undefined as unknown,
+    dataSource: {
+      getMetadata: () => ({ schema: undefined, tableName: 'tombstones' }),
+      query: jest.fn(async (sql: string, params: unknown[]) => {
+        queries.push(sql);
+        if (/reltuples/.test(sql)) return [{ n: String(rows.length) }];
+        if (failLoads > 0) {
+          failLoads--;
+          throw new Error('connection refused');
+        }
+        if (/WHERE id > \$1/.test(sql)) return rows.filter((r) => Number(r.id) > Number(params[0]));
+        if (/WHERE scope = \$1/.test(sql)) {
+          return rows.filter((r) => r.scope === params[0] && r.resource_type === params[1] && r.resource_key > (params[2] as string));
+        }
+        return [];
+      }),
+    },
+  };
+  const resolved = resolveTombstoneOptions(options);
+  const store = new LruTombstoneCacheStore({ maxEntries: resolved.cache ? resolved.cache.maxEntries : 1 });
+  const lookup = new TombstoneLookup(resolved, service as unknown as TombstoneService, store);
+  lookup.onModuleInit();
+  return {
+    lookup,
+    service,
+    store,
+    answers,
+    queries,
+    failNextLoads: (n: number) => (failLoads = n),
+    gone: (key: string, via: string | null = null, scope = '') =>
+      answers.set(`${scope}/item/${key}`, { resolution: GONE, via, validUntil: null, cacheable: true }),
+  };
+}
+
+describe('TombstoneLookup', () => {
+  it('asks the database for everything until it listens', async () => {
+    const { lookup, service } = setup();
+    expect(lookup.stats().state).toBe('waiting');
+    await lookup.resolve('item', 'a');
+    await lookup.resolve('item', 'a');
+    expect(service.resolve).toHaveBeenCalledTimes(2);
+  });
+
+  it('answers from the filter once loaded, and from the store after one query', async () => {
+    const { lookup, service, gone } = setup({}, [{ id: '1', scope: '', resource_type: 'item', resource_key: 'a' }]);
+    gone('a');
+    lookup.listening();
+    await lookup.loaded();
+    expect(lookup.resolve('item', 'unknown')).toStrictEqual(NONE);
+    expect(await lookup.resolve('item', 'a')).toBe(GONE);
+    expect(lookup.resolve('item', 'a')).toBe(GONE); // a value, not a promise
+    expect(service.lookups).toBe(1);
+    expect(lookup.stats()).toMatchObject({ filtered: 1, cached: 1, queried: 1 });
+  });
+
+  it('does not keep an answer read before an invalidation that came while it was read', async () => {
+    const { lookup, service } = setup({ cache: { filter: false } });
+    lookup.listening();
+    const slow = deferred<TombstoneLookupResult>();
+    service.lookup.mockImplementationOnce(() => slow.promise);
+    const pending = lookup.resolve('item', 'a');
+    lookup.invalidate({ scope: '', type: 'item', listed: ['a'], unlisted: [] });
+    slow.resolve({ resolution: NONE, via: null, validUntil: null, cacheable: true });
+    expect(await pending).toBe(NONE);
+    // The stale "none" was not kept: the next lookup asks again.
+    await lookup.resolve('item', 'a');
+    expect(service.lookup).toHaveBeenCalledTimes(2);
+  });
+
+  it('drops the answers read through a key when that key changes', async () => {
+    const { lookup, gone, service } = setup({ cache: { filter: false } });
+    lookup.listening();
+    gone('a', 'b');
+    gone('c', 'b');
+    await lookup.resolve('item', 'a');
+    await lookup.resolve('item', 'c');
+    lookup.invalidate({ scope: '', type: 'item', listed: [], unlisted: ['b'] });
+    await lookup.resolve('item', 'a');
+    await lookup.resolve('item', 'c');
+    expect(service.lookups).toBe(4);
+    // Another scope's b is another key.
+    lookup.invalidate({ scope: 'acme', type: 'item', listed: [], unlisted: ['b'] });
+    lookup.resolve('item', 'a');
+    expect(service.lookups).toBe(4);
+  });
+
+  it('bounds the links it keeps for chained answers', async () => {
+    const { lookup, gone } = setup({ cache: { filter: false, maxEntries: 10 } });
+    lookup.listening();
+    for (let i = 0; i < 100; i++) {
+      gone(`k${i}`, `t${i}`);
+      await lookup.resolve('item', `k${i}`);
+    }
+    const links = (lookup as unknown as { dependentCount: number }).dependentCount;
+    expect(links).toBeLessThanOrEqual(20);
+    expect(lookup.stats().entries).toBeLessThanOrEqual(10);
+  });
+
+  it('adds listed keys to the filter, and skips a (scope, type) it reloads after a large change', async () => {
+    const rows = [{ id: '1', scope: '', resource_type: 'item', resource_key: 'a' }];
+    const { lookup, service, gone } = setup({}, rows);
+    lookup.listening();
+    await lookup.loaded();
+    gone('new');
+    lookup.invalidate({ scope: '', type: 'item', listed: ['new'], unlisted: [] });
+    expect(await lookup.resolve('item', 'new')).toBe(GONE);
+
+    rows.push({ id: '2', scope: '', resource_type: 'item', resource_key: 'bulk' });
+    gone('bulk');
+    lookup.invalidate({ scope: '', type: 'item', all: true });
+    // While the pair loads, its keys are looked up rather than trusted to the filter.
+    expect(await lookup.resolve('item', 'bulk')).toBe(GONE);
+    await lookup.loaded();
+    // Keys are counted as added (the pair's reload adds `a` again): an upper bound, for sizing.
+    expect(lookup.stats().filter.keys).toBe(4);
+    const before = service.lookups;
+    expect(lookup.resolve('item', 'still-unknown')).toStrictEqual(NONE);
+    expect(service.lookups).toBe(before);
+  });
+
+  it('retries a failed load, skipping the filter meanwhile', async () => {
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
+    try {
+      const { lookup, failNextLoads } = setup({}, [{ id: '1', scope: '', resource_type: 'item', resource_key: 'a' }]);
+      failNextLoads(1);
+      jest.spyOn((lookup as unknown as { logger: { error: () => void } }).logger, 'error').mockImplementation(() => undefined);
+      lookup.listening();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(lookup.stats().filter.ready).toBe(false);
+      await jest.advanceTimersByTimeAsync(600);
+      await lookup.loaded();
+      expect(lookup.stats().filter).toMatchObject({ ready: true, keys: 1 });
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
+  it('grows the filter when more keys are added than it was sized for', async () => {
+    const { lookup } = setup({ cache: { filter: { minCapacity: 1000 } } });
+    lookup.listening();
+    await lookup.loaded();
+    expect(lookup.stats().filter.capacity).toBe(1000);
+    lookup.invalidate({ scope: '', type: 'item', listed: Array.from({ length: 1001 }, (_, i) => `k${i}`), unlisted: [] });
+    await lookup.loaded();
+    expect(lookup.stats().filter.capacity).toBe(2000);
+  });
+
+  it('forgets everything when it stops listening, and does nothing when off', async () => {
+    const { lookup, gone, service } = setup({ cache: { filter: false } });
+    lookup.listening();
+    gone('a');
+    await lookup.resolve('item', 'a');
+    lookup.deaf();
+    expect(lookup.stats()).toMatchObject({ state: 'waiting', entries: 0 });
+    await lookup.resolve('item', 'a');
+    expect(service.resolve).toHaveBeenCalledTimes(1);
+    lookup.disable();
+    lookup.listening();
+    expect(lookup.stats().state).toBe('off');
+  });
+
+  it('keeps nothing past a tombstone’s expiry', async () => {
+    const { lookup, answers, service } = setup({ cache: { filter: false } });
+    lookup.listening();
+    answers.set('/item/soon', { resolution: GONE, via: null, validUntil: Date.now() - 1, cacheable: true });
+    await lookup.resolve('item', 'soon');
+    await lookup.resolve('item', 'soon');
+    expect(service.lookups).toBe(2);
+  });
+});

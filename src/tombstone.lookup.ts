@@ -1,0 +1,377 @@
+import { randomBytes } from 'node:crypto';
+import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
+import { BloomFilter } from 'bloomfilter';
+import { TombstoneCacheStore } from './tombstone.cache.js';
+import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
+import type { ResolvedCacheOptions, ResolvedTombstoneOptions } from './tombstone.options.js';
+import {
+  NO_TOMBSTONE,
+  type TombstoneChange,
+  type TombstoneLookupResult,
+  type TombstoneResolution,
+  TombstoneService,
+} from './tombstone.service.js';
+import { isStorableKey, isStorableScope, isValidType } from './tombstone.validation.js';
+
+/** What changed, as a notification says: some keys of one (scope, type), all of it, or anything. */
+export type TombstoneInvalidation = TombstoneChange | { readonly scope: string; readonly type: string; readonly all: true } | { readonly all: true };
+
+/** What `TombstoneLookup.stats()` reports. */
+export interface TombstoneLookupStats {
+  /**
+   * `off`: no cache (option, or the notification triggers are missing); `waiting`: not listening
+   * for changes (starting, or the connection is lost), so every miss is a query; `coherent`.
+   */
+  state: 'off' | 'waiting' | 'coherent';
+  /** Answers held by the store. */
+  entries: number;
+  /** Lookups answered by the filter, by the store, and by the database, since start. */
+  filtered: number;
+  cached: number;
+  queried: number;
+  filter: {
+    /** `false` while it is (re)loaded, or when it is off: lookups then skip it. */
+    ready: boolean;
+    /** Keys added to it (loaded, then announced; one added twice counts twice), against its capacity. */
+    keys: number;
+    capacity: number;
+    bytes: number;
+    /** How long its last full load took, in milliseconds. */
+    lastLoadMs: number | null;
+  };
+}
+
+const LOAD_BATCH = 50_000;
+// Only tombstones that answer something other than a plain 404: a hidden key must cost exactly
+// what a key that never existed costs, so it is not in the filter (no query tells them apart).
+const LOAD_SQL = `
+  SELECT id, scope, resource_type, resource_key FROM tombstones
+   WHERE id > $1 AND kind <> 'hidden' AND (expires_at IS NULL OR expires_at > now())
+   ORDER BY id LIMIT ${LOAD_BATCH}`;
+const LOAD_PAIR_SQL = `
+  SELECT resource_key FROM tombstones
+   WHERE scope = $1 AND resource_type = $2 AND resource_key > $3 AND kind <> 'hidden'
+     AND (expires_at IS NULL OR expires_at > now())
+   ORDER BY resource_key LIMIT ${LOAD_BATCH}`;
+// The planner's row count: free, and close enough to size the filter.
+const ESTIMATE_SQL = `SELECT GREATEST(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = to_regclass($1)`;
+
+/**
+ * Answers lookups from memory when it can: a membership filter of tombstoned keys answers
+ * unknown keys, a bounded store keeps recent answers (negative ones too), and concurrent lookups
+ * of one key share one query. The filter and the store are trusted only while the instance
+ * listens for changes (`TombstoneNotifications`): every write, from any instance or from SQL,
+ * then drops what it made stale. Without that, every lookup is a query.
+ */
+@Injectable()
+export class TombstoneLookup implements OnModuleInit {
+  private readonly logger = new Logger('TombstoneModule');
+  private readonly settings: ResolvedCacheOptions | false;
+  private state: TombstoneLookupStats['state'];
+  /** Changes at every invalidation: a lookup that started before one must not be kept. */
+  private epoch = 0;
+  /** Changes when listening stops or starts again: loads of an older one are abandoned. */
+  private generation = 0;
+  private readonly inflight = new Map<string, Promise<TombstoneResolution>>();
+  /** Keys of cached answers read through a key (a redirect's target), per that key. */
+  private readonly dependents = new Map<string, Set<string>>();
+  private dependentCount = 0;
+  private readonly counters = { filtered: 0, cached: 0, queried: 0 };
+
+  /** Keeps an attacker from crafting keys that collide in the filter (FNV is not keyed). */
+  private readonly salt = randomBytes(12).toString('base64');
+  private filter: BloomFilter | null = null;
+  /** A full load in progress: changes are added to it as well. */
+  private building: BloomFilter | null = null;
+  private filterValid = false;
+  private filterKeys = 0;
+  private buildingKeys = 0;
+  private filterCapacity = 0;
+  private lastLoadMs: number | null = null;
+  /** (scope, type) pairs reloaded after a change too large to list: the filter skips them. */
+  private readonly unsure = new Set<string>();
+  private loading: Promise<void> | null = null;
+  private pending: { full: 'invalid' | 'grow' | null; pairs: Set<string> } = { full: null, pairs: new Set() };
+
+  constructor(
+    @Inject(TOMBSTONE_OPTIONS) options: ResolvedTombstoneOptions,
+    private readonly service: TombstoneService,
+    private readonly store: TombstoneCacheStore,
+  ) {
+    this.settings = options.cache;
+    this.state = options.cache ? 'waiting' : 'off';
+  }
+
+  onModuleInit(): void {
+    // The service's own writes are dropped at once, before their notification comes back.
+    if (this.settings) this.service.onChange = (change) => this.invalidate(change);
+  }
+
+  /**
+   * What a request for (scope, type, key) is answered: from the filter or the store when they
+   * know, or from one query (shared by concurrent lookups of the same key). A value, or a
+   * promise when the database is asked.
+   */
+  resolve(type: string, key: string, scope = ''): TombstoneResolution | Promise<TombstoneResolution> {
+    if (this.state !== 'coherent') return this.service.resolve(type, key, scope);
+    if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_TOMBSTONE;
+    const id = `${scope}\u0000${type}\u0000${key}`;
+    if (this.filter !== null && this.filterValid && (this.unsure.size === 0 || !this.unsure.has(`${scope}\u0000${type}`))) {
+      if (!this.filter.test(this.salt + id)) {
+        this.counters.filtered++;
+        return NO_TOMBSTONE;
+      }
+    }
+    const entry = this.store.get(id);
+    if (entry !== undefined) {
+      this.counters.cached++;
+      return entry.resolution;
+    }
+    let pending = this.inflight.get(id);
+    if (pending === undefined) {
+      pending = this.load(id, type, key, scope);
+      this.inflight.set(id, pending);
+    }
+    return pending;
+  }
+
+  /** Drops what a change made stale, and adds its new tombstones to the filter. */
+  invalidate(change: TombstoneInvalidation): void {
+    if (!this.settings) return;
+    this.epoch++;
+    if (!('scope' in change)) {
+      this.clear();
+      this.requestLoad('invalid');
+      return;
+    }
+    if ('all' in change) {
+      this.clear();
+      if (this.settings.filter) {
+        this.unsure.add(`${change.scope}\u0000${change.type}`);
+        this.pending.pairs.add(`${change.scope}\u0000${change.type}`);
+        this.requestLoad(null);
+      }
+      return;
+    }
+    const prefix = `${change.scope}\u0000${change.type}\u0000`;
+    for (const key of change.listed) {
+      this.drop(prefix + key);
+      this.addToFilter(prefix + key);
+    }
+    for (const key of change.unlisted) this.drop(prefix + key);
+    if (this.settings.filter && this.filterKeys > this.filterCapacity && this.pending.full === null && this.filterValid) {
+      this.requestLoad('grow');
+    }
+  }
+
+  /** The instance listens for changes: from now on, what it keeps stays true. */
+  listening(): void {
+    if (!this.settings || this.state === 'off') return;
+    this.generation++;
+    this.epoch++;
+    this.clear();
+    this.state = 'coherent';
+    this.requestLoad('invalid');
+  }
+
+  /** The instance stopped listening (connection lost, shutdown): it keeps nothing. */
+  deaf(): void {
+    if (!this.settings) return;
+    this.generation++;
+    this.epoch++;
+    this.clear();
+    if (this.state !== 'off') this.state = 'waiting';
+    this.filterValid = false;
+    this.building = null;
+    this.pending = { full: null, pairs: new Set() };
+  }
+
+  /** The cache cannot be kept coherent (no notification triggers): every lookup is a query. */
+  disable(): void {
+    this.deaf();
+    this.state = 'off';
+  }
+
+  /** Resolves when the filter has loaded (or failed to, or there is none): for tests and warm-up. */
+  async loaded(): Promise<void> {
+    while (this.loading) await this.loading;
+  }
+
+  stats(): TombstoneLookupStats {
+    const filter = this.filter;
+    return {
+      state: this.state,
+      entries: this.store.size,
+      ...this.counters,
+      filter: {
+        ready: filter !== null && this.filterValid && this.state === 'coherent',
+        keys: this.filterKeys,
+        capacity: this.filterCapacity,
+        bytes: filter ? filter.buckets.byteLength : 0,
+        lastLoadMs: this.lastLoadMs,
+      },
+    };
+  }
+
+  private async load(id: string, type: string, key: string, scope: string): Promise<TombstoneResolution> {
+    const epoch = this.epoch;
+    try {
+      this.counters.queried++;
+      const result = await this.service.lookup(type, key, scope);
+      if (epoch === this.epoch && this.state === 'coherent' && this.settings) this.remember(id, result, `${scope}\u0000${type}\u0000`);
+      return result.resolution;
+    } finally {
+      this.inflight.delete(id);
+    }
+  }
+
+  private remember(id: string, result: TombstoneLookupResult, prefix: string): void {
+    const settings = this.settings as ResolvedCacheOptions;
+    if (!result.cacheable) return;
+    let ttl = settings.ttlMs;
+    if (result.validUntil !== null) ttl = Math.min(ttl, result.validUntil - Date.now());
+    if (ttl < 1) return;
+    const via = result.via === null ? null : prefix + result.via;
+    this.store.set(id, { resolution: result.resolution, via }, ttl);
+    if (via === null) return;
+    let sources = this.dependents.get(via);
+    if (sources === undefined) this.dependents.set(via, (sources = new Set()));
+    if (!sources.has(id)) {
+      sources.add(id);
+      if (++this.dependentCount > 2 * settings.maxEntries) this.pruneDependents();
+    }
+  }
+
+  private drop(id: string): void {
+    this.store.delete(id);
+    const sources = this.dependents.get(id);
+    if (sources === undefined) return;
+    this.dependents.delete(id);
+    this.dependentCount -= sources.size;
+    for (const source of sources) this.store.delete(source);
+  }
+
+  /** Forgets links of answers the store no longer holds; if that is not enough, everything. */
+  private pruneDependents(): void {
+    const limit = 2 * (this.settings as ResolvedCacheOptions).maxEntries;
+    for (const [via, sources] of this.dependents) {
+      for (const source of sources) {
+        if (this.store.get(source)?.via !== via) sources.delete(source);
+      }
+      if (sources.size === 0) this.dependents.delete(via);
+    }
+    this.dependentCount = [...this.dependents.values()].reduce((n, s) => n + s.size, 0);
+    if (this.dependentCount > limit / 2) this.clear();
+  }
+
+  private clear(): void {
+    this.store.clear();
+    this.dependents.clear();
+    this.dependentCount = 0;
+  }
+
+  private addToFilter(id: string): void {
+    if (this.filter === null && this.building === null) return;
+    this.filter?.add(this.salt + id);
+    this.filterKeys++;
+    if (this.building !== null) {
+      this.building.add(this.salt + id);
+      this.buildingKeys++;
+    }
+  }
+
+  /**
+   * Asks for a load: `invalid` (the filter missed changes: skip it until a full load is done),
+   * `grow` (it is full: load a larger one, keep using this one), or `null` (the pairs pending).
+   */
+  private requestLoad(full: 'invalid' | 'grow' | null): void {
+    if (!this.settings || !this.settings.filter || this.state !== 'coherent') return;
+    if (full === 'invalid') {
+      // Everything is loaded again: no pair needs a load of its own.
+      this.filterValid = false;
+      this.pending.full = 'invalid';
+      this.pending.pairs.clear();
+      this.unsure.clear();
+    } else if (full === 'grow' && this.pending.full === null) {
+      this.pending.full = 'grow';
+    }
+    this.loading ??= this.runLoads().finally(() => (this.loading = null));
+  }
+
+  private async runLoads(): Promise<void> {
+    const generation = this.generation;
+    let failures = 0;
+    while (generation === this.generation && (this.pending.full !== null || this.pending.pairs.size > 0)) {
+      // Taken off the queue first: a change announced during the load asks for it again.
+      const full = this.pending.full;
+      const [pair] = full === null ? this.pending.pairs : [];
+      try {
+        if (full !== null) {
+          this.pending.full = null;
+          await this.loadAll(generation, full);
+        } else {
+          this.pending.pairs.delete(pair);
+          await this.loadPair(generation, pair);
+          if (generation === this.generation && !this.pending.pairs.has(pair)) this.unsure.delete(pair);
+        }
+        failures = 0;
+      } catch (error) {
+        if (generation !== this.generation) return;
+        this.logger.error(
+          `Loading the tombstone filter failed; lookups skip what it may miss until it loads: ${(error as Error)?.message ?? String(error)}`,
+          (error as Error)?.stack,
+        );
+        this.building = null;
+        if (full !== null) this.pending.full = this.pending.full === 'invalid' ? 'invalid' : full;
+        else this.pending.pairs.add(pair);
+        await new Promise((resolve) => setTimeout(resolve, Math.min(30_000, 500 * 2 ** failures++)).unref());
+      }
+    }
+  }
+
+  private async loadAll(generation: number, reason: 'invalid' | 'grow'): Promise<void> {
+    const settings = this.settings as ResolvedCacheOptions;
+    const filterSettings = settings.filter as { falsePositiveRate: number; minCapacity: number };
+    const started = performance.now();
+    const dataSource = this.service.dataSource;
+    const metadata = dataSource.getMetadata('Tombstone');
+    const table = [metadata.schema, metadata.tableName].filter(Boolean).map((part) => `"${String(part).replace(/"/g, '""')}"`).join('.');
+    const [estimate] = (await dataSource.query(ESTIMATE_SQL, [table])) as { n: string }[];
+    const capacity = Math.max(filterSettings.minCapacity, 2 * Number(estimate?.n ?? 0), reason === 'grow' ? 2 * this.filterCapacity : 0);
+    const next = BloomFilter.withTargetError(capacity, filterSettings.falsePositiveRate);
+    this.building = next;
+    this.buildingKeys = 0;
+    let keys = 0;
+    let after = '0';
+    for (;;) {
+      const rows = (await dataSource.query(LOAD_SQL, [after])) as { id: string; scope: string; resource_type: string; resource_key: string }[];
+      if (generation !== this.generation || this.building !== next) return;
+      for (const row of rows) next.add(`${this.salt}${row.scope}\u0000${row.resource_type}\u0000${row.resource_key}`);
+      keys += rows.length;
+      if (rows.length < LOAD_BATCH) break;
+      after = rows[rows.length - 1].id;
+    }
+    // Changes announced during the load went into `next` too (see addToFilter).
+    this.filter = next;
+    this.building = null;
+    this.filterKeys = keys + this.buildingKeys;
+    this.filterCapacity = capacity;
+    // Unless a change too large to list came during the load: the next load makes it valid.
+    if (this.pending.full !== 'invalid') this.filterValid = true;
+    this.lastLoadMs = Math.round(performance.now() - started);
+    this.logger.log(`Tombstone filter loaded: ${keys} keys in ${this.lastLoadMs} ms (${Math.round(next.buckets.byteLength / 1024)} KiB).`);
+  }
+
+  private async loadPair(generation: number, pair: string): Promise<void> {
+    const [scope, type] = pair.split('\u0000');
+    const prefix = `${pair}\u0000`;
+    let after = '';
+    for (;;) {
+      const rows = (await this.service.dataSource.query(LOAD_PAIR_SQL, [scope, type, after])) as { resource_key: string }[];
+      if (generation !== this.generation) return;
+      for (const row of rows) this.addToFilter(prefix + row.resource_key);
+      if (rows.length < LOAD_BATCH) break;
+      after = rows[rows.length - 1].resource_key;
+    }
+  }
+}

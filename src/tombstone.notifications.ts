@@ -1,0 +1,198 @@
+import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import type { Client, ClientConfig, Notification } from 'pg';
+import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
+import { type TombstoneInvalidation, TombstoneLookup } from './tombstone.lookup.js';
+import type { ResolvedTombstoneOptions } from './tombstone.options.js';
+import { TombstoneService } from './tombstone.service.js';
+
+/** The channel the migration `CreateTombstoneNotify1764115200000` announces changes on. */
+export const TOMBSTONE_CHANNEL = 'nestjs_tombstones';
+
+const NOTIFY_TRIGGERS = ['tombstones_notify_ins', 'tombstones_notify_upd', 'tombstones_notify_del', 'tombstones_notify_trunc'];
+const TRIGGERS_SQL = `
+  SELECT count(*)::int AS n FROM pg_trigger
+   WHERE tgrelid = to_regclass($1) AND tgname = ANY($2::text[]) AND tgenabled IN ('O', 'A')`;
+/** How often the listening connection is checked, and how long a check may take. */
+const HEALTH_INTERVAL_MS = 15_000;
+const HEALTH_TIMEOUT_MS = 5_000;
+const RECONNECT_MIN_MS = 100;
+const RECONNECT_MAX_MS = 10_000;
+
+/**
+ * Keeps one connection per instance that `LISTEN`s for the tombstone table's changes, and
+ * passes each change to the lookup cache. While it is not listening (at start, after the
+ * connection is lost, while it reconnects with backoff), the cache is not used; once it listens
+ * again, the cache starts empty and the filter loads again, so nothing announced in between is
+ * missed. The connection is its own, outside the DataSource's pool.
+ */
+@Injectable()
+export class TombstoneNotifications implements OnApplicationBootstrap, OnApplicationShutdown {
+  private readonly logger = new Logger('TombstoneModule');
+  private client: Client | null = null;
+  private stopped = false;
+  private attempts = 0;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private healthTimer: NodeJS.Timeout | undefined;
+  private connecting: Promise<void> | null = null;
+
+  constructor(
+    @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
+    private readonly service: TombstoneService,
+    private readonly lookup: TombstoneLookup,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    if (!this.options.cache) return;
+    const dataSource = this.service.dataSource;
+    if (!dataSource.isInitialized) {
+      this.logger.warn('Tombstone lookup cache off: the DataSource is not initialized.');
+      this.lookup.disable();
+      return;
+    }
+    try {
+      const metadata = dataSource.getMetadata('Tombstone');
+      const table = [metadata.schema, metadata.tableName].filter(Boolean).map((part) => `"${String(part).replace(/"/g, '""')}"`).join('.');
+      const [{ n }] = (await dataSource.query(TRIGGERS_SQL, [table, NOTIFY_TRIGGERS])) as { n: number }[];
+      if (n !== NOTIFY_TRIGGERS.length) {
+        this.logger.warn(
+          'Tombstone lookup cache off: the tombstone table does not announce its changes. ' +
+            'Run TOMBSTONE_MIGRATIONS (CreateTombstoneNotify1764115200000), or set the module option cache: false.',
+        );
+        this.lookup.disable();
+        return;
+      }
+    } catch (error) {
+      // Reads fail open: without knowing, the cache stays off until a connection listens.
+      this.logger.error(`Tombstone lookup cache: could not check the notification triggers: ${(error as Error)?.message}`);
+    }
+    await this.connect();
+    this.healthTimer = setInterval(() => void this.check(), HEALTH_INTERVAL_MS);
+    this.healthTimer.unref();
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.reconnectTimer);
+    clearInterval(this.healthTimer);
+    await this.connecting?.catch(() => undefined);
+    const client = this.client;
+    this.client = null;
+    this.lookup.deaf();
+    await client?.end().catch(() => undefined);
+  }
+
+  /** Whether the instance is listening now. */
+  get listening(): boolean {
+    return this.client !== null;
+  }
+
+  private connect(): Promise<void> {
+    this.connecting ??= this.attempt().finally(() => (this.connecting = null));
+    return this.connecting;
+  }
+
+  private async attempt(): Promise<void> {
+    if (this.stopped) return;
+    let client: Client | undefined;
+    try {
+      client = this.createClient();
+      const current = client;
+      current.on('notification', (message: Notification) => this.received(message));
+      current.on('error', (error: Error) => this.lost(current, error));
+      current.on('end', () => this.lost(current));
+      await current.connect();
+      await current.query(`LISTEN ${TOMBSTONE_CHANNEL}`);
+      if (this.stopped) {
+        await current.end().catch(() => undefined);
+        return;
+      }
+      this.client = current;
+      if (this.attempts > 0) this.logger.log('Tombstone lookup cache: listening for changes again.');
+      this.attempts = 0;
+      this.lookup.listening();
+    } catch (error) {
+      client?.removeAllListeners();
+      client?.on('error', () => undefined);
+      void client?.end().catch(() => undefined);
+      this.logger.error(
+        `Tombstone lookup cache: could not listen for changes (every miss is a query until it can): ${(error as Error)?.message ?? String(error)}`,
+      );
+      this.schedule();
+    }
+  }
+
+  private createClient(): Client {
+    const driver = this.service.dataSource.driver as unknown as { master?: { Client: new (config: ClientConfig) => Client; options: ClientConfig } };
+    const pool = driver.master;
+    if (!pool) throw new Error('the DataSource has no PostgreSQL pool');
+    const listen = this.options.cache ? this.options.cache.listen : undefined;
+    const config: ClientConfig =
+      listen === undefined ? { ...pool.options } : typeof listen === 'string' ? { connectionString: listen } : { ...(listen as ClientConfig) };
+    return new pool.Client({
+      ...config,
+      keepAlive: true,
+      connectionTimeoutMillis: config.connectionTimeoutMillis || HEALTH_TIMEOUT_MS,
+      application_name: 'nestjs-tombstones listener',
+    });
+  }
+
+  private received(message: Notification): void {
+    if (message.channel !== TOMBSTONE_CHANNEL) return;
+    this.lookup.invalidate(parse(message.payload));
+  }
+
+  private lost(client: Client, error?: Error): void {
+    if (this.client !== client) return;
+    this.client = null;
+    this.lookup.deaf();
+    client.removeAllListeners();
+    client.on('error', () => undefined);
+    void client.end().catch(() => undefined);
+    if (this.stopped) return;
+    this.logger.warn(`Tombstone lookup cache: stopped listening for changes${error ? ` (${error.message})` : ''}; reconnecting.`);
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    clearTimeout(this.reconnectTimer);
+    const delay = Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** this.attempts++);
+    this.reconnectTimer = setTimeout(() => void this.connect(), delay * (0.8 + 0.4 * Math.random()));
+    this.reconnectTimer.unref();
+  }
+
+  /** A connection that went quiet without an error (a half-open socket) is replaced. */
+  private async check(): Promise<void> {
+    const client = this.client;
+    if (client === null || this.stopped) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        client.query('SELECT 1'),
+        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer in ${HEALTH_TIMEOUT_MS} ms`)), HEALTH_TIMEOUT_MS))),
+      ]);
+    } catch (error) {
+      this.lost(client, error as Error);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+/** A notification's change; anything unexpected drops everything (safe, only slower). */
+function parse(payload: string | undefined): TombstoneInvalidation {
+  try {
+    const value = JSON.parse(payload ?? '') as Record<string, unknown>;
+    if (typeof value.s === 'string' && typeof value.t === 'string') {
+      if (value.all === true) return { scope: value.s, type: value.t, all: true };
+      if (isStrings(value.a) && isStrings(value.k)) return { scope: value.s, type: value.t, listed: value.a, unlisted: value.k };
+    }
+  } catch {
+    // Falls through.
+  }
+  return { all: true };
+}
+
+function isStrings(value: unknown): value is string[] {
+  return Array.isArray(value) && value.every((item) => typeof item === 'string');
+}
