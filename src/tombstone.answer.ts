@@ -39,31 +39,36 @@ export interface AnswerContext {
 
 /** Turns a resolution into the answer the client gets. Never throws. */
 export function answerFor(resolution: TombstoneResolution, context: AnswerContext): TombstoneAnswer {
-  const base = {
-    resource: context.resource,
-    label: context.label,
-    id: context.id,
-    path: requestPath(context.request),
-    requestId: context.requestId,
-    scoped: context.scoped,
-  };
+  // Object literals of one shape each (no spreads): this runs for every miss.
+  const { resource, label, id, requestId, scoped, request } = context;
+  const path = requestPath(request);
   switch (resolution.state) {
     case 'gone':
       return {
-        ...base,
         status: 410,
         error: 'gone',
+        resource,
+        label,
+        id,
+        path,
+        requestId,
+        scoped,
         deletedAt: resolution.deletedAt.toISOString(),
         reason: resolution.reason,
         alternative: resolution.alternative,
       };
     case 'moved': {
-      const location = buildLocation(context.request, context.param, context.id, resolution.targetKey);
+      const location = buildLocation(request, context.param, id, resolution.targetKey);
       if (location === null) break;
       return {
-        ...base,
-        status: redirectStatus(context.request.method, resolution.permanent),
+        status: redirectStatus(request.method, resolution.permanent),
         error: 'moved',
+        resource,
+        label,
+        id,
+        path,
+        requestId,
+        scoped,
         location,
         targetId: resolution.targetKey,
       };
@@ -72,7 +77,7 @@ export function answerFor(resolution: TombstoneResolution, context: AnswerContex
       break;
   }
   // 'none', 'hidden' and an unbuildable redirect: the same plain 404, fact for fact.
-  return { ...base, status: 404, error: 'not_found' };
+  return { status: 404, error: 'not_found', resource, label, id, path, requestId, scoped };
 }
 
 /**

@@ -98,18 +98,15 @@ export class TombstoneResponseWriter {
     const adapter = this.adapterHost.httpAdapter;
     const rendered = this.renderer.render(answer, this.formatFor(request));
 
-    const headers: Record<string, string> = {
-      'Content-Type': rendered.contentType,
-      Vary: 'Accept',
-      [this.options.requestIdHeader]: answer.requestId,
-    };
+    adapter.setHeader(response, 'Content-Type', rendered.contentType);
+    adapter.setHeader(response, 'Vary', 'Accept');
+    adapter.setHeader(response, this.options.requestIdHeader, answer.requestId);
     const cacheControl = this.cacheControl(answer);
-    if (cacheControl) headers['Cache-Control'] = cacheControl;
-    if (answer.location) headers.Location = answer.location;
+    if (cacheControl) adapter.setHeader(response, 'Cache-Control', cacheControl);
+    if (answer.location) adapter.setHeader(response, 'Location', answer.location);
     if (answer.error === 'gone' && answer.alternative) {
-      headers.Link = `<${answer.alternative}>; rel="alternate"`;
+      adapter.setHeader(response, 'Link', `<${answer.alternative}>; rel="alternate"`);
     }
-    for (const [name, value] of Object.entries(headers)) adapter.setHeader(response, name, value);
     adapter.reply(response, JSON.stringify(rendered.body), answer.status);
   }
 
@@ -120,6 +117,9 @@ export class TombstoneResponseWriter {
       case 'never':
         return 'json';
       default: {
+        // The commonest Accept values need no negotiation.
+        const accept = request.headers.accept;
+        if (accept === undefined || accept === '*/*' || accept === 'application/json') return 'json';
         const preferred = new Negotiator(request as never).mediaType(['application/json', 'application/problem+json']);
         return preferred === 'application/problem+json' ? 'problem' : 'json';
       }

@@ -23,6 +23,20 @@ export class TombstoneMissException extends NotFoundException {
   ) {
     super();
   }
+
+  /**
+   * A miss is a signal, not a fault: made without a stack trace, which costs more than the
+   * rest of the answer (the handler's own error, if any, keeps its stack in `outcome`).
+   */
+  static of(settings: TombstonedSettings, outcome: TombstoneMissException['outcome']): TombstoneMissException {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      return new TombstoneMissException(settings, outcome);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
+  }
 }
 
 /**
@@ -50,9 +64,9 @@ export function tombstonedHandler(original: (...args: unknown[]) => unknown, set
     if (!settings.emptyMeansNotFound) return value;
     // Read when called: @HttpCode() may sit above or below @Tombstoned().
     if (Reflect.getMetadata(HTTP_CODE_METADATA, wrapped) === HttpStatus.NO_CONTENT) return value;
-    throw new TombstoneMissException(settings, { value: value as null | undefined });
+    throw TombstoneMissException.of(settings, { value: value as null | undefined });
   };
-  const missOf = (error: unknown) => (isNotFound(error) ? new TombstoneMissException(settings, { error }) : error);
+  const missOf = (error: unknown) => (isNotFound(error) ? TombstoneMissException.of(settings, { error }) : error);
   // Nest and the app read route metadata from the handler function: the wrapper carries it.
   for (const key of Reflect.getOwnMetadataKeys(original)) {
     Reflect.defineMetadata(key, Reflect.getOwnMetadata(key, original), wrapped);
@@ -91,7 +105,8 @@ export class TombstoneMissResolver {
     let resolution: TombstoneResolution = NO_TOMBSTONE;
     let scope = '';
     try {
-      scope = await scopeOf(settings.scope ?? options.scope, request);
+      const source = settings.scope ?? options.scope;
+      scope = typeof source === 'function' ? scopeValue(await source(request)) : scopeOf(source, request);
       const answer = lookup.resolve(settings.type, key, scope);
       // Answered from memory: no timer, no wait.
       resolution = 'state' in answer ? answer : await withTimeout(answer, options.lookupTimeoutMs);
@@ -126,12 +141,13 @@ function isNotFound(error: unknown): boolean {
   return error instanceof Error && error.name === 'EntityNotFoundError';
 }
 
-async function scopeOf(source: TombstoneScopeSource | undefined, request: TombstoneRequest): Promise<string> {
+/** The scope a header or a route parameter gives (a function's is awaited by the caller). */
+function scopeOf(source: Exclude<TombstoneScopeSource, (...args: never[]) => unknown> | undefined, request: TombstoneRequest): string {
   if (source === undefined) return '';
-  let value: unknown;
-  if (typeof source === 'function') value = await source(request);
-  else if ('header' in source) value = request.headers[source.header.toLowerCase()];
-  else value = request.params?.[source.param];
+  return scopeValue('header' in source ? request.headers[source.header.toLowerCase()] : request.params?.[source.param]);
+}
+
+function scopeValue(value: unknown): string {
   if (Array.isArray(value)) value = value[0];
   if (typeof value === 'number') value = String(value);
   return typeof value === 'string' ? value : '';
