@@ -3,6 +3,8 @@ export interface EmbeddedPostgresHandle {
     readonly url: string;
     readonly port: number;
     stop(): Promise<void>;
+    /** Starts a stopped server again, on the same port (not for an `ephemeral` one: its folder is deleted on stop). */
+    start(): Promise<void>;
 }
 export interface EmbeddedPostgresOptions {
     /** Where the cluster lives. An existing cluster is reused, a missing one is created. */

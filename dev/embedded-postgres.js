@@ -69,6 +69,8 @@ export async function startEmbeddedPostgres(options) {
         url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`,
         port,
         stop: () => server.stop(),
+        // Same port and folder; an ephemeral cluster's folder is gone once stopped.
+        start: () => server.start(),
     };
 }
 function locatePackageRoot(name) {
