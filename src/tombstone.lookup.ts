@@ -42,6 +42,8 @@ export interface TombstoneLookupStats {
 }
 
 const LOAD_BATCH = 50_000;
+/** Lookups that may wait for a turn on the database; past it, a lookup fails at once (404). */
+const MAX_WAITING = 10_000;
 // Only tombstones that answer something other than a plain 404: a hidden key must cost exactly
 // what a key that never existed costs, so it is not in the filter (no query tells them apart).
 const LOAD_SQL = `
@@ -77,6 +79,11 @@ export class TombstoneLookup implements OnModuleInit {
   private readonly dependents = new Map<string, Set<string>>();
   private dependentCount = 0;
   private readonly counters = { filtered: 0, cached: 0, queried: 0 };
+  /** Lookups on the database now, and those waiting for their turn (oldest first). */
+  private active = 0;
+  private readonly queue: { start: () => void; fail: (error: Error) => void; deadline: number }[] = [];
+  private readonly maxActive: number;
+  private readonly waitMs: number;
 
   /** Keeps an attacker from crafting keys that collide in the filter (FNV is not keyed). */
   private readonly salt = randomBytes(12).toString('base64');
@@ -100,6 +107,8 @@ export class TombstoneLookup implements OnModuleInit {
   ) {
     this.settings = options.cache;
     this.state = options.cache ? 'waiting' : 'off';
+    this.maxActive = options.maxConcurrentLookups;
+    this.waitMs = options.lookupTimeoutMs;
   }
 
   onModuleInit(): void {
@@ -113,7 +122,7 @@ export class TombstoneLookup implements OnModuleInit {
    * promise when the database is asked.
    */
   resolve(type: string, key: string, scope = ''): TombstoneResolution | Promise<TombstoneResolution> {
-    if (this.state !== 'coherent') return this.service.resolve(type, key, scope);
+    if (this.state !== 'coherent') return this.turn(() => this.service.resolve(type, key, scope));
     if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_TOMBSTONE;
     const id = `${scope}\u0000${type}\u0000${key}`;
     if (this.filter !== null && this.filterValid && (this.unsure.size === 0 || !this.unsure.has(`${scope}\u0000${type}`))) {
@@ -217,11 +226,43 @@ export class TombstoneLookup implements OnModuleInit {
     const epoch = this.epoch;
     try {
       this.counters.queried++;
-      const result = await this.service.lookup(type, key, scope);
+      const result = await this.turn(() => this.service.lookup(type, key, scope));
       if (epoch === this.epoch && this.state === 'coherent' && this.settings) this.remember(id, result, `${scope}\u0000${type}\u0000`);
       return result.resolution;
     } finally {
       this.inflight.delete(id);
+    }
+  }
+
+  /**
+   * Runs a database lookup when fewer than `maxConcurrentLookups` are running; otherwise it waits
+   * its turn, and gives up (throws) if that takes longer than `lookupTimeoutMs` or too many wait.
+   * So the module never holds more of the DataSource's pool than that, however slow the database.
+   */
+  private async turn<T>(run: () => Promise<T>): Promise<T> {
+    if (this.active >= this.maxActive) {
+      if (this.queue.length >= MAX_WAITING) throw new Error(`${MAX_WAITING} lookups are already waiting for the database`);
+      // The slot is handed over by the lookup that frees it (see `release`).
+      await new Promise<void>((start, fail) => this.queue.push({ start, fail, deadline: Date.now() + this.waitMs }));
+    } else {
+      this.active++;
+    }
+    try {
+      return await run();
+    } finally {
+      this.release();
+    }
+  }
+
+  private release(): void {
+    for (;;) {
+      const next = this.queue.shift();
+      if (next === undefined) {
+        this.active--;
+        return;
+      }
+      if (Date.now() <= next.deadline) return next.start();
+      next.fail(new Error(`waited more than ${this.waitMs} ms for one of ${this.maxActive} lookup connections`));
     }
   }
 

@@ -76,6 +76,13 @@ export function tombstonedHandler(original: (...args: unknown[]) => unknown, set
   return wrapped;
 }
 
+/**
+ * Failed lookups are logged up to LOG_BURST at once, then one per LOG_INTERVAL_MS; the next line
+ * logged says how many were not.
+ */
+const LOG_BURST = 10;
+const LOG_INTERVAL_MS = 1000;
+
 /** Marks a handler `@Tombstoned()` already wrapped (a handler-level one wins over the class's). */
 export const WRAPPED = Symbol('nestjs-tombstones:wrapped');
 
@@ -88,6 +95,9 @@ export const WRAPPED = Symbol('nestjs-tombstones:wrapped');
 @Injectable()
 export class TombstoneMissResolver {
   private readonly logger = new Logger('TombstoneModule');
+  private lastLogged = 0;
+  private logBudget = LOG_BURST;
+  private unlogged = 0;
 
   constructor(
     private readonly lookup: TombstoneLookup,
@@ -115,12 +125,23 @@ export class TombstoneMissResolver {
       if (resolution.state === 'none') this.misses.record(scope, settings.type, key, request.headers.referer);
       else if (resolution.state !== 'hidden') this.hits.record(resolution.id);
     } catch (error) {
-      this.logger.error(
-        `Tombstone lookup failed, answering a plain 404: ${(error as Error)?.message ?? String(error)} ` +
-          `(type=${settings.type} key="${preview(key)}" scope="${preview(scope)}" ` +
-          `${request.method} ${preview(requestPath(request))} requestId=${requestId})`,
-        (error as Error)?.stack,
-      );
+      // A flood of misses while the database is down must not become a flood of log lines.
+      const now = Date.now();
+      this.logBudget = Math.min(LOG_BURST, this.logBudget + (now - this.lastLogged) / LOG_INTERVAL_MS);
+      this.lastLogged = now;
+      if (this.logBudget < 1) {
+        this.unlogged++;
+      } else {
+        const more = this.unlogged > 0 ? ` (and ${this.unlogged} more failed lookups not logged since the last one)` : '';
+        this.logBudget--;
+        this.unlogged = 0;
+        this.logger.error(
+          `Tombstone lookup failed, answering a plain 404: ${(error as Error)?.message ?? String(error)} ` +
+            `(type=${settings.type} key="${preview(key)}" scope="${preview(scope)}" ` +
+            `${request.method} ${preview(requestPath(request))} requestId=${requestId})${more}`,
+          (error as Error)?.stack,
+        );
+      }
     }
     return answerFor(resolution, {
       resource: settings.type,

@@ -40,6 +40,7 @@ describe('resolveTombstoneOptions', () => {
         notFound: 'no-store',
       },
       lookupTimeoutMs: 2000,
+      maxConcurrentLookups: 4,
       requestIdHeader: 'x-request-id',
       renderer: undefined,
       actor: undefined,
@@ -80,6 +81,7 @@ describe('resolveTombstoneOptions', () => {
           problemDetails: 'always',
           cacheControl: { gone: false, notFound: 'private, max-age=60' },
           lookupTimeoutMs: 250,
+          maxConcurrentLookups: 2,
           requestIdHeader: 'X-Correlation-Id',
           renderer: MyRenderer,
           actor,
@@ -99,6 +101,7 @@ describe('resolveTombstoneOptions', () => {
           notFound: 'private, max-age=60',
         },
         lookupTimeoutMs: 250,
+        maxConcurrentLookups: 2,
         requestIdHeader: 'X-Correlation-Id',
         renderer: MyRenderer,
         actor,
@@ -123,6 +126,8 @@ describe('resolveTombstoneOptions', () => {
     });
 
     it.each([
+      [{ maxConcurrentLookups: 0 }, 'maxConcurrentLookups must be a whole number from 1 to 1000, not 0.'],
+      [{ maxConcurrentLookups: 2.5 }, 'maxConcurrentLookups must be a whole number from 1 to 1000, not 2.5.'],
       [{ cache: 'yes' }, 'cache must be false, true or an object'],
       [{ cache: { maxEntries: 0 } }, 'cache.maxEntries must be a whole number of entries from 1 to 10000000, not 0.'],
       [{ cache: { maxBytes: 10 } }, 'cache.maxBytes must be a whole number of bytes from 1024'],
@@ -134,7 +139,7 @@ describe('resolveTombstoneOptions', () => {
       [{ cache: { filter: { size: 10 } } }, "unknown cache.filter entry 'size'"],
       [{ cache: { listen: '' } }, 'cache.listen must be a connection string or a pg client config object.'],
       [{ cache: { maxItems: 10 } }, "unknown cache entry 'maxItems'"],
-    ])('rejects the cache option %j', (options, message) => {
+    ])('rejects %j', (options, message) => {
       expect(configurationErrorOf(options)).toContain(message);
     });
 
@@ -205,7 +210,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache.',
+        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, maxConcurrentLookups, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache.',
       );
     });
 

@@ -123,6 +123,14 @@ export class TombstoneModuleOptions {
    */
   lookupTimeoutMs?: number;
 
+  /**
+   * Most lookups that wait on the database at once, each holding one connection of the
+   * DataSource's pool; further lookups queue (within `lookupTimeoutMs`). Keep it below your pool
+   * size: the rest of the pool stays your app's, however slow the database or heavy the flood.
+   * Default: `4`.
+   */
+  maxConcurrentLookups?: number;
+
   /** Header that carries the request id, read from the client and always answered. Default: `'x-request-id'`. */
   requestIdHeader?: string;
 
@@ -192,6 +200,7 @@ export interface ResolvedTombstoneOptions {
   problemDetails: 'negotiate' | 'always' | 'never';
   cacheControl: TombstoneCacheControl;
   lookupTimeoutMs: number;
+  maxConcurrentLookups: number;
   requestIdHeader: string;
   renderer?: Type<TombstoneRenderer>;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see TombstoneModuleOptions.actor
@@ -210,7 +219,7 @@ export const DEFAULT_CACHE_CONTROL: TombstoneCacheControl = {
 };
 
 const KNOWN_OPTIONS = new Set([
-  'dataSource', 'scope', 'problemDetails', 'cacheControl', 'lookupTimeoutMs', 'requestIdHeader', 'renderer', 'actor',
+  'dataSource', 'scope', 'problemDetails', 'cacheControl', 'lookupTimeoutMs', 'maxConcurrentLookups', 'requestIdHeader', 'renderer', 'actor',
   'captureCheck', 'hitCounts', 'missLog', 'cache',
 ]);
 const HIT_COUNT_DEFAULTS: ResolvedHitCountOptions = { flushIntervalMs: 10_000, maxPending: 10_000 };
@@ -263,6 +272,10 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
   if (!Number.isInteger(lookupTimeoutMs) || lookupTimeoutMs < 1 || lookupTimeoutMs > 60_000) {
     fail(`lookupTimeoutMs must be a whole number of milliseconds from 1 to 60000, not ${JSON.stringify(lookupTimeoutMs)}.`);
   }
+  const maxConcurrentLookups = given.maxConcurrentLookups ?? 4;
+  if (!Number.isInteger(maxConcurrentLookups) || maxConcurrentLookups < 1 || maxConcurrentLookups > 1000) {
+    fail(`maxConcurrentLookups must be a whole number from 1 to 1000, not ${JSON.stringify(maxConcurrentLookups)}.`, 'Keep it below the pool size of your DataSource.');
+  }
   const requestIdHeader = given.requestIdHeader ?? 'x-request-id';
   if (typeof requestIdHeader !== 'string' || !HEADER_NAME.test(requestIdHeader)) {
     fail(`requestIdHeader must be an HTTP header name, not ${JSON.stringify(requestIdHeader)}.`);
@@ -283,6 +296,7 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
     problemDetails,
     cacheControl,
     lookupTimeoutMs,
+    maxConcurrentLookups,
     requestIdHeader,
     renderer: given.renderer,
     actor: given.actor,

@@ -2,6 +2,7 @@ import { randomInt } from 'node:crypto';
 import { type INestApplication, Logger } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
+import type { PostgresDataSourceOptions } from 'typeorm/driver/postgres/PostgresDataSourceOptions.js';
 import { TombstoneModule, TombstoneService } from '../src/index.js';
 import { bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
@@ -23,7 +24,7 @@ describe('races and atomicity', () => {
     db = await createTestDatabase();
     await db.sql.query(`CREATE TABLE things (id int PRIMARY KEY, slug text NOT NULL UNIQUE)`);
     app = await bootApp('express', {
-      imports: [TypeOrmModule.forRoot({ ...db.options(), poolSize: 20 }), TombstoneModule.forRoot()],
+      imports: [TypeOrmModule.forRoot({ ...(db.options() as PostgresDataSourceOptions), poolSize: 20 }), TombstoneModule.forRoot()],
     });
     Logger.overrideLogger(false);
     tombstones = app.get(TombstoneService);
