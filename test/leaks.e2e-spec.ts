@@ -1,0 +1,99 @@
+import type { INestApplication } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import request from 'supertest';
+import { TombstoneModule, type TombstoneModuleOptions, TombstoneService } from '../src/index.js';
+import { ItemsController } from './fixtures/items.fixture.js';
+import { ADAPTERS, bootApp } from './support/app.js';
+import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { QueryCounter } from './support/query-counter.js';
+
+/**
+ * A response as bytes, apart from what must differ between two requests: its id, its date, and
+ * the key asked for (compare keys of one length: Content-Length counts them).
+ */
+function shape(res: request.Response, key: string): string {
+  const id = res.headers['x-request-id'] as string;
+  const headers = Object.entries(res.headers)
+    .filter(([name]) => !['date', 'x-request-id', 'etag'].includes(name))
+    .map(([name, value]) => `${name}: ${String(value)}`)
+    .sort();
+  return `${res.status}\n${headers.join('\n')}\n\n${res.text.split(id).join('<request-id>').split(key).join('<key>')}`;
+}
+
+// Existence leaks: a hidden key and another tenant's key must answer exactly as a key that never
+// existed, byte for byte apart from the request id, and cost the same queries.
+describe.each(ADAPTERS)('no existence leaks (%s)', (adapter) => {
+  describe.each([
+    ['with the cache', {}],
+    ['without the cache', { cache: false }],
+  ] as const)('%s', (_, cacheOptions: TombstoneModuleOptions) => {
+    let db: TestDatabase;
+    let app: INestApplication;
+    let http: ReturnType<typeof request>;
+    let tombstones: TombstoneService;
+    const counter = new QueryCounter();
+
+    beforeAll(async () => {
+      db = await createTestDatabase();
+      app = await bootApp(adapter, {
+        imports: [
+          TypeOrmModule.forRoot({ ...db.options(), logging: true, logger: counter }),
+          TombstoneModule.forRoot({ scope: { header: 'x-tenant-id' }, ...cacheOptions }),
+        ],
+        controllers: [ItemsController],
+      });
+      http = request(app.getHttpServer());
+      tombstones = app.get(TombstoneService);
+    });
+
+    afterAll(async () => {
+      await app?.close();
+      await db?.drop();
+    });
+
+    /** The response to GET /items/:key and the statements it cost. */
+    const probe = async (key: string, tenant?: string) => {
+      counter.reset();
+      const req = http.get(`/items/${encodeURIComponent(key)}`);
+      const res = await (tenant === undefined ? req : req.set('X-Tenant-Id', tenant));
+      return { shape: shape(res, key), queries: counter.queries.length };
+    };
+
+    it('a hidden key answers as a key that never existed, at the same cost', async () => {
+      await tombstones.recordHidden('item', 'leak-hidden-1');
+      await tombstones.recordHidden('item', 'leak-hidden-2', { scope: 'acme' });
+      // Recorded hidden in SQL too: what another instance or capture writes.
+      await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind) VALUES ('item', 'leak-hidden-3', 'hidden')`);
+      // Notifications arrive in commit order: once a later write is seen, this one was.
+      await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind) VALUES ('item', 'leak-barrier', 'deleted')`);
+      for (let seen = false; !seen; ) seen = (await http.get('/items/leak-barrier')).status === 410;
+      const never = await probe('leak-never-01');
+      const neverScoped = await probe('leak-never-02', 'acme');
+      expect(await probe('leak-hidden-1')).toEqual(never);
+      expect(await probe('leak-hidden-2', 'acme')).toEqual(neverScoped);
+      expect(await probe('leak-hidden-3')).toEqual(never);
+      expect(never.shape).toMatch(/^404\n/);
+    });
+
+    it('a key that redirects to a hidden one answers as a key that never existed', async () => {
+      await tombstones.recordMove('item', 'leak-moved', 'leak-target');
+      await tombstones.recordHidden('item', 'leak-target');
+      // The same answer; with the cache, its first lookup is a query (see the README).
+      expect((await probe('leak-moved')).shape).toEqual((await probe('leak-never')).shape);
+    });
+
+    it('another tenant’s deleted, moved and hidden keys answer as keys that never existed', async () => {
+      await tombstones.recordDeletion('item', 'leak-gone', { scope: 'acme', reason: 'secret reason' });
+      await tombstones.recordMove('item', 'leak-move', 'leak-elsewhere', { scope: 'acme' });
+      await tombstones.recordHidden('item', 'leak-hide', { scope: 'acme' });
+      for (const key of ['leak-gone', 'leak-move', 'leak-hide']) {
+        const other = await probe(key, 'globex');
+        const nobody = await probe(key.replace('leak', 'none'), 'globex');
+        expect(other).toEqual(nobody);
+        expect(other.shape).not.toMatch(/secret|leak-elsewhere|acme/);
+      }
+      // And the owner still gets the truth.
+      expect((await probe('leak-gone', 'acme')).shape).toMatch(/^410\n/);
+    });
+  });
+});
