@@ -37,21 +37,28 @@ export class CreateTombstoneNotify1764115200000 implements MigrationInterface {
                (o.scope, o.resource_type, o.resource_key, o.kind, o.target_key, o.permanent, o.reason,
                 o.alternative, o.occurred_at, o.expires_at)`,
     };
+    // Sizes first: a pair's keys are listed only when they can fit one notification, so that a
+    // statement of any size costs one pass over its rows, never an unbounded string.
     const announce = (op: keyof typeof changes) => `
       FOR payload IN
-        WITH c(scope, resource_type, resource_key, listed) AS (${changes[op]}),
-        g AS (
-          SELECT c.scope, c.resource_type, json_build_object(
-                   's', c.scope, 't', c.resource_type,
-                   'a', coalesce(json_agg(DISTINCT c.resource_key) FILTER (WHERE c.listed), '[]'),
-                   'k', coalesce(json_agg(DISTINCT c.resource_key) FILTER (WHERE NOT c.listed), '[]'))::text AS body
+        WITH c(scope, resource_type, resource_key, listed) AS MATERIALIZED (${changes[op]}),
+        p AS (
+          SELECT c.scope, c.resource_type, count(*) AS n, sum(octet_length(c.resource_key)) AS bytes
             FROM c GROUP BY c.scope, c.resource_type),
-        n AS (SELECT count(*) AS pairs FROM g)
+        n AS (SELECT count(*) AS pairs FROM p)
         SELECT DISTINCT CASE
                  WHEN n.pairs > 64 THEN '{"all":true}'
-                 WHEN octet_length(g.body) <= 7900 THEN g.body
-                 ELSE json_build_object('s', g.scope, 't', g.resource_type, 'all', true)::text END
-          FROM g CROSS JOIN n
+                 WHEN p.bytes + 4 * p.n > 7000 THEN json_build_object('s', p.scope, 't', p.resource_type, 'all', true)::text
+                 ELSE (
+                   SELECT CASE WHEN octet_length(b.body) <= 7900 THEN b.body
+                               ELSE json_build_object('s', p.scope, 't', p.resource_type, 'all', true)::text END
+                     FROM (SELECT json_build_object(
+                                    's', p.scope, 't', p.resource_type,
+                                    'a', coalesce(json_agg(DISTINCT c.resource_key) FILTER (WHERE c.listed), '[]'),
+                                    'k', coalesce(json_agg(DISTINCT c.resource_key) FILTER (WHERE NOT c.listed), '[]'))::text AS body
+                             FROM c WHERE c.scope = p.scope AND c.resource_type = p.resource_type) b)
+               END
+          FROM p CROSS JOIN n
       LOOP
         PERFORM pg_notify('nestjs_tombstones', payload);
       END LOOP;`;
@@ -82,6 +89,11 @@ export class CreateTombstoneNotify1764115200000 implements MigrationInterface {
     await queryRunner.query(`
       CREATE TRIGGER tombstones_notify_trunc AFTER TRUNCATE ON ${s}."tombstones"
         FOR EACH STATEMENT EXECUTE FUNCTION ${s}.tombstones_notify()`);
+    // Also when rows arrive by logical replication (session_replication_role = replica): the
+    // instances reading this database must hear of them too.
+    for (const name of ['tombstones_notify_ins', 'tombstones_notify_upd', 'tombstones_notify_del', 'tombstones_notify_trunc']) {
+      await queryRunner.query(`ALTER TABLE ${s}."tombstones" ENABLE ALWAYS TRIGGER ${name}`);
+    }
   }
 
   async down(queryRunner: QueryRunner): Promise<void> {

@@ -74,7 +74,8 @@ export class TombstoneLookup implements OnModuleInit {
   private epoch = 0;
   /** Changes when listening stops or starts again: loads of an older one are abandoned. */
   private generation = 0;
-  private readonly inflight = new Map<string, Promise<TombstoneResolution>>();
+  /** Lookups on their way, shared by later lookups of the same key while nothing changed. */
+  private readonly inflight = new Map<string, { epoch: number; promise: Promise<TombstoneResolution> }>();
   /** Keys of cached answers read through a key (a redirect's target), per that key. */
   private readonly dependents = new Map<string, Set<string>>();
   private dependentCount = 0;
@@ -136,12 +137,16 @@ export class TombstoneLookup implements OnModuleInit {
       this.counters.cached++;
       return entry.resolution;
     }
-    let pending = this.inflight.get(id);
-    if (pending === undefined) {
-      pending = this.load(id, type, key, scope);
-      this.inflight.set(id, pending);
-    }
-    return pending;
+    // A lookup that started before a change may read what the change replaced: not shared.
+    const pending = this.inflight.get(id);
+    if (pending !== undefined && pending.epoch === this.epoch) return pending.promise;
+    const flight = { epoch: this.epoch, promise: this.load(id, type, key, scope) };
+    this.inflight.set(id, flight);
+    const landed = () => {
+      if (this.inflight.get(id) === flight) this.inflight.delete(id);
+    };
+    flight.promise.then(landed, landed);
+    return flight.promise;
   }
 
   /** Drops what a change made stale, and adds its new tombstones to the filter. */
@@ -168,9 +173,7 @@ export class TombstoneLookup implements OnModuleInit {
       this.addToFilter(prefix + key);
     }
     for (const key of change.unlisted) this.drop(prefix + key);
-    if (this.settings.filter && this.filterKeys > this.filterCapacity && this.pending.full === null && this.filterValid) {
-      this.requestLoad('grow');
-    }
+    if (this.filterValid && this.pending.full === null) this.growIfFull();
   }
 
   /** The instance listens for changes: from now on, what it keeps stays true. */
@@ -224,14 +227,10 @@ export class TombstoneLookup implements OnModuleInit {
 
   private async load(id: string, type: string, key: string, scope: string): Promise<TombstoneResolution> {
     const epoch = this.epoch;
-    try {
-      this.counters.queried++;
-      const result = await this.turn(() => this.service.lookup(type, key, scope));
-      if (epoch === this.epoch && this.state === 'coherent' && this.settings) this.remember(id, result, `${scope}\u0000${type}\u0000`);
-      return result.resolution;
-    } finally {
-      this.inflight.delete(id);
-    }
+    this.counters.queried++;
+    const result = await this.turn(() => this.service.lookup(type, key, scope));
+    if (epoch === this.epoch && this.state === 'coherent' && this.settings) this.remember(id, result, `${scope}\u0000${type}\u0000`);
+    return result.resolution;
   }
 
   /**
@@ -336,7 +335,11 @@ export class TombstoneLookup implements OnModuleInit {
     } else if (full === 'grow' && this.pending.full === null) {
       this.pending.full = 'grow';
     }
-    this.loading ??= this.runLoads().finally(() => (this.loading = null));
+    this.loading ??= this.runLoads().finally(() => {
+      this.loading = null;
+      // A run ends when listening restarts under it: what the new start asked for still runs.
+      if (this.state === 'coherent' && (this.pending.full !== null || this.pending.pairs.size > 0)) this.requestLoad(null);
+    });
   }
 
   private async runLoads(): Promise<void> {
@@ -354,6 +357,7 @@ export class TombstoneLookup implements OnModuleInit {
           this.pending.pairs.delete(pair);
           await this.loadPair(generation, pair);
           if (generation === this.generation && !this.pending.pairs.has(pair)) this.unsure.delete(pair);
+          if (generation === this.generation && this.filterValid && this.pending.full === null) this.growIfFull();
         }
         failures = 0;
       } catch (error) {
@@ -378,7 +382,9 @@ export class TombstoneLookup implements OnModuleInit {
     const metadata = dataSource.getMetadata('Tombstone');
     const table = [metadata.schema, metadata.tableName].filter(Boolean).map((part) => `"${String(part).replace(/"/g, '""')}"`).join('.');
     const [estimate] = (await dataSource.query(ESTIMATE_SQL, [table])) as { n: string }[];
-    const capacity = Math.max(filterSettings.minCapacity, 2 * Number(estimate?.n ?? 0), reason === 'grow' ? 2 * this.filterCapacity : 0);
+    // The planner's estimate is 0 right after a restore; what was held before is a floor too.
+    const wanted = Math.max(filterSettings.minCapacity, 2 * Number(estimate?.n ?? 0), 2 * this.filterKeys, reason === 'grow' ? 2 * this.filterCapacity : 0);
+    const capacity = Math.min(wanted, maxCapacity(filterSettings.falsePositiveRate));
     const next = BloomFilter.withTargetError(capacity, filterSettings.falsePositiveRate);
     this.building = next;
     this.buildingKeys = 0;
@@ -401,6 +407,14 @@ export class TombstoneLookup implements OnModuleInit {
     if (this.pending.full !== 'invalid') this.filterValid = true;
     this.lastLoadMs = Math.round(performance.now() - started);
     this.logger.log(`Tombstone filter loaded: ${keys} keys in ${this.lastLoadMs} ms (${Math.round(next.buckets.byteLength / 1024)} KiB).`);
+    this.growIfFull();
+  }
+
+  /** A filter holding more keys than it was sized for lets more unknown keys through: grow it. */
+  private growIfFull(): void {
+    const filter = (this.settings as ResolvedCacheOptions).filter;
+    if (!filter || this.filterKeys <= this.filterCapacity || this.filterCapacity >= maxCapacity(filter.falsePositiveRate)) return;
+    this.requestLoad('grow');
   }
 
   private async loadPair(generation: number, pair: string): Promise<void> {
@@ -415,4 +429,9 @@ export class TombstoneLookup implements OnModuleInit {
       after = rows[rows.length - 1].resource_key;
     }
   }
+}
+
+/** The most keys a filter of `bloomfilter` (2^32 bits at most) holds at this false-positive rate. */
+function maxCapacity(falsePositiveRate: number): number {
+  return Math.floor((0.99 * 2 ** 32 * Math.LN2) / -Math.log2(falsePositiveRate));
 }

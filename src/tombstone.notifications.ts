@@ -15,6 +15,7 @@ const TRIGGERS_SQL = `
 /** How often the listening connection is checked, and how long a check may take. */
 const HEALTH_INTERVAL_MS = 15_000;
 const HEALTH_TIMEOUT_MS = 5_000;
+const CLOSE_TIMEOUT_MS = 1_000;
 const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 10_000;
 
@@ -34,6 +35,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
   private reconnectTimer: NodeJS.Timeout | undefined;
   private healthTimer: NodeJS.Timeout | undefined;
   private connecting: Promise<void> | null = null;
+  private table = '"tombstones"';
 
   constructor(
     @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
@@ -49,36 +51,23 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
       this.lookup.disable();
       return;
     }
-    try {
-      const metadata = dataSource.getMetadata('Tombstone');
-      const table = [metadata.schema, metadata.tableName].filter(Boolean).map((part) => `"${String(part).replace(/"/g, '""')}"`).join('.');
-      const [{ n }] = (await dataSource.query(TRIGGERS_SQL, [table, NOTIFY_TRIGGERS])) as { n: number }[];
-      if (n !== NOTIFY_TRIGGERS.length) {
-        this.logger.warn(
-          'Tombstone lookup cache off: the tombstone table does not announce its changes. ' +
-            'Run TOMBSTONE_MIGRATIONS (CreateTombstoneNotify1764115200000), or set the module option cache: false.',
-        );
-        this.lookup.disable();
-        return;
-      }
-    } catch (error) {
-      // Reads fail open: without knowing, the cache stays off until a connection listens.
-      this.logger.error(`Tombstone lookup cache: could not check the notification triggers: ${(error as Error)?.message}`);
-    }
+    const metadata = dataSource.getMetadata('Tombstone');
+    this.table = [metadata.schema, metadata.tableName].filter(Boolean).map((part) => `"${String(part).replace(/"/g, '""')}"`).join('.');
+    // Bounded (see attempt()): start-up never waits on a connection that does not answer.
     await this.connect();
     this.healthTimer = setInterval(() => void this.check(), HEALTH_INTERVAL_MS);
     this.healthTimer.unref();
   }
 
   async onApplicationShutdown(): Promise<void> {
+    // An attempt under way sees `stopped` and closes its own client.
     this.stopped = true;
     clearTimeout(this.reconnectTimer);
     clearInterval(this.healthTimer);
-    await this.connecting?.catch(() => undefined);
     const client = this.client;
     this.client = null;
     this.lookup.deaf();
-    await client?.end().catch(() => undefined);
+    if (client) await close(client);
   }
 
   /** Whether the instance is listening now. */
@@ -100,20 +89,37 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
       current.on('notification', (message: Notification) => this.received(message));
       current.on('error', (error: Error) => this.lost(current, error));
       current.on('end', () => this.lost(current));
-      await current.connect();
-      await current.query(`LISTEN ${TOMBSTONE_CHANNEL}`);
+      await within(current.connect(), 'connecting');
+      await within(current.query(`LISTEN ${TOMBSTONE_CHANNEL}`), 'LISTEN');
+      // Checked on every connection: triggers dropped or disabled since are noticed too.
+      const [{ n }] = (await within(current.query(TRIGGERS_SQL, [this.table, NOTIFY_TRIGGERS]), 'the trigger check')).rows as { n: number }[];
+      if (n !== NOTIFY_TRIGGERS.length) {
+        this.logger.warn(
+          'Tombstone lookup cache off: the tombstone table does not announce its changes. ' +
+            'Run TOMBSTONE_MIGRATIONS (CreateTombstoneNotify1764115200000), or set the module option cache: false.',
+        );
+        this.stopped = true;
+        this.lookup.disable();
+        current.removeAllListeners();
+        current.on('error', () => undefined);
+        await close(current);
+        return;
+      }
       if (this.stopped) {
-        await current.end().catch(() => undefined);
+        current.removeAllListeners();
+        current.on('error', () => undefined);
+        await close(current);
         return;
       }
       this.client = current;
       if (this.attempts > 0) this.logger.log('Tombstone lookup cache: listening for changes again.');
-      this.attempts = 0;
+      // The backoff resets only once the connection has held (a health check passed): a
+      // connection that is accepted and dropped at once does not reconnect in a tight loop.
       this.lookup.listening();
     } catch (error) {
       client?.removeAllListeners();
       client?.on('error', () => undefined);
-      void client?.end().catch(() => undefined);
+      if (client) void close(client);
       this.logger.error(
         `Tombstone lookup cache: could not listen for changes (every miss is a query until it can): ${(error as Error)?.message ?? String(error)}`,
       );
@@ -147,7 +153,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
     this.lookup.deaf();
     client.removeAllListeners();
     client.on('error', () => undefined);
-    void client.end().catch(() => undefined);
+    void close(client);
     if (this.stopped) return;
     this.logger.warn(`Tombstone lookup cache: stopped listening for changes${error ? ` (${error.message})` : ''}; reconnecting.`);
     this.schedule();
@@ -171,11 +177,37 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
         client.query('SELECT 1'),
         new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer in ${HEALTH_TIMEOUT_MS} ms`)), HEALTH_TIMEOUT_MS))),
       ]);
+      this.attempts = 0;
     } catch (error) {
       this.lost(client, error as Error);
     } finally {
       clearTimeout(timer);
     }
+  }
+}
+
+/** Waits for a step of the listening connection at most `ms`. */
+async function within<T>(step: Promise<T>, what: string, ms = HEALTH_TIMEOUT_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      step,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} got no answer in ${ms} ms`)), ms);
+        timer.unref();
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Ends a client politely, and destroys its socket if the server does not answer in time. */
+async function close(client: Client): Promise<void> {
+  try {
+    await within(client.end(), 'closing', CLOSE_TIMEOUT_MS);
+  } catch {
+    (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
   }
 }
 

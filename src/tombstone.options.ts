@@ -311,7 +311,7 @@ const CACHE_LIMITS = {
   maxEntries: { min: 1, max: 10_000_000, unit: 'entries' },
   maxBytes: { min: 1024, max: 8 * 1024 ** 3, unit: 'bytes' },
   ttlMs: { min: 1, max: 86_400_000, unit: 'milliseconds' },
-  minCapacity: { min: 1000, max: 1_000_000_000, unit: 'keys' },
+  minCapacity: { min: 1000, max: 100_000_000, unit: 'keys' },
 } as const;
 
 function resolveCache(value: unknown, fail: (message: string, ...solutions: string[]) => never): ResolvedCacheOptions | false {

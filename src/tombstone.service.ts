@@ -1,7 +1,17 @@
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
-import type { DataSource, EntityManager, EntityTarget, FindOptionsWhere, ObjectLiteral } from 'typeorm';
+import type {
+  DataSource,
+  EntityManager,
+  EntitySubscriberInterface,
+  EntityTarget,
+  FindOptionsWhere,
+  ObjectLiteral,
+  QueryRunner,
+  TransactionCommitEvent,
+  TransactionRollbackEvent,
+} from 'typeorm';
 import { captureProblems, trackedDeclarations } from './tombstone.capture.js';
 import { LIMITS, TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { Tombstone, type TombstoneKind } from './tombstone.entity.js';
@@ -213,6 +223,7 @@ export class TombstoneService implements OnModuleInit {
     if (!source.subscribers.some((s) => s instanceof TombstoneContextSubscriber)) {
       source.subscribers.push(new TombstoneContextSubscriber());
     }
+    source.subscribers.push(this.commits);
     if (this.options.captureCheck === 'off' || !source.isInitialized) return;
     const problems = await captureProblems(source);
     if (problems.length === 0) return;
@@ -373,7 +384,7 @@ export class TombstoneService implements OnModuleInit {
       assertType(type),
       assertKey(key),
     ]);
-    if (deleted.length > 0) this.changed(scope, type, [], [key]);
+    if (deleted.length > 0) this.changed(manager, scope, type, [], [key]);
     return deleted.length > 0;
   }
 
@@ -424,13 +435,27 @@ export class TombstoneService implements OnModuleInit {
    */
   onChange?: (change: TombstoneChange) => void;
 
-  private changed(scope: string, type: string, listed: readonly string[], unlisted: readonly string[]): void {
+  /**
+   * Tells the cache about a write: at once, and again when the caller's transaction commits (a
+   * lookup between the two may have read the row as it was before the commit).
+   */
+  private changed(manager: EntityManager, scope: string, type: string, listed: readonly string[], unlisted: readonly string[]): void {
+    if (!this.onChange) return;
+    const change = { scope, type, listed, unlisted };
+    const runner = manager.queryRunner;
+    if (runner?.isTransactionActive) this.commits.defer(runner, change);
+    this.announce(change);
+  }
+
+  private announce(change: TombstoneChange): void {
     try {
-      this.onChange?.({ scope, type, listed, unlisted });
+      this.onChange?.(change);
     } catch (error) {
       this.logger.error(`Tombstone cache invalidation failed: ${(error as Error)?.message}`, (error as Error)?.stack);
     }
   }
+
+  private readonly commits = new TombstoneCommitSubscriber((change) => this.announce(change));
 
   /**
    * `resolve()` for many keys of one (scope, type), in one round trip; the answers are in the
@@ -474,7 +499,7 @@ export class TombstoneService implements OnModuleInit {
       common.metadata,
       common.explicitOccurredAt,
     ]);
-    this.changed(common.scope, type, kind === 'hidden' ? [] : [key], kind === 'hidden' ? [key] : []);
+    this.changed(manager, common.scope, type, kind === 'hidden' ? [] : [key], kind === 'hidden' ? [key] : []);
     return toTombstone(row);
   }
 
@@ -534,7 +559,7 @@ export class TombstoneService implements OnModuleInit {
       ]);
       return upserted.map(toTombstone);
     });
-    this.changed(common.scope, type, sources, [...new Set(targets)]);
+    this.changed(manager, common.scope, type, sources, [...new Set(targets)]);
     return written;
   }
 
@@ -580,6 +605,30 @@ export class TombstoneService implements OnModuleInit {
       );
     }
     return dataSource;
+  }
+}
+
+/** Changes written in a transaction, told again once its outermost level commits. */
+class TombstoneCommitSubscriber implements EntitySubscriberInterface {
+  private readonly pending = new WeakMap<QueryRunner, TombstoneChange[]>();
+
+  constructor(private readonly announce: (change: TombstoneChange) => void) {}
+
+  defer(runner: QueryRunner, change: TombstoneChange): void {
+    const changes = this.pending.get(runner);
+    if (changes) changes.push(change);
+    else this.pending.set(runner, [change]);
+  }
+
+  afterTransactionCommit(event: TransactionCommitEvent): void {
+    const changes = this.pending.get(event.queryRunner);
+    if (!changes || event.queryRunner.isTransactionActive) return;
+    this.pending.delete(event.queryRunner);
+    for (const change of changes) this.announce(change);
+  }
+
+  afterTransactionRollback(event: TransactionRollbackEvent): void {
+    if (!event.queryRunner.isTransactionActive) this.pending.delete(event.queryRunner);
   }
 }
 
