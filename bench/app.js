@@ -7,15 +7,27 @@
 //                        NotFoundException
 //
 // Both listen on 127.0.0.1 on a free port and report it over IPC. The parent asks for the counts
-// of requests and queries over IPC too, so the apps serve no route of the benchmark's own.
+// of requests, queries and CPU time over IPC too, and has the module app write tombstones (P6),
+// so the apps serve no route of the benchmark's own. The module app reports ready only once its
+// lookup cache listens for changes and its membership filter has loaded: the measured runs never
+// see the start-up path (every miss a query) nor the filter's load queries.
 // HTTP_ADAPTER=fastify runs them on Fastify instead of Express. Plain JavaScript: decorators are
 // applied by calling them, as TypeScript's output does.
 import 'reflect-metadata';
 import { timingSafeEqual } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Controller, Get, Module, NotFoundException, Param, UnauthorizedException } from '@nestjs/common';
 import { NestFactory, RouterModule } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import { TOMBSTONE_ENTITIES, TOMBSTONE_MIGRATIONS, Tombstoned, TombstoneModule } from '../dist/src/index.js';
+import {
+  TOMBSTONE_ENTITIES,
+  TOMBSTONE_MIGRATIONS,
+  Tombstoned,
+  TombstoneHitCounter,
+  TombstoneLookup,
+  TombstoneModule,
+  TombstoneService,
+} from '../dist/src/index.js';
 import { TombstoneAdminModule } from '../dist/src/admin/index.js';
 
 const mode = process.env.BENCH_MODE;
@@ -43,11 +55,15 @@ if (mode === 'module') Tombstoned('item', { param: 'key' })(ItemsController);
 /** Counts every statement the module app's DataSource runs (a TypeORM logger gets them all). */
 class QueryCounter {
   total = 0;
-  /** Reads of the tombstone table: the lookups. The rest are writes (hit counts, imports). */
+  /** Lookups of keys (`FROM tombstones t`, one key or many): what a miss the cache cannot answer costs. */
   lookups = 0;
+  /** The membership filter's loads: batches of keys read in order (`ORDER BY id` / `resource_key`). */
+  loads = 0;
   logQuery(query) {
     this.total++;
-    if (/^\s*SELECT\b/i.test(query) && /\btombstones\b/.test(query)) this.lookups++;
+    if (!/^\s*SELECT\b/i.test(query) || !/\btombstones\b/.test(query)) return;
+    if (/\bORDER BY (id|resource_key) LIMIT\b/.test(query)) this.loads++;
+    else if (/\btombstones t\b/.test(query)) this.lookups++;
   }
   logQueryError() {}
   logQuerySlow() {}
@@ -111,8 +127,64 @@ const { port } = server.address();
 let requests = 0;
 server.on('request', () => requests++);
 
+const lookup = mode === 'module' ? app.get(TombstoneLookup) : null;
+/**
+ * When this instance last heard of a change of each key (hrtime, ns), for P6: the module's
+ * notification listener hands every change to `lookup.invalidate()`, which is watched here,
+ * not altered. The most recent 10,000 keys.
+ */
+const heard = new Map();
+if (lookup) {
+  const invalidate = lookup.invalidate.bind(lookup);
+  lookup.invalidate = (change) => {
+    const at = process.hrtime.bigint();
+    for (const key of [...(change.listed ?? []), ...(change.unlisted ?? [])]) {
+      heard.delete(key);
+      heard.set(key, at);
+      if (heard.size > 10_000) heard.delete(heard.keys().next().value);
+    }
+    return invalidate(change);
+  };
+  // Listening starts during bootstrap (and is retried in the background if it failed); the
+  // filter's load starts with it.
+  for (let waited = 0; lookup.stats().state === 'waiting' && waited < 15_000; waited += 50) await sleep(50);
+  await lookup.loaded();
+}
+
+/** The writes P6 times: they resolve when the change has committed (the service's own transaction). */
+async function write({ op, key, to, reason }) {
+  const tombstones = app.get(TombstoneService);
+  const type = 'item';
+  if (op === 'delete') await tombstones.recordDeletion(type, key, { reason: reason ?? null });
+  else if (op === 'restore') await tombstones.restore(type, key);
+  else if (op === 'move') await tombstones.recordMove(type, key, to);
+  else throw new Error(`unknown write ${op}`);
+}
+
 process.on('message', async (message) => {
-  if (message === 'queries') process.send({ queries: { requests, total: counter.total, lookups: counter.lookups } });
+  if (message === 'queries') {
+    const { user, system } = process.cpuUsage();
+    process.send({ queries: { requests, total: counter.total, lookups: counter.lookups, loads: counter.loads, cpuMicros: user + system } });
+  }
+  if (message === 'stats') process.send({ stats: lookup?.stats() ?? null });
+  if (message?.heard !== undefined) process.send({ heardAt: heard.has(message.heard) ? String(heard.get(message.heard)) : null });
+  // Hit counts still waiting from earlier requests are written now, not in the next measured run.
+  if (message === 'flush') {
+    if (mode === 'module') await app.get(TombstoneHitCounter).flush();
+    process.send({ flushed: true });
+  }
+  if (message?.write) {
+    const start = process.hrtime.bigint();
+    try {
+      await write(message.write);
+      // process.hrtime is CLOCK_MONOTONIC, the same clock in every process of the machine: the
+      // parent measures from this instant, not from when this message reaches it.
+      const resolvedAt = process.hrtime.bigint();
+      process.send({ written: { resolvedAt: String(resolvedAt), ms: Number(resolvedAt - start) / 1e6 } });
+    } catch (error) {
+      process.send({ written: { error: error?.message ?? String(error) } });
+    }
+  }
   if (message === 'stop') {
     await app.close();
     process.exit(0);
@@ -120,4 +192,4 @@ process.on('message', async (message) => {
 });
 // The parent going away ends the app too.
 process.on('disconnect', () => process.exit(0));
-process.send({ ready: true, port, adapter: adapterName });
+process.send({ ready: true, port, adapter: adapterName, lookup: lookup?.stats() ?? null });
