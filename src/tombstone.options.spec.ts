@@ -41,6 +41,7 @@ describe('resolveTombstoneOptions', () => {
       },
       lookupTimeoutMs: 2000,
       maxConcurrentLookups: 4,
+      preparedStatements: true,
       requestIdHeader: 'x-request-id',
       renderer: undefined,
       actor: undefined,
@@ -82,6 +83,7 @@ describe('resolveTombstoneOptions', () => {
           cacheControl: { gone: false, notFound: 'private, max-age=60' },
           lookupTimeoutMs: 250,
           maxConcurrentLookups: 2,
+          preparedStatements: false,
           requestIdHeader: 'X-Correlation-Id',
           renderer: MyRenderer,
           actor,
@@ -102,6 +104,7 @@ describe('resolveTombstoneOptions', () => {
         },
         lookupTimeoutMs: 250,
         maxConcurrentLookups: 2,
+        preparedStatements: false,
         requestIdHeader: 'X-Correlation-Id',
         renderer: MyRenderer,
         actor,
@@ -126,6 +129,7 @@ describe('resolveTombstoneOptions', () => {
     });
 
     it.each([
+      [{ preparedStatements: 'yes' }, 'preparedStatements must be true or false, not "yes".'],
       [{ maxConcurrentLookups: 0 }, 'maxConcurrentLookups must be a whole number from 1 to 1000, not 0.'],
       [{ maxConcurrentLookups: 2.5 }, 'maxConcurrentLookups must be a whole number from 1 to 1000, not 2.5.'],
       [{ cache: 'yes' }, 'cache must be false, true or an object'],
@@ -210,7 +214,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, maxConcurrentLookups, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache.',
+        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, maxConcurrentLookups, preparedStatements, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache.',
       );
     });
 

@@ -131,6 +131,14 @@ export class TombstoneModuleOptions {
    */
   maxConcurrentLookups?: number;
 
+  /**
+   * Sends the lookup as a named prepared statement, planned once per connection (most of a cold
+   * lookup's time is planning). Turn it off behind a pooler that does not keep prepared
+   * statements (PgBouncer in transaction mode before 1.21); the module also does so by itself
+   * when a connection says it lost one. Default: `true`.
+   */
+  preparedStatements?: boolean;
+
   /** Header that carries the request id, read from the client and always answered. Default: `'x-request-id'`. */
   requestIdHeader?: string;
 
@@ -201,6 +209,7 @@ export interface ResolvedTombstoneOptions {
   cacheControl: TombstoneCacheControl;
   lookupTimeoutMs: number;
   maxConcurrentLookups: number;
+  preparedStatements: boolean;
   requestIdHeader: string;
   renderer?: Type<TombstoneRenderer>;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see TombstoneModuleOptions.actor
@@ -219,7 +228,7 @@ export const DEFAULT_CACHE_CONTROL: TombstoneCacheControl = {
 };
 
 const KNOWN_OPTIONS = new Set([
-  'dataSource', 'scope', 'problemDetails', 'cacheControl', 'lookupTimeoutMs', 'maxConcurrentLookups', 'requestIdHeader', 'renderer', 'actor',
+  'dataSource', 'scope', 'problemDetails', 'cacheControl', 'lookupTimeoutMs', 'maxConcurrentLookups', 'preparedStatements', 'requestIdHeader', 'renderer', 'actor',
   'captureCheck', 'hitCounts', 'missLog', 'cache',
 ]);
 const HIT_COUNT_DEFAULTS: ResolvedHitCountOptions = { flushIntervalMs: 10_000, maxPending: 10_000 };
@@ -276,6 +285,8 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
   if (!Number.isInteger(maxConcurrentLookups) || maxConcurrentLookups < 1 || maxConcurrentLookups > 1000) {
     fail(`maxConcurrentLookups must be a whole number from 1 to 1000, not ${JSON.stringify(maxConcurrentLookups)}.`, 'Keep it below the pool size of your DataSource.');
   }
+  const preparedStatements = given.preparedStatements ?? true;
+  if (typeof preparedStatements !== 'boolean') fail(`preparedStatements must be true or false, not ${JSON.stringify(preparedStatements)}.`);
   const requestIdHeader = given.requestIdHeader ?? 'x-request-id';
   if (typeof requestIdHeader !== 'string' || !HEADER_NAME.test(requestIdHeader)) {
     fail(`requestIdHeader must be an HTTP header name, not ${JSON.stringify(requestIdHeader)}.`);
@@ -297,6 +308,7 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
     cacheControl,
     lookupTimeoutMs,
     maxConcurrentLookups,
+    preparedStatements,
     requestIdHeader,
     renderer: given.renderer,
     actor: given.actor,
