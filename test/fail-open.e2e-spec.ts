@@ -80,6 +80,35 @@ describe.each(ADAPTERS)('reads fail open (%s)', (adapter) => {
     await http.get('/items/deleted-away').expect(410);
   });
 
+  it('recovers when the table changes under its prepared lookup, and works with plain queries too', async () => {
+    for (const preparedStatements of [true, false]) {
+      const name = `prepared-${preparedStatements}`;
+      const other = await bootApp(adapter, {
+        imports: [TypeOrmModule.forRoot({ ...db.options(), name }), TombstoneModule.forRoot({ dataSource: name, cache: false, preparedStatements })],
+        controllers: [ItemsController],
+      });
+      try {
+        const client = request(other.getHttpServer());
+        for (let i = 0; i < 3; i++) await client.get('/items/deleted').expect(410);
+        // A column the lookup returns changes type: a plan prepared before cannot be used.
+        await db.sql.query('ALTER TABLE tombstones ALTER COLUMN reason TYPE varchar(2000)');
+        try {
+          let failures = 0;
+          while ((await client.get('/items/deleted')).status !== 410) {
+            expect(++failures).toBeLessThanOrEqual(10);
+          }
+          for (let i = 0; i < 3; i++) await client.get('/items/deleted').expect(410);
+        } finally {
+          await db.sql.query('ALTER TABLE tombstones ALTER COLUMN reason TYPE text');
+        }
+        for (let i = 0; i < 12; i++) await client.get('/items/deleted');
+        await client.get('/items/deleted').expect(410);
+      } finally {
+        await other.close();
+      }
+    }
+  });
+
   it('answers every lookup from the database when the cache is off', async () => {
     const uncached = await bootApp(adapter, {
       imports: [TypeOrmModule.forRoot({ ...db.options(), name: 'uncached' }), TombstoneModule.forRoot({ dataSource: 'uncached', cache: false, lookupTimeoutMs: 300 })],
