@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import type { Client, ClientConfig, Notification } from 'pg';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
@@ -36,6 +37,10 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
   private healthTimer: NodeJS.Timeout | undefined;
   private connecting: Promise<void> | null = null;
   private table = '"tombstones"';
+  /** Barriers this instance sent and waits for (see `settle()`). */
+  private readonly instance = randomUUID();
+  private barrierCount = 0;
+  private readonly barriers = new Map<string, () => void>();
 
   constructor(
     @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
@@ -73,6 +78,31 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
   /** Whether the instance is listening now. */
   get listening(): boolean {
     return this.client !== null;
+  }
+
+  /**
+   * Resolves once this instance has heard every change committed before the call: it sends a
+   * notification of its own and waits for it to come back (notifications arrive in commit
+   * order). Call it after a write made outside `TombstoneService` (SQL, capture, an import) when
+   * the next request to this instance must see it. Best effort: it waits at most `timeoutMs`,
+   * and returns at once when the instance is not listening (its cache is not used then).
+   *
+   * @example
+   * await articles.delete({ slug });   // captured by the triggers
+   * await notifications.settle();      // this instance now answers 410 for it
+   */
+  async settle(timeoutMs = 1_000): Promise<void> {
+    if (this.client === null) return;
+    const id = `${this.instance}:${++this.barrierCount}`;
+    const heard = new Promise<void>((resolve) => this.barriers.set(id, resolve));
+    try {
+      await this.service.dataSource.query(`SELECT pg_notify($1, $2)`, [TOMBSTONE_CHANNEL, JSON.stringify({ barrier: id })]);
+      await within(heard, 'settling', timeoutMs);
+    } catch {
+      // Best effort: the change arrives on its own a moment later.
+    } finally {
+      this.barriers.delete(id);
+    }
   }
 
   private connect(): Promise<void> {
@@ -144,7 +174,10 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
 
   private received(message: Notification): void {
     if (message.channel !== TOMBSTONE_CHANNEL) return;
-    this.lookup.invalidate(parse(message.payload));
+    const change = parse(message.payload);
+    // Some instance's barrier: nothing changed.
+    if ('barrier' in change) return this.barriers.get(change.barrier)?.();
+    this.lookup.invalidate(change);
   }
 
   private lost(client: Client, error?: Error): void {
@@ -212,9 +245,10 @@ async function close(client: Client): Promise<void> {
 }
 
 /** A notification's change; anything unexpected drops everything (safe, only slower). */
-function parse(payload: string | undefined): TombstoneInvalidation {
+function parse(payload: string | undefined): TombstoneInvalidation | { barrier: string } {
   try {
     const value = JSON.parse(payload ?? '') as Record<string, unknown>;
+    if (typeof value.barrier === 'string') return { barrier: value.barrier };
     if (typeof value.s === 'string' && typeof value.t === 'string') {
       if (value.all === true) return { scope: value.s, type: value.t, all: true };
       if (isStrings(value.a) && isStrings(value.k)) return { scope: value.s, type: value.t, listed: value.a, unlisted: value.k };

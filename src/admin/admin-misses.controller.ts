@@ -8,6 +8,7 @@ import { TombstoneAdminAccessGuard } from './admin.guard.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from './admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from './admin.options.js';
 import type { TombstoneView } from './admin.service.js';
+import { TombstoneAdminWrites } from './admin.settle.js';
 import { ADMIN_ERROR_RESPONSES, adminValidationPipe, TombstoneMissIdPipe } from './admin.validation.js';
 
 /**
@@ -26,6 +27,7 @@ export class TombstoneMissesAdminController {
   constructor(
     private readonly misses: TombstoneMissesAdminService,
     @Inject(TOMBSTONE_ADMIN_OPTIONS) private readonly options: ResolvedTombstoneAdminOptions,
+    private readonly writes: TombstoneAdminWrites,
   ) {}
 
   @Get()
@@ -56,7 +58,7 @@ export class TombstoneMissesAdminController {
     @Body() dto: ResolveTombstoneMissDto,
     @Req() request: TombstoneRequest,
   ): Promise<TombstoneView> {
-    return this.misses.resolve(id, dto, actorOf(this.options, request));
+    return this.writes.settled(this.misses.resolve(id, dto, actorOf(this.options, request)));
   }
 
   @Delete(':id')

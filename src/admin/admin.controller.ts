@@ -31,6 +31,7 @@ import { TombstoneAdminAccessGuard } from './admin.guard.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from './admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from './admin.options.js';
 import { type ImportFormat, type ImportReport, TombstoneTransferService } from './admin.transfer.js';
+import { TombstoneAdminWrites } from './admin.settle.js';
 import { ADMIN_ERROR_RESPONSES, adminValidationPipe, TombstoneIdPipe } from './admin.validation.js';
 import {
   TombstoneAdminService,
@@ -62,6 +63,7 @@ export class TombstoneAdminController {
     private readonly admin: TombstoneAdminService,
     private readonly transfer: TombstoneTransferService,
     @Inject(TOMBSTONE_ADMIN_OPTIONS) private readonly options: ResolvedTombstoneAdminOptions,
+    private readonly writes: TombstoneAdminWrites,
   ) {}
 
   @Get()
@@ -110,7 +112,9 @@ export class TombstoneAdminController {
     // CSV and NDJSON come as the request stream (Express leaves them unparsed; on Fastify the
     // module's pass-through parser hands over the payload); JSON as the app's parsed body.
     const body = format === 'json' ? request.body : isReadable(request.body) ? request.body : (request.raw ?? request);
-    return this.transfer.import(body, format, query.dryRun === 'true', this.actorOf(request));
+    const dryRun = query.dryRun === 'true';
+    const report = this.transfer.import(body, format, dryRun, this.actorOf(request));
+    return dryRun ? report : this.writes.settled(report);
   }
 
   @Get('export')
@@ -139,7 +143,7 @@ export class TombstoneAdminController {
   @ApiResponse({ status: 201, description: 'The tombstone' })
   @ApiResponse({ status: 409, description: 'The key already has a tombstone, or the redirect would form a cycle' })
   create(@Body() dto: CreateTombstoneDto, @Req() request: TombstoneRequest): Promise<TombstoneView> {
-    return this.admin.create(dto, this.actorOf(request));
+    return this.writes.settled(this.admin.create(dto, this.actorOf(request)));
   }
 
   @Patch(':id')
@@ -153,7 +157,7 @@ export class TombstoneAdminController {
     @Body() dto: UpdateTombstoneDto,
     @Req() request: TombstoneRequest,
   ): Promise<TombstoneView> {
-    return this.admin.update(id, dto, this.actorOf(request));
+    return this.writes.settled(this.admin.update(id, dto, this.actorOf(request)));
   }
 
   @Delete(':id')
@@ -163,7 +167,7 @@ export class TombstoneAdminController {
   @ApiResponse({ status: 204, description: 'Deleted' })
   @ApiResponse({ status: 404, description: 'No tombstone has this id' })
   remove(@Param('id', TombstoneIdPipe) id: string): Promise<void> {
-    return this.admin.remove(id);
+    return this.writes.settled(this.admin.remove(id));
   }
 
   private actorOf(request: TombstoneRequest): string | null {

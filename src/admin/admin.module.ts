@@ -11,6 +11,7 @@ import {
 } from './admin.module-definition.js';
 import { resolveTombstoneAdminOptions } from './admin.options.js';
 import { TombstoneAdminService } from './admin.service.js';
+import { TombstoneAdminWrites } from './admin.settle.js';
 import { TombstoneTransferService } from './admin.transfer.js';
 
 /**
@@ -36,6 +37,7 @@ import { TombstoneTransferService } from './admin.transfer.js';
     TombstoneAdminService,
     TombstoneTransferService,
     TombstoneMissesAdminService,
+    TombstoneAdminWrites,
   ],
   exports: [TombstoneAdminService, TombstoneTransferService, TombstoneMissesAdminService],
 })
