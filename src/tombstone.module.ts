@@ -50,7 +50,7 @@ import { TombstoneService } from './tombstone.service.js';
     TombstoneHitCounter,
     TombstoneMissLog,
   ],
-  exports: [TombstoneService, TombstoneLookup, TombstoneCacheStore, TombstoneHitCounter, TombstoneMissLog],
+  exports: [TombstoneService, TombstoneLookup, TombstoneNotifications, TombstoneCacheStore, TombstoneHitCounter, TombstoneMissLog],
 })
 export class TombstoneModule extends ConfigurableModuleClass {
   /** Registers the module; every option has a default, so `forRoot()` alone works. */
