@@ -12,9 +12,9 @@ import type { MigrationInterface, QueryRunner } from 'typeorm';
  * - `a`: keys that now have a tombstone which is not `hidden` (the instances add them to their
  *   membership filter);
  * - `k`: the other keys changed (tombstone removed, or now `hidden`).
- * A statement that changes too many keys of one (scope, type) for a notification (8000 bytes)
- * announces `{ s, t, all: true }`, and one that touches too many (scope, type) pairs, or a
- * TRUNCATE, announces `{ all: true }`. Updates that change no answer (hit counts,
+ * A (scope, type) whose keys take more than a notification (8000 bytes) is listed in several;
+ * one whose keys take more than 256 KB announces `{ s, t, all: true }`, and a statement that
+ * touches more than 64 (scope, type) pairs, or a TRUNCATE, announces `{ all: true }`. Updates that change no answer (hit counts,
  * `updated_at`, `actor`, `metadata`) announce nothing.
  */
 export class CreateTombstoneNotify1764115200000 implements MigrationInterface {
@@ -37,28 +37,44 @@ export class CreateTombstoneNotify1764115200000 implements MigrationInterface {
                (o.scope, o.resource_type, o.resource_key, o.kind, o.target_key, o.permanent, o.reason,
                 o.alternative, o.occurred_at, o.expires_at)`,
     };
-    // Sizes first: a pair's keys are listed only when they can fit one notification, so that a
-    // statement of any size costs one pass over its rows, never an unbounded string.
+    // Each key once (listed if any of its rows is). A pair's keys are listed in notifications of
+    // at most about 6,000 bytes of keys each, up to 256 KB of keys in all; past that, or when a
+    // listing does not fit its notification, the pair is announced whole. Sizes come first, so a
+    // statement of any size costs a pass over its rows, never an unbounded string.
     const announce = (op: keyof typeof changes) => `
       FOR payload IN
         WITH c(scope, resource_type, resource_key, listed) AS MATERIALIZED (${changes[op]}),
+        d AS MATERIALIZED (
+          SELECT c.scope, c.resource_type, c.resource_key, bool_or(c.listed) AS listed
+            FROM c GROUP BY c.scope, c.resource_type, c.resource_key),
         p AS (
-          SELECT c.scope, c.resource_type, count(*) AS n, sum(octet_length(c.resource_key)) AS bytes
-            FROM c GROUP BY c.scope, c.resource_type),
-        n AS (SELECT count(*) AS pairs FROM p)
-        SELECT DISTINCT CASE
-                 WHEN n.pairs > 64 THEN '{"all":true}'
-                 WHEN p.bytes + 4 * p.n > 7000 THEN json_build_object('s', p.scope, 't', p.resource_type, 'all', true)::text
-                 ELSE (
-                   SELECT CASE WHEN octet_length(b.body) <= 7900 THEN b.body
-                               ELSE json_build_object('s', p.scope, 't', p.resource_type, 'all', true)::text END
-                     FROM (SELECT json_build_object(
-                                    's', p.scope, 't', p.resource_type,
-                                    'a', coalesce(json_agg(DISTINCT c.resource_key) FILTER (WHERE c.listed), '[]'),
-                                    'k', coalesce(json_agg(DISTINCT c.resource_key) FILTER (WHERE NOT c.listed), '[]'))::text AS body
-                             FROM c WHERE c.scope = p.scope AND c.resource_type = p.resource_type) b)
-               END
-          FROM p CROSS JOIN n
+          SELECT d.scope, d.resource_type, count(*) AS n, sum(octet_length(d.resource_key)) AS bytes
+            FROM d GROUP BY d.scope, d.resource_type),
+        n AS (SELECT count(*) AS pairs FROM p),
+        chunks AS (
+          SELECT d.scope, d.resource_type, d.resource_key, d.listed,
+                 floor(sum(octet_length(d.resource_key) + 4)
+                         OVER (PARTITION BY d.scope, d.resource_type ORDER BY d.resource_key) / 6000) AS chunk
+            FROM d JOIN p ON p.scope = d.scope AND p.resource_type = d.resource_type
+           WHERE p.bytes + 4 * p.n <= 262144 AND (SELECT pairs FROM n) <= 64),
+        bodies AS (
+          SELECT chunks.scope, chunks.resource_type, json_build_object(
+                   's', chunks.scope, 't', chunks.resource_type,
+                   'a', coalesce(json_agg(chunks.resource_key) FILTER (WHERE chunks.listed), '[]'),
+                   'k', coalesce(json_agg(chunks.resource_key) FILTER (WHERE NOT chunks.listed), '[]'))::text AS body
+            FROM chunks GROUP BY chunks.scope, chunks.resource_type, chunks.chunk),
+        whole AS (
+          SELECT p.scope, p.resource_type FROM p WHERE p.bytes + 4 * p.n > 262144
+          UNION
+          SELECT bodies.scope, bodies.resource_type FROM bodies WHERE octet_length(bodies.body) > 7900)
+        SELECT '{"all":true}' FROM n WHERE n.pairs > 64
+        UNION ALL
+        SELECT json_build_object('s', whole.scope, 't', whole.resource_type, 'all', true)::text
+          FROM whole, n WHERE n.pairs <= 64
+        UNION ALL
+        SELECT bodies.body FROM bodies
+         WHERE NOT EXISTS (SELECT 1 FROM whole
+                            WHERE whole.scope = bodies.scope AND whole.resource_type = bodies.resource_type)
       LOOP
         PERFORM pg_notify('nestjs_tombstones', payload);
       END LOOP;`;

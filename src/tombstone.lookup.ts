@@ -32,7 +32,7 @@ export interface TombstoneLookupStats {
   filter: {
     /** `false` while it is (re)loaded, or when it is off: lookups then skip it. */
     ready: boolean;
-    /** Keys added to it (loaded, then announced; one added twice counts twice), against its capacity. */
+    /** Distinct keys added to it (loaded, then announced), against the capacity it was sized for. */
     keys: number;
     capacity: number;
     bytes: number;
@@ -312,10 +312,14 @@ export class TombstoneLookup implements OnModuleInit {
 
   private addToFilter(id: string): void {
     if (this.filter === null && this.building === null) return;
-    this.filter?.add(this.salt + id);
-    this.filterKeys++;
-    if (this.building !== null) {
-      this.building.add(this.salt + id);
+    // Counted only when new: a key written again (or announced twice) is one key.
+    const value = this.salt + id;
+    if (this.filter !== null && !this.filter.test(value)) {
+      this.filter.add(value);
+      this.filterKeys++;
+    }
+    if (this.building !== null && !this.building.test(value)) {
+      this.building.add(value);
       this.buildingKeys++;
     }
   }
@@ -352,7 +356,7 @@ export class TombstoneLookup implements OnModuleInit {
       try {
         if (full !== null) {
           this.pending.full = null;
-          await this.loadAll(generation, full);
+          await this.loadAll(generation);
         } else {
           this.pending.pairs.delete(pair);
           await this.loadPair(generation, pair);
@@ -374,7 +378,7 @@ export class TombstoneLookup implements OnModuleInit {
     }
   }
 
-  private async loadAll(generation: number, reason: 'invalid' | 'grow'): Promise<void> {
+  private async loadAll(generation: number): Promise<void> {
     const settings = this.settings as ResolvedCacheOptions;
     const filterSettings = settings.filter as { falsePositiveRate: number; minCapacity: number };
     const started = performance.now();
@@ -382,8 +386,9 @@ export class TombstoneLookup implements OnModuleInit {
     const metadata = dataSource.getMetadata('Tombstone');
     const table = [metadata.schema, metadata.tableName].filter(Boolean).map((part) => `"${String(part).replace(/"/g, '""')}"`).join('.');
     const [estimate] = (await dataSource.query(ESTIMATE_SQL, [table])) as { n: string }[];
-    // The planner's estimate is 0 right after a restore; what was held before is a floor too.
-    const wanted = Math.max(filterSettings.minCapacity, 2 * Number(estimate?.n ?? 0), 2 * this.filterKeys, reason === 'grow' ? 2 * this.filterCapacity : 0);
+    // Twice the keys there are: the planner's estimate of the rows, or, when it is behind (0
+    // right after a restore), the distinct keys the current filter holds.
+    const wanted = Math.max(filterSettings.minCapacity, 2 * Number(estimate?.n ?? 0), 2 * this.filterKeys);
     const capacity = Math.min(wanted, maxCapacity(filterSettings.falsePositiveRate));
     const next = BloomFilter.withTargetError(capacity, filterSettings.falsePositiveRate);
     this.building = next;
@@ -393,7 +398,12 @@ export class TombstoneLookup implements OnModuleInit {
     for (;;) {
       const rows = (await dataSource.query(LOAD_SQL, [after])) as { id: string; scope: string; resource_type: string; resource_key: string }[];
       if (generation !== this.generation || this.building !== next) return;
-      for (const row of rows) next.add(`${this.salt}${row.scope}\u0000${row.resource_type}\u0000${row.resource_key}`);
+      for (const row of rows) {
+        const value = `${this.salt}${row.scope}\u0000${row.resource_type}\u0000${row.resource_key}`;
+        // Announced during the load and read by it too: counted once.
+        if (!next.test(value)) next.add(value);
+        else this.buildingKeys--;
+      }
       keys += rows.length;
       if (rows.length < LOAD_BATCH) break;
       after = rows[rows.length - 1].id;

@@ -218,10 +218,41 @@ describe('lookup cache across instances', () => {
       await eventually(async () => expect(payloads).toHaveLength(2));
       expect(payloads.map((p) => JSON.parse(p))).toEqual([
         { s: '', t: 'item', a: ['c-counted'], k: [] },
-        { s: '', t: 'item', a: ['c-counted'], k: ['c-counted'] },
+        { s: '', t: 'item', a: ['c-counted'], k: [] },
       ]);
       const [{ hit_count }] = await db.sql.query(`SELECT hit_count::int FROM tombstones WHERE resource_key = 'c-counted'`);
       expect(hit_count).toBe(2);
+    } finally {
+      await listener.end();
+    }
+  });
+
+  it('lists a large change’s keys in several notifications, and a very large one as its whole (scope, type)', async () => {
+    const listener = new pg.Client({ connectionString: db.url });
+    const payloads: string[] = [];
+    await listener.connect();
+    try {
+      listener.on('notification', (message) => payloads.push(message.payload ?? ''));
+      await listener.query(`LISTEN ${TOMBSTONE_CHANNEL}`);
+      await db.sql.query(`
+        INSERT INTO tombstones (scope, resource_type, resource_key, kind)
+        SELECT 'chunks', 'item', 'chunked-key-' || i, 'deleted' FROM generate_series(1, 5000) AS i`);
+      const listed = new Set<string>();
+      await eventually(async () => {
+        for (const payload of payloads.splice(0)) {
+          expect(Buffer.byteLength(payload)).toBeLessThan(8000);
+          const change = JSON.parse(payload) as { s: string; a?: string[]; all?: boolean };
+          expect(change).toMatchObject({ s: 'chunks', t: 'item' });
+          expect(change.all).toBeUndefined();
+          for (const key of change.a ?? []) listed.add(key);
+        }
+        expect(listed.size).toBe(5000);
+      });
+      await db.sql.query(`
+        INSERT INTO tombstones (scope, resource_type, resource_key, kind)
+        SELECT 'chunks', 'item', 'a-rather-longer-key-' || i, 'deleted' FROM generate_series(1, 20000) AS i`);
+      await eventually(async () => expect(payloads.map((p) => JSON.parse(p))).toEqual([{ s: 'chunks', t: 'item', all: true }]));
+      await eventually(async () => void (await httpB.get('/items/a-rather-longer-key-777').set('X-Tenant-Id', 'chunks').expect(410)));
     } finally {
       await listener.end();
     }
