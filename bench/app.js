@@ -190,6 +190,65 @@ process.on('message', async (message) => {
     process.exit(0);
   }
 });
+// For `npm run soak` (bench/soak.js), which samples one module app under sustained load. A second
+// listener, so the commands above stay as they are:
+//   'memory'            → { memory }: process.memoryUsage() (bytes), after a full GC when the
+//                         app was started with --expose-gc (`gc` says whether it ran)
+//   'pool'              → { pool }: the DataSource's pg pool: its max size, its clients, the idle
+//                         ones and the callers waiting for one (module app; null for the baseline)
+//   'cacheSettings'     → { cacheSettings }: the lookup cache's bounds as the module resolved them
+//   { record: change }  → { recorded }: one write through TombstoneService, as `write` above plus
+//                         `hide` (recordHidden) and `merge` ({ keys, to }: recordMerge)
+//   'changes'           → { changes }: the changes handed to `lookup.invalidate()` so far (its own
+//                         writes' and the notifications'), by what they name: keys (and how
+//                         many), a whole (scope, type), or everything
+const changes = { keyed: 0, keys: 0, pairs: 0, everything: 0 };
+if (lookup) {
+  const invalidate = lookup.invalidate.bind(lookup);
+  lookup.invalidate = (change) => {
+    if (!('scope' in change)) changes.everything++;
+    else if ('all' in change) changes.pairs++;
+    else {
+      changes.keyed++;
+      changes.keys += (change.listed?.length ?? 0) + (change.unlisted?.length ?? 0);
+    }
+    return invalidate(change);
+  };
+}
+process.on('message', async (message) => {
+  if (message === 'changes') process.send({ changes });
+  if (message === 'memory') {
+    const gc = typeof globalThis.gc === 'function';
+    if (gc) globalThis.gc();
+    process.send({ memory: { ...process.memoryUsage(), gc } });
+  }
+  if (message === 'pool') {
+    const pool = mode === 'module' ? app.get(TombstoneService).dataSource.driver.master : null;
+    process.send({
+      pool: pool && { max: pool.options?.max ?? 10, total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount },
+    });
+  }
+  if (message === 'cacheSettings') {
+    // TypeScript's `private`, readable at run time: the bounds only (never `listen`, which may hold a password).
+    const settings = lookup?.settings;
+    process.send({
+      cacheSettings: settings ? { maxEntries: settings.maxEntries, maxBytes: settings.maxBytes, ttlMs: settings.ttlMs, filter: settings.filter } : null,
+    });
+  }
+  if (message?.record) {
+    const start = process.hrtime.bigint();
+    try {
+      const { op, key, keys, to } = message.record;
+      const tombstones = app.get(TombstoneService);
+      if (op === 'hide') await tombstones.recordHidden('item', key);
+      else if (op === 'merge') await tombstones.recordMerge('item', keys, to);
+      else await write(message.record);
+      process.send({ recorded: { ms: Number(process.hrtime.bigint() - start) / 1e6 } });
+    } catch (error) {
+      process.send({ recorded: { error: error?.message ?? String(error), ms: Number(process.hrtime.bigint() - start) / 1e6 } });
+    }
+  }
+});
 // The parent going away ends the app too.
 process.on('disconnect', () => process.exit(0));
 process.send({ ready: true, port, adapter: adapterName, lookup: lookup?.stats() ?? null });
