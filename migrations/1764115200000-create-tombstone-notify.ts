@@ -41,8 +41,10 @@ export class CreateTombstoneNotify1764115200000 implements MigrationInterface {
     // at most about 6,000 bytes of keys each, up to 256 KB of keys in all; past that, or when a
     // listing does not fit its notification, the pair is announced whole. Sizes come first, so a
     // statement of any size costs a pass over its rows, never an unbounded string.
+    // EXECUTE: planned at each call, for the sizes of that statement's transition tables (a plan
+    // kept from a first call with empty tables joins large ones quadratically).
     const announce = (op: keyof typeof changes) => `
-      FOR payload IN
+      FOR payload IN EXECUTE $q$
         WITH c(scope, resource_type, resource_key, listed) AS MATERIALIZED (${changes[op]}),
         d AS MATERIALIZED (
           SELECT c.scope, c.resource_type, c.resource_key, bool_or(c.listed) AS listed
@@ -75,6 +77,7 @@ export class CreateTombstoneNotify1764115200000 implements MigrationInterface {
         SELECT bodies.body FROM bodies
          WHERE NOT EXISTS (SELECT 1 FROM whole
                             WHERE whole.scope = bodies.scope AND whole.resource_type = bodies.resource_type)
+      $q$
       LOOP
         PERFORM pg_notify('nestjs_tombstones', payload);
       END LOOP;`;
