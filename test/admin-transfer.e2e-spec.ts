@@ -1,11 +1,13 @@
 import { type CanActivate, type ExecutionContext, type INestApplication, Injectable } from '@nestjs/common';
 import { RouterModule } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { stringify } from 'csv-stringify/sync';
 import request from 'supertest';
 import { TombstoneAdminModule } from '../src/admin/index.js';
 import { TombstoneModule } from '../src/index.js';
 import { ADAPTERS, bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { QueryCounter } from './support/query-counter.js';
 
 @Injectable()
 class TokenGuard implements CanActivate {
@@ -25,12 +27,13 @@ describe.each(ADAPTERS)('admin import and export (%s)', (adapter) => {
   let http: ReturnType<typeof request>;
   let type: string;
   let n = 0;
+  const counter = new QueryCounter();
 
   beforeAll(async () => {
     db = await createTestDatabase();
     app = await bootApp(adapter, {
       imports: [
-        TypeOrmModule.forRoot(db.options()),
+        TypeOrmModule.forRoot({ ...db.options(), logging: true, logger: counter }),
         TombstoneModule.forRoot({ isGlobal: true }),
         TombstoneAdminModule.forRoot({
           guard: TokenGuard,
@@ -139,6 +142,124 @@ describe.each(ADAPTERS)('admin import and export (%s)', (adapter) => {
     const withTable = await csv([`,${type},a,moved,b,,,,`]).expect(400);
     expect(withTable.body.errors[0]).toMatchObject({ row: 2, field: 'target' });
     expect(await rows()).toEqual(['b:moved:a']);
+  });
+
+  it('re-points what the table led to a key the batch redirects, even through a redirect of the table', async () => {
+    await csv([`,${type},c,moved,a,,,,`]).expect(200); // c → a, a is live
+    // x → c → (table) a, and a → d in the same batch: everything ends on d.
+    const res = await csv([`,${type},x,moved,c,,,,`, `,${type},a,moved,d,,,,`]).expect(200);
+    expect(res.body).toMatchObject({ created: 2, updated: 0, errorCount: 0 });
+    expect(await rows()).toEqual(['a:moved:d', 'c:moved:d', 'x:moved:d']);
+  });
+
+  it('a key recorded between the check and the write is replaced, as an upsert', async () => {
+    // SHARE mode lets the import read the table, not write it: it checks its keys, then waits.
+    const other = db.sql.createQueryRunner();
+    await other.connect();
+    try {
+      await other.startTransaction();
+      await other.query('LOCK TABLE tombstones IN SHARE MODE');
+      const pending = csv([`,${type},a,deleted,,,Imported,,`, `,${type},b,deleted,,,Imported,,`]).then((res) => res);
+      const waiting = async () => {
+        await other.query('SELECT pg_stat_clear_snapshot()'); // else a transaction sees the activity of its start
+        const [{ n }] = await other.query(
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+            WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO tombstones%FROM tombstones_import%'`,
+        );
+        return n > 0;
+      };
+      for (let i = 0; i < 500 && !(await waiting()); i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(await waiting()).toBe(true);
+      await other.query(`INSERT INTO tombstones (scope, resource_type, resource_key, kind) VALUES ('', $1, 'a', 'hidden')`, [type]);
+      await other.commitTransaction();
+      const res = await pending;
+      expect(res.status).toBe(200);
+    } finally {
+      await other.release();
+    }
+    const [a] = await db.sql.query(`SELECT kind, reason, actor FROM tombstones WHERE resource_type = $1 AND resource_key = 'a'`, [type]);
+    expect(a).toEqual({ kind: 'deleted', reason: 'Imported', actor: 'importer' });
+    expect(await rows()).toEqual(['a:deleted', 'b:deleted']);
+  });
+
+  it('writes any batch in the same few statements, whatever its rows and (scope, type) pairs', async () => {
+    // The import's statements: its lock, its temporary table and everything that reads it.
+    const statements = () => counter.queries.filter((q) => /tombstones_import|pg_advisory_xact_lock/.test(q)).length;
+    counter.reset();
+    await csv([`,${type},one,deleted,,,,,`]).expect(200);
+    const one = statements();
+    counter.reset();
+    const lines = Array.from({ length: 20_000 }, (_, i) => `s${i % 7},${type},k${i},${i % 3 ? 'deleted' : 'moved'},${i % 3 ? '' : `t${i}`},,,,`);
+    await csv(lines).expect(200);
+    expect(statements()).toBe(one);
+    expect(one).toBeLessThanOrEqual(5);
+    expect(await count()).toBe(20_001);
+  });
+
+  it('stores every value as it was sent: tabs, line breaks, backslashes, \\N, quotes, unicode (CSV and NDJSON)', async () => {
+    const nasty = [
+      'tab\there',
+      'new\nline',
+      'carriage\rreturn',
+      'crlf\r\nend',
+      'back\\slash',
+      '\\N',
+      '\\\\N',
+      'N',
+      'NULL',
+      '\\.',
+      '\\',
+      'end\\',
+      '\\t is not a tab',
+      '"quoted", with a comma',
+      "it's",
+      '  spaced  ',
+      'ünïcödé ✓ 😀 עברית \u00a0 \u200b',
+    ];
+    const records = nasty.map((value, i) => ({ scope: `s${i}-${value}`, key: `k${i}-${value}`, kind: 'moved', target: `t${i}-${value}`, reason: value }));
+    // Empty strings: an unscoped key, and an empty reason that is no reason.
+    records.push({ scope: '', key: 'plain', kind: 'deleted', target: '', reason: '' });
+    const stored = async (t: string) =>
+      (
+        (await db.sql.query(`SELECT scope, resource_key, target_key, reason FROM tombstones WHERE resource_type = $1`, [t])) as {
+          scope: string;
+          resource_key: string;
+          target_key: string | null;
+          reason: string | null;
+        }[]
+      )
+        .map((r) => JSON.stringify([r.scope, r.resource_key, r.target_key, r.reason]))
+        .sort();
+    const expected = records.map((r) => JSON.stringify([r.scope, r.key, r.target || null, r.reason || null])).sort();
+
+    const asCsv = stringify(
+      records.map((r) => ({ ...r, type })),
+      { header: true, columns: ['scope', 'type', 'key', 'kind', 'target', 'reason'] },
+    );
+    await http.post('/admin/tombstones/import').set('authorization', 'Bearer t').set('content-type', 'text/csv').send(asCsv).expect(200);
+    expect(await stored(type)).toEqual(expected);
+
+    const ndType = `${type}-nd`;
+    const asNdjson = records.map((r) => JSON.stringify({ ...r, type: ndType, target: r.target || undefined })).join('\n');
+    await http.post('/admin/tombstones/import').set('authorization', 'Bearer t').set('content-type', 'application/x-ndjson').send(asNdjson).expect(200);
+    expect(await stored(ndType)).toEqual(expected);
+
+    // What an export writes imports back as it was.
+    const exported = await http.get(`/admin/tombstones/export?type=${type}`).set('authorization', 'Bearer t').expect(200);
+    const back = await http.post('/admin/tombstones/import').set('authorization', 'Bearer t').set('content-type', 'text/csv').send(exported.text).expect(200);
+    expect(back.body).toMatchObject({ rows: records.length, created: 0, updated: records.length, errorCount: 0 });
+    expect(await stored(type)).toEqual(expected);
+  });
+
+  it('stores expiresAt as the instant JavaScript reads, years before 1 and past 9999 included', async () => {
+    // Each passes the strict ISO 8601 check; `0000` is 1 BC, `0099001` (an ordinal date) the year 99001.
+    const values = ['2030-06-01T12:00:00Z', '2030-06-01T12:00', '2030-06-01', '2031-01-01T00:00:00.123+05:30', '0000', '0099001'];
+    await csv(values.map((value, i) => `,${type},e${i},deleted,,,,,${value}`)).expect(200);
+    const found = (await db.sql.query(
+      `SELECT resource_key AS key, (extract(epoch FROM expires_at) * 1000)::float8 AS ms FROM tombstones WHERE resource_type = $1 ORDER BY 1`,
+      [type],
+    )) as { key: string; ms: number }[];
+    expect(found.map((r) => r.ms)).toEqual(values.map((value) => new Date(value).getTime()));
   });
 
   it('a key twice in one batch is an error on the second', async () => {
