@@ -9,12 +9,15 @@ import {
   Patch,
   Post,
   Query,
+  PayloadTooLargeException,
   Req,
+  Res,
   StreamableFile,
   UnsupportedMediaTypeException,
   UseGuards,
   UsePipes,
 } from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
 import { ApiBody, ApiConsumes, ApiOkResponse, ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
 import type { TombstoneRequest } from '../tombstone.options.js';
 import {
@@ -64,6 +67,7 @@ export class TombstoneAdminController {
     private readonly transfer: TombstoneTransferService,
     @Inject(TOMBSTONE_ADMIN_OPTIONS) private readonly options: ResolvedTombstoneAdminOptions,
     private readonly writes: TombstoneAdminWrites,
+    private readonly adapterHost: HttpAdapterHost,
   ) {}
 
   @Get()
@@ -102,7 +106,11 @@ export class TombstoneAdminController {
   @ApiOkResponse({ description: '{ dryRun, rows, created, updated, errorCount, errors: [{ row, field, reason }] }' })
   @ApiResponse({ status: 413, description: 'More rows or bytes than the module allows' })
   @ApiResponse({ status: 415, description: 'Not CSV, NDJSON or JSON' })
-  import(@Query() query: ImportQuery, @Req() request: TombstoneRequest & { body?: unknown; raw?: unknown }): Promise<ImportReport> {
+  async import(
+    @Query() query: ImportQuery,
+    @Req() request: TombstoneRequest & { body?: unknown; raw?: unknown },
+    @Res({ passthrough: true }) response: unknown,
+  ): Promise<ImportReport> {
     const type = String(request.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
     const format: ImportFormat | undefined =
       type === 'text/csv' ? 'csv' : type === 'application/x-ndjson' ? 'ndjson' : type === 'application/json' ? 'json' : undefined;
@@ -113,8 +121,15 @@ export class TombstoneAdminController {
     // module's pass-through parser hands over the payload); JSON as the app's parsed body.
     const body = format === 'json' ? request.body : isReadable(request.body) ? request.body : (request.raw ?? request);
     const dryRun = query.dryRun === 'true';
-    const report = this.transfer.import(body, format, dryRun, this.actorOf(request));
-    return dryRun ? report : this.writes.settled(report);
+    try {
+      const report = this.transfer.import(body, format, dryRun, this.actorOf(request));
+      return await (dryRun ? report : this.writes.settled(report));
+    } catch (error) {
+      // Refused before the body was read to its end: the rest of it is still on the connection,
+      // which cannot carry another request. It is closed after this answer.
+      if (error instanceof PayloadTooLargeException) this.adapterHost.httpAdapter.setHeader(response, 'Connection', 'close');
+      throw error;
+    }
   }
 
   @Get('export')

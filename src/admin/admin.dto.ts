@@ -16,6 +16,7 @@ import {
   MaxLength,
   Min,
   ValidateBy,
+  ValidateIf,
   type ValidationOptions,
 } from 'class-validator';
 import { LIMITS } from '../tombstone.constants.js';
@@ -65,12 +66,12 @@ export class CreateTombstoneDto {
   kind!: TombstoneKind;
 
   @ApiPropertyOptional({ description: 'Where a moved or merged key leads (required for them, refused for the others)' })
-  @IsOptional()
+  @ValidateIf((_, value) => value !== undefined)
   @IsTombstoneKey()
   target?: string;
 
   @ApiPropertyOptional({ description: 'Redirects: permanent (301/308) or temporary (302/307)', default: true })
-  @IsOptional()
+  @ValidateIf((_, value) => value !== undefined)
   @IsBoolean()
   permanent?: boolean;
 
@@ -92,7 +93,7 @@ export class CreateTombstoneDto {
   expiresAt?: string | null;
 
   @ApiPropertyOptional({ description: 'Free-form JSON object, at most 8 KB', type: 'object', additionalProperties: true })
-  @IsOptional()
+  @ValidateIf((_, value) => value !== undefined)
   @IsObject()
   metadata?: Record<string, unknown>;
 }
@@ -100,17 +101,17 @@ export class CreateTombstoneDto {
 /** What an update may change; scope, type and key name the tombstone and stay. */
 export class UpdateTombstoneDto {
   @ApiPropertyOptional({ enum: KINDS })
-  @IsOptional()
+  @ValidateIf((_, value) => value !== undefined)
   @IsIn(KINDS)
   kind?: TombstoneKind;
 
   @ApiPropertyOptional({ description: 'Where a moved or merged key leads' })
-  @IsOptional()
+  @ValidateIf((_, value) => value !== undefined)
   @IsTombstoneKey()
   target?: string;
 
   @ApiPropertyOptional()
-  @IsOptional()
+  @ValidateIf((_, value) => value !== undefined)
   @IsBoolean()
   permanent?: boolean;
 
@@ -132,7 +133,7 @@ export class UpdateTombstoneDto {
   expiresAt?: string | null;
 
   @ApiPropertyOptional({ type: 'object', additionalProperties: true })
-  @IsOptional()
+  @ValidateIf((_, value) => value !== undefined)
   @IsObject()
   metadata?: Record<string, unknown>;
 }

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Inject, Injectable, type OnModuleInit, PayloadTooLargeException } from '@nestjs/common';
+import { Inject, Injectable, type OnModuleInit, PayloadTooLargeException, UnsupportedMediaTypeException } from '@nestjs/common';
 import { HttpAdapterHost, ModuleRef } from '@nestjs/core';
 import { parse } from 'csv-parse/sync';
 import { stringify } from 'csv-stringify/sync';
@@ -125,7 +125,16 @@ export class TombstoneTransferService implements OnModuleInit {
       addContentTypeParser(type: string, parse: (request: unknown, payload: Readable, done: (error: null, body: Readable) => void) => void): void;
     };
     for (const type of STREAMED_IMPORT_TYPES) {
-      if (!fastify.hasContentTypeParser(type)) fastify.addContentTypeParser(type, (_request, payload, done) => done(null, payload));
+      if (fastify.hasContentTypeParser(type)) continue;
+      // Only the import gets the stream. Any other route answers 415, as Fastify does for a type
+      // it cannot parse: a stream as a body reaches pipes (class-transformer) that walk it
+      // down to its socket.
+      fastify.addContentTypeParser(type, (request, payload, done) => {
+        const route = (request as { routeOptions?: { url?: unknown } }).routeOptions?.url;
+        if (typeof route === 'string' && route.endsWith('/tombstones/import')) return done(null, payload);
+        payload.resume(); // drained, so that the connection can carry the next request
+        done(new UnsupportedMediaTypeException(`This route does not take ${type}.`) as never, payload);
+      });
     }
   }
 
@@ -495,7 +504,9 @@ function groupOf(batch: Batch, scope: string, type: string): Group {
 /**
  * Where each redirect of the batch ends, through the batch and the table's own redirects
  * (`hops`: the line of a row whose target redirects in the table → where that leads), so that
- * chains stay one hop. A redirect that comes back to its key is a cycle: a row error.
+ * chains stay one hop. The walk goes on through the batch and the table, alternately, for as long
+ * as it meets redirects: a redirect that comes back to a key already on its way, through any mix
+ * of rows of the batch and of the table, is a cycle: a row error.
  */
 function collapse(rows: ImportRow[], batch: Batch, hops: Map<number, string>, fail: Fail): Map<ImportRow, string> {
   const changed = new Map<ImportRow, string>();
@@ -507,25 +518,31 @@ function collapse(rows: ImportRow[], batch: Batch, hops: Map<number, string>, fa
     const path = [row.key];
     let current = row.target;
     let via = row; // the row whose target `current` is: the table's hops are known by its line
+    let fromTable = false; // whether `current` was reached through a redirect of the table
+    // Batch and table, alternately, until a key that does not redirect, or a key seen already: a
+    // redirect of the table may lead back into the batch, and the batch's back into the table.
     for (;;) {
       if (path.includes(current)) {
         fail(row.line, 'target', `would form a cycle: ${[...path, current].map((k) => `'${k.slice(0, 60)}'`).join(' → ')}`);
         break;
       }
+      // A key of the batch redirects as its row says, whatever its tombstone in the table.
       const next = keys.get(current);
       if (next) {
         if (next.target === null) break;
         path.push(current);
         current = next.target;
         via = next;
+        fromTable = false;
         continue;
       }
+      // The table has no chains: a key a redirect of the table leads to does not redirect in it.
+      if (fromTable) break;
       const hop = hops.get(via.line);
-      if (hop !== undefined && hop !== row.key) current = hop;
-      else if (hop === row.key) {
-        fail(row.line, 'target', `would form a cycle: '${row.key.slice(0, 60)}' → '${current.slice(0, 60)}' → back`);
-      }
-      break;
+      if (hop === undefined) break;
+      path.push(current);
+      current = hop;
+      fromTable = true;
     }
     if (current !== row.target) changed.set(row, current);
   }

@@ -32,7 +32,20 @@ export function validationFailure(errors: ValidationError[]) {
  * The pipe of every admin controller: unknown fields are refused, and every problem is a 400
  * `{ statusCode, error, message, errors: [{ field, reason }] }`.
  */
-export const adminValidationPipe = new ValidationPipe({
+class AdminValidationPipe extends ValidationPipe {
+  override async transform(value: unknown, metadata: Parameters<ValidationPipe['transform']>[1]): Promise<unknown> {
+    try {
+      return await super.transform(value, metadata);
+    } catch (error) {
+      // class-transformer and class-validator recurse: JSON nested thousands of levels deep
+      // (well within a body limit) overflows the stack. The client's mistake: a 400.
+      if (error instanceof RangeError) throw invalid('body', 'is nested too deeply');
+      throw error;
+    }
+  }
+}
+
+export const adminValidationPipe: ValidationPipe = new AdminValidationPipe({
   whitelist: true,
   forbidNonWhitelisted: true,
   transform: true,
