@@ -16,23 +16,11 @@ import type { TombstoneLookupResult, TombstoneResolution } from '../src/tombston
 import { ItemsController } from './fixtures/items.fixture.js';
 import { bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { eventually } from './support/eventually.js';
 
 // Edge cases of the lookup cache (LISTEN/NOTIFY coherence, filter, store), found by review:
 // each failed against the first version of the cache.
 
-/** Polls until `check` passes, or throws its last error after the deadline. */
-async function eventually(check: () => unknown, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
-}
 
 /** What a promise came to within a deadline: a hang shows as 'pending'. */
 async function within<T>(promise: Promise<T>, timeoutMs: number): Promise<'settled' | 'pending'> {

@@ -14,21 +14,9 @@ import {
 import { ItemsController } from './fixtures/items.fixture.js';
 import { bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { eventually } from './support/eventually.js';
 import { QueryCounter } from './support/query-counter.js';
 
-/** Polls until `check` passes: what another instance learns, it learns through the database. */
-async function eventually(check: () => Promise<void>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
-  }
-}
 
 // Two instances of one app on one database: a write on one must change the other's answers,
 // whoever writes (the recording API, SQL), and a rolled-back write must change nothing.

@@ -10,19 +10,11 @@ import { type EmbeddedPostgresHandle, startEmbeddedPostgres } from '#dev/embedde
 import { TOMBSTONE_ENTITIES, TOMBSTONE_MIGRATIONS, TombstoneLookup, TombstoneModule, TombstoneService } from '../src/index.js';
 import { ItemsController } from './fixtures/items.fixture.js';
 import { bootApp } from './support/app.js';
+import { eventually as poll } from './support/eventually.js';
 
-async function eventually(check: () => Promise<void>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      await check();
-      return;
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
-}
+/** A restart and a reconnection with backoff take a few seconds. */
+const eventually = (check: () => unknown) => poll(check, 20_000, 50);
+
 
 // PostgreSQL stopped under the app and started again: a server of this suite's own, which it
 // can stop (the shared one serves the other suites).

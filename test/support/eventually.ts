@@ -1,0 +1,16 @@
+/**
+ * Polls until `check` passes, or throws its last error after the deadline: what an instance
+ * learns through the database (a notification, a reconnection), it learns a moment later.
+ */
+export async function eventually(check: () => unknown, timeoutMs = 10_000, intervalMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await check();
+      return;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    }
+  }
+}
