@@ -383,9 +383,7 @@ export class TombstoneLookup implements OnModuleInit {
     const filterSettings = settings.filter as { falsePositiveRate: number; minCapacity: number };
     const started = performance.now();
     const dataSource = this.service.dataSource;
-    const metadata = dataSource.getMetadata('Tombstone');
-    const table = [metadata.schema, metadata.tableName].filter(Boolean).map((part) => `"${String(part).replace(/"/g, '""')}"`).join('.');
-    const [estimate] = (await dataSource.query(ESTIMATE_SQL, [table])) as { n: string }[];
+    const [estimate] = (await dataSource.query(ESTIMATE_SQL, [this.service.qualifiedTable])) as { n: string }[];
     // Twice the keys there are: the planner's estimate of the rows, or, when it is behind (0
     // right after a restore), the distinct keys the current filter holds.
     const wanted = Math.max(filterSettings.minCapacity, 2 * Number(estimate?.n ?? 0), 2 * this.filterKeys);

@@ -56,8 +56,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
       this.lookup.disable();
       return;
     }
-    const metadata = dataSource.getMetadata('Tombstone');
-    this.table = [metadata.schema, metadata.tableName].filter(Boolean).map((part) => `"${String(part).replace(/"/g, '""')}"`).join('.');
+    this.table = this.service.qualifiedTable;
     // Bounded (see attempt()): start-up never waits on a connection that does not answer.
     await this.connect();
     this.healthTimer = setInterval(() => void this.check(), HEALTH_INTERVAL_MS);

@@ -242,6 +242,15 @@ export class TombstoneService implements OnModuleInit {
     return (this.source ??= this.locateDataSource());
   }
 
+  /** The tombstone table's name as `regclass` reads it, schema and table each quoted. */
+  get qualifiedTable(): string {
+    const metadata = this.dataSource.getMetadata(Tombstone);
+    return [metadata.schema, metadata.tableName]
+      .filter(Boolean)
+      .map((part) => `"${String(part).replace(/"/g, '""')}"`)
+      .join('.');
+  }
+
   /** Records that a key was deleted for good: it answers 410 Gone. */
   async recordDeletion(type: string, key: string, options: TombstoneDeletionOptions = {}): Promise<Tombstone> {
     const alternative = assertAlternative(options.alternative);
