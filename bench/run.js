@@ -17,20 +17,18 @@
 import 'reflect-metadata';
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { Agent, get as httpGet } from 'node:http';
 import os from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, URL } from 'node:url';
 import autocannon from 'autocannon';
 import { Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
-import pg from 'pg';
 import { DataSource } from 'typeorm';
-import { startEmbeddedPostgres } from '#dev/embedded-postgres';
 import { TOMBSTONE_ENTITIES, TOMBSTONE_MIGRATIONS, TombstoneLookup, TombstoneModule, TombstoneService } from '../dist/src/index.js';
+import { createBenchDatabase } from './database.js';
 
 const setting = (name, fallback) => {
   const value = Number(process.env[name] ?? fallback);
@@ -58,21 +56,8 @@ const log = (message) => console.log(`[bench] ${message}`);
 // PostgreSQL: the embedded one (never on 5432, loopback only) unless DATABASE_URL is given; a
 // fresh database on it either way, dropped at the end.
 
-let server;
-let dir;
-let serverUrl = process.env.DATABASE_URL;
-const dbName = `tombstones_bench_${randomBytes(4).toString('hex')}`;
+let database;
 let dbUrl;
-let dbCreated = false;
-const adminSql = async (sql) => {
-  const client = new pg.Client({ connectionString: serverUrl });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-};
 
 const children = [];
 let context;
@@ -84,22 +69,12 @@ const cleanUp = () =>
     for (const child of children) if (child.connected) child.kill();
     await context?.close().catch(() => undefined);
     await db?.destroy().catch(() => undefined);
-    if (dbCreated) await adminSql(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`).catch(() => undefined);
-    await server?.stop().catch(() => undefined);
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await database?.drop();
   })());
 
 async function main() {
-  if (!serverUrl) {
-    dir = mkdtempSync(join(os.tmpdir(), 'tombstones-bench-'));
-    log(`starting the embedded PostgreSQL in ${dir}`);
-    // Not ephemeral: fsync and synchronous commit stay on, as on a real server.
-    server = await startEmbeddedPostgres({ dataDir: join(dir, 'pg') });
-    serverUrl = server.url;
-  }
-  await adminSql(`CREATE DATABASE "${dbName}"`);
-  dbCreated = true;
-  dbUrl = Object.assign(new URL(serverUrl), { pathname: `/${dbName}` }).toString();
+  database = await createBenchDatabase('tombstones_bench', log);
+  dbUrl = database.url;
 
   db = new DataSource({ type: 'postgres', url: dbUrl, entities: [...TOMBSTONE_ENTITIES], migrations: [...TOMBSTONE_MIGRATIONS] });
   await db.initialize();

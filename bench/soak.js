@@ -25,9 +25,8 @@
 import 'reflect-metadata';
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { clearTimeout, setTimeout } from 'node:timers';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -35,8 +34,8 @@ import { fileURLToPath, URL } from 'node:url';
 import autocannon from 'autocannon';
 import pg from 'pg';
 import { DataSource } from 'typeorm';
-import { startEmbeddedPostgres } from '#dev/embedded-postgres';
 import { TOMBSTONE_ENTITIES, TOMBSTONE_MIGRATIONS } from '../dist/src/index.js';
+import { createBenchDatabase } from './database.js';
 
 const setting = (name, fallback) => {
   const value = Number(process.env[name] ?? fallback);
@@ -73,21 +72,8 @@ const pickOne = (list) => list[rand(list.length)];
 // PostgreSQL: the embedded one unless DATABASE_URL is given; a fresh database either way, dropped
 // at the end.
 
-let server;
-let dir;
-let serverUrl = process.env.DATABASE_URL;
-const dbName = `tombstones_soak_${randomBytes(4).toString('hex')}`;
+let database;
 let dbUrl;
-let dbCreated = false;
-const adminSql = async (sql) => {
-  const client = new pg.Client({ connectionString: serverUrl });
-  await client.connect();
-  try {
-    await client.query(sql);
-  } finally {
-    await client.end();
-  }
-};
 
 let child;
 let sampler;
@@ -96,9 +82,7 @@ const cleanUp = () =>
   (cleaning ??= (async () => {
     if (child?.connected) child.kill();
     await sampler?.end().catch(() => undefined);
-    if (dbCreated) await adminSql(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`).catch(() => undefined);
-    await server?.stop().catch(() => undefined);
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await database?.drop();
   })());
 
 // ---------------------------------------------------------------------------------------------
@@ -422,18 +406,8 @@ async function sample(app, t0) {
 // ---------------------------------------------------------------------------------------------
 
 async function main() {
-  if (!serverUrl) {
-    dir = mkdtempSync(join(os.tmpdir(), 'tombstones-soak-'));
-    log(`starting the embedded PostgreSQL in ${dir}`);
-    server = await startEmbeddedPostgres({ dataDir: join(dir, 'pg') });
-    serverUrl = server.url;
-  }
-  await adminSql(`CREATE DATABASE "${dbName}"`);
-  dbCreated = true;
-  dbUrl = Object.assign(new URL(serverUrl), { pathname: `/${dbName}` }).toString();
-
-  // Migrations and the keys the 410 and 301 streams ask for; then this connection goes, so that
-  // the app's are the only ones on its database (but the sampler's own, left out).
+  database = await createBenchDatabase('tombstones_soak', log);
+  dbUrl = database.url;
   const db = new DataSource({ type: 'postgres', url: dbUrl, entities: [...TOMBSTONE_ENTITIES], migrations: [...TOMBSTONE_MIGRATIONS] });
   await db.initialize();
   await db.runMigrations();
