@@ -26,9 +26,9 @@ export {
   type LruTombstoneCacheStoreOptions,
   type TombstoneCacheEntry,
   TombstoneCacheStore,
-} from './tombstone.cache.js';
-export { TombstoneLookup, type TombstoneLookupStats } from './tombstone.lookup.js';
-export { TOMBSTONE_CHANNEL, TombstoneNotifications } from './tombstone.notifications.js';
+} from './cache/tombstone.cache.js';
+export { TombstoneLookup, type TombstoneLookupStats } from './cache/tombstone.lookup.js';
+export { TOMBSTONE_CHANNEL, TombstoneNotifications } from './cache/tombstone.notifications.js';
 export {
   CAPTURE_TRIGGERS,
   type EntityClass,
@@ -41,7 +41,7 @@ export {
   TombstoneKeyReuseError,
   TombstoneTracked,
   type TombstoneTrackedOptions,
-} from './tombstone.capture.js';
+} from './capture/tombstone.capture.js';
 export { TombstoneContext, type TombstoneContextValues } from './tombstone.context.js';
 export type { TombstoneAnswer } from './tombstone.answer.js';
 export { Tombstoned, type TombstonedOptions } from './tombstone.decorator.js';
@@ -54,9 +54,9 @@ export {
   TombstoneValidationError,
 } from './tombstone.exceptions.js';
 export { TombstoneAnswerException, TombstoneExceptionFilter } from './tombstone.filter.js';
-export { TombstoneHitCounter } from './tombstone.hits.js';
+export { TombstoneHitCounter } from './counters/tombstone.hits.js';
 export { TombstoneMissException } from './tombstone.miss.js';
-export { TombstoneMissLog } from './tombstone.misses.js';
+export { TombstoneMissLog } from './counters/tombstone.misses.js';
 export { TombstoneModule } from './tombstone.module.js';
 export type {
   TombstoneCacheControl,

@@ -4,10 +4,10 @@ import { answerFor, requestIdOf, requestPath, type TombstoneAnswer } from './tom
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import type { TombstonedSettings } from './tombstone.decorator.js';
 import { preview } from './tombstone.exceptions.js';
-import { TombstoneHitCounter } from './tombstone.hits.js';
-import { TombstoneMissLog } from './tombstone.misses.js';
+import { TombstoneHitCounter } from './counters/tombstone.hits.js';
+import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import type { ResolvedTombstoneOptions, TombstoneRequest, TombstoneScopeSource } from './tombstone.options.js';
-import { TombstoneLookup } from './tombstone.lookup.js';
+import { TombstoneLookup } from './cache/tombstone.lookup.js';
 import { NO_TOMBSTONE, type TombstoneResolution } from './tombstone.service.js';
 
 /**

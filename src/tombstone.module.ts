@@ -1,13 +1,13 @@
 import { type DynamicModule, Module } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
-import { LruTombstoneCacheStore, TombstoneCacheStore } from './tombstone.cache.js';
+import { LruTombstoneCacheStore, TombstoneCacheStore } from './cache/tombstone.cache.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneResponseWriter } from './tombstone.filter.js';
 import { TombstoneMissResolver } from './tombstone.miss.js';
-import { TombstoneHitCounter } from './tombstone.hits.js';
-import { TombstoneMissLog } from './tombstone.misses.js';
-import { TombstoneLookup } from './tombstone.lookup.js';
-import { TombstoneNotifications } from './tombstone.notifications.js';
+import { TombstoneHitCounter } from './counters/tombstone.hits.js';
+import { TombstoneMissLog } from './counters/tombstone.misses.js';
+import { TombstoneLookup } from './cache/tombstone.lookup.js';
+import { TombstoneNotifications } from './cache/tombstone.notifications.js';
 import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN, type OPTIONS_TYPE } from './tombstone.module-definition.js';
 import { type ResolvedTombstoneOptions, resolveTombstoneOptions } from './tombstone.options.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';

@@ -6,7 +6,7 @@ import {
   validateScopeSource,
 } from './tombstone.options.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
-import { LruTombstoneCacheStore } from './tombstone.cache.js';
+import { LruTombstoneCacheStore } from './cache/tombstone.cache.js';
 
 /** Resolves options that may be invalid on purpose; the cast keeps the type checker out of it. */
 function resolve(options: unknown) {

@@ -1,5 +1,5 @@
 import type { Type } from '@nestjs/common';
-import type { TombstoneCacheStore } from './tombstone.cache.js';
+import type { TombstoneCacheStore } from './cache/tombstone.cache.js';
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import type { TombstoneRenderer } from './tombstone.renderer.js';
 

@@ -12,7 +12,7 @@ import type {
   TransactionCommitEvent,
   TransactionRollbackEvent,
 } from 'typeorm';
-import { captureProblems, trackedDeclarations } from './tombstone.capture.js';
+import { captureProblems, trackedDeclarations } from './capture/tombstone.capture.js';
 import { LIMITS, TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { Tombstone, type TombstoneKind } from './tombstone.entity.js';
 import {

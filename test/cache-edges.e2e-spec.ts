@@ -11,7 +11,7 @@ import {
   TombstoneNotifications,
   TombstoneService,
 } from '../src/index.js';
-import type { TombstoneInvalidation } from '../src/tombstone.lookup.js';
+import type { TombstoneInvalidation } from '../src/cache/tombstone.lookup.js';
 import type { TombstoneLookupResult, TombstoneResolution } from '../src/tombstone.service.js';
 import { ItemsController } from './fixtures/items.fixture.js';
 import { bootApp } from './support/app.js';

@@ -12,7 +12,7 @@ import {
   TombstoneService,
   TombstoneTracked,
 } from '../src/index.js';
-import { captureProblems } from '../src/tombstone.capture.js';
+import { captureProblems } from '../src/capture/tombstone.capture.js';
 import { TombstoneContextInterceptor } from '../src/tombstone.context.js';
 import { Account, bootCaptureFixtures, CAPTURE_ENTITIES, Post } from './fixtures/capture.fixture.js';
 import type { TestDatabase } from './support/database.js';

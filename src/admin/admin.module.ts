@@ -1,7 +1,7 @@
 import { type DynamicModule, Module } from '@nestjs/common';
-import { TombstoneMissesAdminController } from './admin-misses.controller.js';
-import { TombstoneMissesAdminService } from './admin-misses.service.js';
-import { TombstoneAdminController } from './admin.controller.js';
+import { TombstoneMissesAdminController } from './misses/misses.controller.js';
+import { TombstoneMissesAdminService } from './misses/misses.service.js';
+import { TombstoneAdminController } from './tombstones/tombstones.controller.js';
 import {
   ADMIN_ASYNC_OPTIONS_TYPE,
   ADMIN_MODULE_OPTIONS,
@@ -10,9 +10,9 @@ import {
   TOMBSTONE_ADMIN_OPTIONS,
 } from './admin.module-definition.js';
 import { resolveTombstoneAdminOptions } from './admin.options.js';
-import { TombstoneAdminService } from './admin.service.js';
+import { TombstoneAdminService } from './tombstones/tombstones.service.js';
 import { TombstoneAdminWrites } from './admin.settle.js';
-import { TombstoneTransferService } from './admin.transfer.js';
+import { TombstoneTransferService } from './transfer/transfer.service.js';
 
 /**
  * Admin endpoints for tombstones: list, read, create, update, delete, batch resolve, the stale

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
-import { TombstoneNotifications } from '../tombstone.notifications.js';
+import { TombstoneNotifications } from '../cache/tombstone.notifications.js';
 
 /**
  * Makes the admin endpoints read-your-writes on the instance that served them: a write's answer

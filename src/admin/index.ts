@@ -6,17 +6,17 @@ export {
   ResolveTombstoneMissDto,
   TOMBSTONE_MISS_SORTS,
   type TombstoneMissSort,
-} from './admin-misses.dto.js';
-export { TombstoneMissesAdminController } from './admin-misses.controller.js';
-export { type TombstoneMissPage, TombstoneMissesAdminService, type TombstoneMissView } from './admin-misses.service.js';
+} from './misses/misses.dto.js';
+export { TombstoneMissesAdminController } from './misses/misses.controller.js';
+export { type TombstoneMissPage, TombstoneMissesAdminService, type TombstoneMissView } from './misses/misses.service.js';
 export {
   CreateTombstoneDto,
   ListTombstonesQuery,
   ResolveTombstonesDto,
   StaleTombstonesQuery,
   UpdateTombstoneDto,
-} from './admin.dto.js';
-export { TombstoneAdminController } from './admin.controller.js';
+} from './tombstones/tombstones.dto.js';
+export { TombstoneAdminController } from './tombstones/tombstones.controller.js';
 export { TombstoneAdminModule } from './admin.module.js';
 export type { TombstoneAdminOptions } from './admin.options.js';
 export {
@@ -24,4 +24,4 @@ export {
   type TombstonePage,
   type TombstoneResolveResult,
   type TombstoneView,
-} from './admin.service.js';
+} from './tombstones/tombstones.service.js';

@@ -1,9 +1,9 @@
 import { jest } from '@jest/globals';
 import { LruTombstoneCacheStore } from './tombstone.cache.js';
-import { TombstoneConfigurationError } from './tombstone.exceptions.js';
+import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
-import { resolveTombstoneOptions, type ResolvedTombstoneOptions, type TombstoneModuleOptions } from './tombstone.options.js';
-import type { TombstoneLookupResult, TombstoneResolution, TombstoneService } from './tombstone.service.js';
+import { resolveTombstoneOptions, type ResolvedTombstoneOptions, type TombstoneModuleOptions } from '../tombstone.options.js';
+import type { TombstoneLookupResult, TombstoneResolution, TombstoneService } from '../tombstone.service.js';
 
 // Edge cases of the lookup cache found by review: each failed against its first version.
 

@@ -19,7 +19,7 @@ import {
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { ApiBody, ApiConsumes, ApiOkResponse, ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
-import type { TombstoneRequest } from '../tombstone.options.js';
+import type { TombstoneRequest } from '../../tombstone.options.js';
 import {
   CreateTombstoneDto,
   ExportQuery,
@@ -28,20 +28,20 @@ import {
   ResolveTombstonesDto,
   StaleTombstonesQuery,
   UpdateTombstoneDto,
-} from './admin.dto.js';
-import { actorOf } from './admin.actor.js';
-import { TombstoneAdminAccessGuard } from './admin.guard.js';
-import { TOMBSTONE_ADMIN_OPTIONS } from './admin.module-definition.js';
-import type { ResolvedTombstoneAdminOptions } from './admin.options.js';
-import { type ImportFormat, type ImportReport, TombstoneTransferService } from './admin.transfer.js';
-import { TombstoneAdminWrites } from './admin.settle.js';
-import { ADMIN_ERROR_RESPONSES, adminValidationPipe, TombstoneIdPipe } from './admin.validation.js';
+} from './tombstones.dto.js';
+import { actorOf } from '../admin.actor.js';
+import { TombstoneAdminAccessGuard } from '../admin.guard.js';
+import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
+import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
+import { type ImportFormat, type ImportReport, TombstoneTransferService } from '../transfer/transfer.service.js';
+import { TombstoneAdminWrites } from '../admin.settle.js';
+import { ADMIN_ERROR_RESPONSES, adminValidationPipe, TombstoneIdPipe } from '../admin.validation.js';
 import {
   TombstoneAdminService,
   type TombstonePage,
   type TombstoneResolveResult,
   type TombstoneView,
-} from './admin.service.js';
+} from './tombstones.service.js';
 
 function isReadable(value: unknown): boolean {
   return typeof (value as { pipe?: unknown } | null)?.pipe === 'function';

@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { referrerOf, TombstoneMissLog } from './tombstone.misses.js';
-import { resolveTombstoneOptions, type TombstoneModuleOptions } from './tombstone.options.js';
-import type { TombstoneService } from './tombstone.service.js';
+import { resolveTombstoneOptions, type TombstoneModuleOptions } from '../tombstone.options.js';
+import type { TombstoneService } from '../tombstone.service.js';
 
 class FakeDataSource {
   isInitialized = true;

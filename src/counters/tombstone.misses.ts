@@ -1,10 +1,10 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { type BufferedEntry, TombstoneBuffer, timeOf } from './tombstone.buffer.js';
-import { LIMITS, TOMBSTONE_OPTIONS } from './tombstone.constants.js';
-import type { ResolvedMissLogOptions, ResolvedTombstoneOptions } from './tombstone.options.js';
-import { TombstoneService } from './tombstone.service.js';
-import { isStorableKey, isStorableScope, isValidType } from './tombstone.validation.js';
+import { LIMITS, TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
+import type { ResolvedMissLogOptions, ResolvedTombstoneOptions } from '../tombstone.options.js';
+import { TombstoneService } from '../tombstone.service.js';
+import { isStorableKey, isStorableScope, isValidType } from '../tombstone.validation.js';
 
 interface PendingMiss extends BufferedEntry {
   scope: string;

@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { TombstoneHitCounter } from './tombstone.hits.js';
-import { resolveTombstoneOptions, type TombstoneModuleOptions } from './tombstone.options.js';
-import type { TombstoneService } from './tombstone.service.js';
+import { resolveTombstoneOptions, type TombstoneModuleOptions } from '../tombstone.options.js';
+import type { TombstoneService } from '../tombstone.service.js';
 
 /** A DataSource whose queries the test answers: each call waits until released or failed. */
 class FakeDataSource {

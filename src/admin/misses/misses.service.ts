@@ -1,14 +1,14 @@
 import { Inject, Injectable, Logger, NotFoundException } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import type { DataSource } from 'typeorm';
-import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
-import { TombstoneService } from '../tombstone.service.js';
-import { type ListTombstoneMissesQuery, type ResolveTombstoneMissDto, TOMBSTONE_MISS_SORTS, type TombstoneMissSort } from './admin-misses.dto.js';
-import { TOMBSTONE_ADMIN_OPTIONS } from './admin.module-definition.js';
-import type { ResolvedTombstoneAdminOptions } from './admin.options.js';
-import { parseDate } from './admin.validation.js';
-import { invalid, TombstoneAdminService, type TombstoneView } from './admin.service.js';
-import { isRowId } from './admin.validation.js';
+import { TombstoneConfigurationError } from '../../tombstone.exceptions.js';
+import { TombstoneService } from '../../tombstone.service.js';
+import { type ListTombstoneMissesQuery, type ResolveTombstoneMissDto, TOMBSTONE_MISS_SORTS, type TombstoneMissSort } from './misses.dto.js';
+import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
+import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
+import { parseDate } from '../admin.validation.js';
+import { invalid, TombstoneAdminService, type TombstoneView } from '../tombstones/tombstones.service.js';
+import { isRowId } from '../admin.validation.js';
 
 /** A row of the misses log as the admin endpoints show it: a 404 that no tombstone explained. */
 export interface TombstoneMissView {

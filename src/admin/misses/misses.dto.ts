@@ -1,7 +1,7 @@
 import { ApiProperty, ApiPropertyOptional, PickType } from '@nestjs/swagger';
 import { Type } from 'class-transformer';
 import { IsIn, IsInt, IsISO8601, IsOptional, Matches, Max, Min } from 'class-validator';
-import { CreateTombstoneDto, ListTombstonesQuery } from './admin.dto.js';
+import { CreateTombstoneDto, ListTombstonesQuery } from '../tombstones/tombstones.dto.js';
 
 export const TOMBSTONE_MISS_SORTS = ['recent', 'hits'] as const;
 /** `recent`: last seen first; `hits`: most missed first. */

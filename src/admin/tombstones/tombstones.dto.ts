@@ -19,9 +19,9 @@ import {
   ValidateIf,
   type ValidationOptions,
 } from 'class-validator';
-import { LIMITS } from '../tombstone.constants.js';
-import { TOMBSTONE_KINDS, type TombstoneKind } from '../tombstone.entity.js';
-import { isSafeLink, isStorableKey, isStorableScope, isValidType, isWellFormed } from '../tombstone.validation.js';
+import { LIMITS } from '../../tombstone.constants.js';
+import { TOMBSTONE_KINDS, type TombstoneKind } from '../../tombstone.entity.js';
+import { isSafeLink, isStorableKey, isStorableScope, isValidType, isWellFormed } from '../../tombstone.validation.js';
 
 const check = (name: string, test: (value: unknown) => boolean, message: string) => (options?: ValidationOptions) =>
   ValidateBy({ name, validator: { validate: test, defaultMessage: () => message } }, options);

@@ -2,16 +2,16 @@ import { randomBytes } from 'node:crypto';
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { BloomFilter } from 'bloomfilter';
 import { TombstoneCacheStore } from './tombstone.cache.js';
-import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
-import type { ResolvedCacheOptions, ResolvedTombstoneOptions } from './tombstone.options.js';
+import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
+import type { ResolvedCacheOptions, ResolvedTombstoneOptions } from '../tombstone.options.js';
 import {
   NO_TOMBSTONE,
   type TombstoneChange,
   type TombstoneLookupResult,
   type TombstoneResolution,
   TombstoneService,
-} from './tombstone.service.js';
-import { isStorableKey, isStorableScope, isValidType } from './tombstone.validation.js';
+} from '../tombstone.service.js';
+import { isStorableKey, isStorableScope, isValidType } from '../tombstone.validation.js';
 
 /** What changed, as a notification says: some keys of one (scope, type), all of it, or anything. */
 export type TombstoneInvalidation = TombstoneChange | { readonly scope: string; readonly type: string; readonly all: true } | { readonly all: true };

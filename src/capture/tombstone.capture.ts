@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { DataSource, QueryRunner } from 'typeorm';
-import { TombstoneConfigurationError, TombstoneError, preview } from './tombstone.exceptions.js';
-import { isValidType } from './tombstone.validation.js';
+import { TombstoneConfigurationError, TombstoneError, preview } from '../tombstone.exceptions.js';
+import { isValidType } from '../tombstone.validation.js';
 
 const TRACKED = Symbol.for('nestjs-tombstones:tracked');
 

@@ -1,9 +1,9 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { DataSource } from 'typeorm';
 import { type BufferedEntry, TombstoneBuffer, timeOf } from './tombstone.buffer.js';
-import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
-import type { ResolvedTombstoneOptions } from './tombstone.options.js';
-import { TombstoneService } from './tombstone.service.js';
+import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
+import type { ResolvedTombstoneOptions } from '../tombstone.options.js';
+import { TombstoneService } from '../tombstone.service.js';
 
 interface PendingHits extends BufferedEntry {
   id: string;
