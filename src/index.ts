@@ -3,6 +3,7 @@ import { CreateTombstoneCapture1763856000000 } from '../migrations/1763856000000
 import { CreateTombstoneMisses1764028800000 } from '../migrations/1764028800000-create-tombstone-misses.js';
 import { CreateTombstoneNotify1764115200000 } from '../migrations/1764115200000-create-tombstone-notify.js';
 import { Tombstone } from './tombstone.entity.js';
+export { TOMBSTONE_KINDS, type TombstoneAnswer, type TombstoneKind, type TombstoneRequest, type TombstoneResolution, type TombstoneScopeSource } from './tombstone.types.js';
 
 /** Entities to add to your DataSource's `entities`. */
 export const TOMBSTONE_ENTITIES = [Tombstone] as const;
@@ -43,9 +44,8 @@ export {
   type TombstoneTrackedOptions,
 } from './capture/tombstone.capture.js';
 export { TombstoneContext, type TombstoneContextValues } from './tombstone.context.js';
-export type { TombstoneAnswer } from './tombstone.answer.js';
 export { Tombstoned, type TombstonedOptions } from './tombstone.decorator.js';
-export { Tombstone, TOMBSTONE_KINDS, type TombstoneKind } from './tombstone.entity.js';
+export { Tombstone } from './tombstone.entity.js';
 export {
   TombstoneConfigurationError,
   TombstoneCycleError,
@@ -58,24 +58,6 @@ export { TombstoneHitCounter } from './counters/tombstone.hits.js';
 export { TombstoneMissException } from './tombstone.miss.js';
 export { TombstoneMissLog } from './counters/tombstone.misses.js';
 export { TombstoneModule } from './tombstone.module.js';
-export type {
-  TombstoneCacheControl,
-  TombstoneFilterOptions,
-  TombstoneHitCountOptions,
-  TombstoneLookupCacheOptions,
-  TombstoneMissLogOptions,
-  TombstoneModuleOptions,
-  TombstoneRequest,
-  TombstoneScopeSource,
-} from './tombstone.options.js';
+export type { TombstoneCacheControl, TombstoneFilterOptions, TombstoneHitCountOptions, TombstoneLookupCacheOptions, TombstoneMissLogOptions, TombstoneModuleOptions } from './tombstone.options.js';
 export { type RenderedAnswer, type TombstoneFormat, TombstoneRenderer } from './tombstone.renderer.js';
-export {
-  type TombstoneDeletionOptions,
-  type TombstoneMergeOptions,
-  type TombstoneMergeResult,
-  type TombstoneMove,
-  type TombstoneMoveOptions,
-  type TombstoneResolution,
-  TombstoneService,
-  type TombstoneWriteOptions,
-} from './tombstone.service.js';
+export { type TombstoneDeletionOptions, type TombstoneMergeOptions, type TombstoneMergeResult, type TombstoneMove, type TombstoneMoveOptions, TombstoneService, type TombstoneWriteOptions } from './tombstone.service.js';

@@ -7,8 +7,7 @@ import {
   requestIdOf,
   requestPath,
 } from './tombstone.answer.js';
-import type { TombstoneRequest } from './tombstone.options.js';
-import type { TombstoneResolution } from './tombstone.service.js';
+import { type TombstoneRequest, type TombstoneResolution } from './tombstone.types.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 

@@ -1,30 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { TombstoneRequest } from './tombstone.options.js';
-import type { TombstoneResolution } from './tombstone.service.js';
+import { type TombstoneRequest, type TombstoneResolution } from './tombstone.types.js';
+import { type TombstoneAnswer } from './tombstone.types.js';
 
-/** The facts of one answer, before a renderer turns them into a body. */
-export interface TombstoneAnswer {
-  readonly status: 301 | 302 | 307 | 308 | 404 | 410;
-  readonly error: 'not_found' | 'gone' | 'moved';
-  /** The resource type, e.g. `article`. */
-  readonly resource: string;
-  /** Human name of the type, e.g. `Article`. */
-  readonly label: string;
-  /** The key the client asked for. */
-  readonly id: string;
-  /** The request path (no query string). */
-  readonly path: string;
-  readonly requestId: string;
-  /** Redirects: where the resource lives now, a same-origin relative URL. */
-  readonly location?: string;
-  /** Redirects: the key the resource lives at now. */
-  readonly targetId?: string;
-  readonly deletedAt?: string;
-  readonly reason?: string | null;
-  readonly alternative?: string | null;
-  /** Whether a scope was involved: scoped answers are never publicly cacheable. */
-  readonly scoped: boolean;
-}
 
 export interface AnswerContext {
   resource: string;

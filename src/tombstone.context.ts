@@ -3,8 +3,9 @@ import { type CallHandler, type ExecutionContext, Inject, Injectable, type NestI
 import type { Observable } from 'rxjs';
 import type { AfterQueryEvent, BeforeQueryEvent, EntitySubscriberInterface, QueryRunner } from 'typeorm';
 import { LIMITS, TOMBSTONE_OPTIONS } from './tombstone.constants.js';
-import type { ResolvedTombstoneOptions, TombstoneRequest } from './tombstone.options.js';
+import type { ResolvedTombstoneOptions } from './tombstone.options.js';
 import { assertText } from './tombstone.validation.js';
+import { type TombstoneRequest } from './tombstone.types.js';
 
 /** Who did a change and why; recorded on the tombstones it leaves. */
 export interface TombstoneContextValues {

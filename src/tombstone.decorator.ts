@@ -3,8 +3,10 @@ import { PATH_METADATA } from '@nestjs/common/constants.js';
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import { TombstoneExceptionFilter } from './tombstone.filter.js';
 import { tombstonedHandler, WRAPPED } from './tombstone.miss.js';
-import { type TombstoneRequest, type TombstoneScopeSource, validateScopeSource } from './tombstone.options.js';
+import { validateScopeSource } from './tombstone.options.js';
 import { isValidType } from './tombstone.validation.js';
+import { type TombstoneRequest, type TombstoneScopeSource } from './tombstone.types.js';
+import { type TombstonedSettings } from './tombstone.types.js';
 
 export interface TombstonedOptions {
   /** The route parameter that holds the key. Default: `'id'`. */
@@ -22,15 +24,6 @@ export interface TombstonedOptions {
   emptyMeansNotFound?: boolean;
 }
 
-/** The settings of a `@Tombstoned()` route, carried by its wrapper. Internal. */
-export interface TombstonedSettings {
-  readonly type: string;
-  readonly param: string;
-  readonly key?: (request: TombstoneRequest) => string | undefined;
-  readonly scope?: TombstoneScopeSource;
-  readonly label: string;
-  readonly emptyMeansNotFound: boolean;
-}
 
 /**
  * Makes a route answer honestly when its resource is not there. When the handler returns

@@ -1,16 +1,7 @@
 import { Column, CreateDateColumn, Entity, Index, PrimaryGeneratedColumn, UpdateDateColumn } from 'typeorm';
 import { TOMBSTONE_TABLE } from './tombstone.constants.js';
+import { type TombstoneKind } from './tombstone.types.js';
 
-/**
- * What happened to a key:
- * - `deleted`: gone for good, answered with 410 Gone;
- * - `hidden`: soft-deleted or masked, answered with a 404 like a key that never existed;
- * - `moved`: renamed, answered with a redirect to `targetKey`;
- * - `merged`: folded into another record, answered with a redirect to `targetKey`.
- */
-export type TombstoneKind = 'deleted' | 'hidden' | 'moved' | 'merged';
-
-export const TOMBSTONE_KINDS: readonly TombstoneKind[] = ['deleted', 'hidden', 'moved', 'merged'];
 
 const bigintAsNumber = {
   to: (value: number | undefined) => value,

@@ -1,11 +1,11 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Inject, Injectable, Logger } from '@nestjs/common';
 import { BaseExceptionFilter, HttpAdapterHost, ModuleRef } from '@nestjs/core';
 import Negotiator from 'negotiator';
-import type { TombstoneAnswer } from './tombstone.answer.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneMissException, TombstoneMissResolver } from './tombstone.miss.js';
-import type { ResolvedTombstoneOptions, TombstoneRequest } from './tombstone.options.js';
+import type { ResolvedTombstoneOptions } from './tombstone.options.js';
 import { type TombstoneFormat, TombstoneRenderer } from './tombstone.renderer.js';
+import { type TombstoneAnswer, type TombstoneRequest } from './tombstone.types.js';
 
 /**
  * Carries an answer to the filter (throw it from a handler to answer with a tombstone answer of

@@ -1,14 +1,13 @@
 import { HttpStatus, Inject, Injectable, Logger, NotFoundException } from '@nestjs/common';
 import { HTTP_CODE_METADATA } from '@nestjs/common/constants.js';
-import { answerFor, requestIdOf, requestPath, type TombstoneAnswer } from './tombstone.answer.js';
+import { answerFor, requestIdOf, requestPath } from './tombstone.answer.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
-import type { TombstonedSettings } from './tombstone.decorator.js';
 import { preview } from './tombstone.exceptions.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
-import type { ResolvedTombstoneOptions, TombstoneRequest, TombstoneScopeSource } from './tombstone.options.js';
+import type { ResolvedTombstoneOptions } from './tombstone.options.js';
 import { TombstoneLookup } from './cache/tombstone.lookup.js';
-import { NO_TOMBSTONE, type TombstoneResolution } from './tombstone.service.js';
+import { NO_TOMBSTONE, type TombstoneAnswer, type TombstonedSettings, type TombstoneRequest, type TombstoneResolution, type TombstoneScopeSource } from './tombstone.types.js';
 
 /**
  * What a `@Tombstoned()` handler's miss becomes: a 404 that still knows the route's settings and

@@ -2,29 +2,9 @@ import type { Type } from '@nestjs/common';
 import type { TombstoneCacheStore } from './cache/tombstone.cache.js';
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import type { TombstoneRenderer } from './tombstone.renderer.js';
+import { type TombstoneScopeSource } from './tombstone.types.js';
 
-/** Anything with HTTP headers and route params: an Express request or a Fastify request. */
-export interface TombstoneRequest {
-  method: string;
-  url: string;
-  originalUrl?: string;
-  headers: Record<string, string | string[] | undefined>;
-  params?: Record<string, string | undefined>;
-  [key: string]: unknown;
-}
 
-/**
- * Where the scope (tenant, region, site) of a request comes from. A request-scoped tombstone is
- * only ever looked up in that scope; every other scope's tombstones stay invisible to it.
- * - `{ header: 'x-tenant-id' }`: a request header;
- * - `{ param: 'tenant' }`: a route parameter;
- * - a function of the request (e.g. `(req) => req.user?.tenantId`), sync or async.
- * A missing value means the unscoped (`''`) scope.
- */
-export type TombstoneScopeSource =
-  | { header: string }
-  | { param: string }
-  | ((request: TombstoneRequest) => string | null | undefined | Promise<string | null | undefined>);
 
 /** `Cache-Control` values per answer; `false` sends none. */
 export interface TombstoneCacheControl {

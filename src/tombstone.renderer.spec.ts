@@ -1,5 +1,5 @@
-import type { TombstoneAnswer } from './tombstone.answer.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
+import { type TombstoneAnswer } from './tombstone.types.js';
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 const PROBLEM_TYPE = 'application/problem+json; charset=utf-8';

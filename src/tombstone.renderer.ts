@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import type { TombstoneAnswer } from './tombstone.answer.js';
+import { type TombstoneAnswer } from './tombstone.types.js';
 
 export type TombstoneFormat = 'json' | 'problem';
 

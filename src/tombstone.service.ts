@@ -14,7 +14,7 @@ import type {
 } from 'typeorm';
 import { captureProblems, trackedDeclarations } from './capture/tombstone.capture.js';
 import { LIMITS, TOMBSTONE_OPTIONS } from './tombstone.constants.js';
-import { Tombstone, type TombstoneKind } from './tombstone.entity.js';
+import { Tombstone } from './tombstone.entity.js';
 import {
   TombstoneConfigurationError,
   TombstoneCycleError,
@@ -36,6 +36,7 @@ import {
   isStorableScope,
   isValidType,
 } from './tombstone.validation.js';
+import { NO_TOMBSTONE, type TombstoneChange, type TombstoneKind, type TombstoneLookupResult, type TombstoneResolution } from './tombstone.types.js';
 
 /** What every recording call accepts. */
 export interface TombstoneWriteOptions {
@@ -98,54 +99,10 @@ export interface TombstoneMove {
   to: string;
 }
 
-/**
- * What a lookup of (scope, type, key) answers, with chains already followed to their end. Every
- * answer from a tombstone carries the `id` of the key's own tombstone row (the one whose hits
- * `TombstoneHitCounter` counts), even when the chain's end decided the answer.
- */
-export type TombstoneResolution =
-  | { readonly state: 'none' }
-  | { readonly state: 'hidden'; readonly id: string }
-  | {
-      readonly state: 'gone';
-      readonly id: string;
-      readonly deletedAt: Date;
-      readonly reason: string | null;
-      readonly alternative: string | null;
-    }
-  | {
-      readonly state: 'moved';
-      readonly id: string;
-      readonly targetKey: string;
-      readonly permanent: boolean;
-      readonly merged: boolean;
-    };
 
-/** The resolution of a key without a (live) tombstone. */
-export const NO_TOMBSTONE: TombstoneResolution = Object.freeze({ state: 'none' });
-
-/** What `TombstoneService.lookup()` read: the answer and how long it holds. Internal. */
-export interface TombstoneLookupResult {
-  readonly resolution: TombstoneResolution;
-  /** The key the answer was read through (a redirect's target), whose changes change it. */
-  readonly via: string | null;
-  /** When the answer stops holding (an expiry, in ms since the epoch); `null`: not by itself. */
-  readonly validUntil: number | null;
-  readonly cacheable: boolean;
-}
 
 const NO_LOOKUP: TombstoneLookupResult = Object.freeze({ resolution: NO_TOMBSTONE, via: null, validUntil: null, cacheable: true });
 
-/**
- * Keys of one (scope, type) whose answer a write changed: `listed` now have a tombstone that is
- * not `hidden`, `unlisted` are the others. Internal.
- */
-export interface TombstoneChange {
-  readonly scope: string;
-  readonly type: string;
-  readonly listed: readonly string[];
-  readonly unlisted: readonly string[];
-}
 
 // One round trip whatever the chain: writes keep every target a key that has not moved, so the
 // row and its target's own tombstone (deleted? hidden?) are all there is to read.

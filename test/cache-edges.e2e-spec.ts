@@ -11,12 +11,11 @@ import {
   TombstoneNotifications,
   TombstoneService,
 } from '../src/index.js';
-import type { TombstoneInvalidation } from '../src/cache/tombstone.lookup.js';
-import type { TombstoneLookupResult, TombstoneResolution } from '../src/tombstone.service.js';
 import { ItemsController } from './fixtures/items.fixture.js';
 import { bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { eventually } from './support/eventually.js';
+import { type TombstoneInvalidation, type TombstoneLookupResult, type TombstoneResolution } from '../src/tombstone.types.js';
 
 // Edge cases of the lookup cache (LISTEN/NOTIFY coherence, filter, store), found by review:
 // each failed against the first version of the cache.

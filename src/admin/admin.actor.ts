@@ -1,6 +1,6 @@
 import { actorText } from '../tombstone.context.js';
-import type { TombstoneRequest } from '../tombstone.options.js';
 import type { ResolvedTombstoneAdminOptions } from './admin.options.js';
+import { type TombstoneRequest } from '../tombstone.types.js';
 
 /**
  * Who acts in an admin request: the module's `actor` option (a header, or a function of the

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { TombstoneResolution } from '../tombstone.service.js';
+import { type TombstoneResolution } from '../tombstone.types.js';
 
 /**
  * One cached lookup: what the key answers, and the key its answer was read through (the

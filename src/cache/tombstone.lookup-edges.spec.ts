@@ -3,7 +3,8 @@ import { LruTombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
 import { resolveTombstoneOptions, type ResolvedTombstoneOptions, type TombstoneModuleOptions } from '../tombstone.options.js';
-import type { TombstoneLookupResult, TombstoneResolution, TombstoneService } from '../tombstone.service.js';
+import type { TombstoneService } from '../tombstone.service.js';
+import { type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
 
 // Edge cases of the lookup cache found by review: each failed against its first version.
 

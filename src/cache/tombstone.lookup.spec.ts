@@ -2,7 +2,8 @@ import { jest } from '@jest/globals';
 import { LruTombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
 import { resolveTombstoneOptions, type TombstoneModuleOptions } from '../tombstone.options.js';
-import type { TombstoneLookupResult, TombstoneResolution, TombstoneService } from '../tombstone.service.js';
+import type { TombstoneService } from '../tombstone.service.js';
+import { type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
 
 const GONE: TombstoneResolution = { state: 'gone', id: '1', deletedAt: new Date(0), reason: null, alternative: null };
 const NONE: TombstoneResolution = { state: 'none' };

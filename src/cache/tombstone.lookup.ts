@@ -4,17 +4,9 @@ import { BloomFilter } from 'bloomfilter';
 import { TombstoneCacheStore } from './tombstone.cache.js';
 import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import type { ResolvedCacheOptions, ResolvedTombstoneOptions } from '../tombstone.options.js';
-import {
-  NO_TOMBSTONE,
-  type TombstoneChange,
-  type TombstoneLookupResult,
-  type TombstoneResolution,
-  TombstoneService,
-} from '../tombstone.service.js';
+import { TombstoneService } from '../tombstone.service.js';
 import { isStorableKey, isStorableScope, isValidType } from '../tombstone.validation.js';
-
-/** What changed, as a notification says: some keys of one (scope, type), all of it, or anything. */
-export type TombstoneInvalidation = TombstoneChange | { readonly scope: string; readonly type: string; readonly all: true } | { readonly all: true };
+import { NO_TOMBSTONE, type TombstoneInvalidation, type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
 
 /** What `TombstoneLookup.stats()` reports. */
 export interface TombstoneLookupStats {

@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import type { Client, ClientConfig, Notification } from 'pg';
 import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
-import { type TombstoneInvalidation, TombstoneLookup } from './tombstone.lookup.js';
+import { TombstoneLookup } from './tombstone.lookup.js';
 import type { ResolvedTombstoneOptions } from '../tombstone.options.js';
 import { TombstoneService } from '../tombstone.service.js';
+import { type TombstoneInvalidation } from '../tombstone.types.js';
 
 /** The channel the migration `CreateTombstoneNotify1764115200000` announces changes on. */
 export const TOMBSTONE_CHANNEL = 'nestjs_tombstones';

@@ -1,6 +1,5 @@
 import { Body, Controller, Delete, Get, HttpCode, Inject, Param, Post, Query, Req, UseGuards, UsePipes } from '@nestjs/common';
 import { ApiBody, ApiOkResponse, ApiOperation, ApiParam, ApiResponse, ApiTags } from '@nestjs/swagger';
-import type { TombstoneRequest } from '../../tombstone.options.js';
 import { ListTombstoneMissesQuery, PurgeTombstoneMissesQuery, ResolveTombstoneMissDto } from './misses.dto.js';
 import { type TombstoneMissPage, TombstoneMissesAdminService, type TombstoneMissView } from './misses.service.js';
 import { actorOf } from '../admin.actor.js';
@@ -10,6 +9,7 @@ import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
 import type { TombstoneView } from '../tombstones/tombstones.service.js';
 import { TombstoneAdminWrites } from '../admin.settle.js';
 import { ADMIN_ERROR_RESPONSES, adminValidationPipe, TombstoneMissIdPipe } from '../admin.validation.js';
+import { type TombstoneRequest } from '../../tombstone.types.js';
 
 /**
  * The misses log (`tombstone_misses`, written when `TombstoneModule`'s `missLog` is on): the

@@ -19,7 +19,6 @@ import {
 } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { ApiBody, ApiConsumes, ApiOkResponse, ApiOperation, ApiParam, ApiProduces, ApiResponse, ApiTags } from '@nestjs/swagger';
-import type { TombstoneRequest } from '../../tombstone.options.js';
 import {
   CreateTombstoneDto,
   ExportQuery,
@@ -42,6 +41,7 @@ import {
   type TombstoneResolveResult,
   type TombstoneView,
 } from './tombstones.service.js';
+import { type TombstoneRequest } from '../../tombstone.types.js';
 
 function isReadable(value: unknown): boolean {
   return typeof (value as { pipe?: unknown } | null)?.pipe === 'function';

@@ -20,8 +20,8 @@ import {
   type ValidationOptions,
 } from 'class-validator';
 import { LIMITS } from '../../tombstone.constants.js';
-import { TOMBSTONE_KINDS, type TombstoneKind } from '../../tombstone.entity.js';
 import { isSafeLink, isStorableKey, isStorableScope, isValidType, isWellFormed } from '../../tombstone.validation.js';
+import { TOMBSTONE_KINDS, type TombstoneKind } from '../../tombstone.types.js';
 
 const check = (name: string, test: (value: unknown) => boolean, message: string) => (options?: ValidationOptions) =>
   ValidateBy({ name, validator: { validate: test, defaultMessage: () => message } }, options);

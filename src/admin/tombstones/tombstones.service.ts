@@ -2,13 +2,13 @@ import { ConflictException, Inject, Injectable, NotFoundException } from '@nestj
 import { ModuleRef } from '@nestjs/core';
 import type { DataSource, EntityManager } from 'typeorm';
 import { TombstoneConfigurationError } from '../../tombstone.exceptions.js';
-import type { TombstoneKind } from '../../tombstone.entity.js';
-import { NO_TOMBSTONE, TombstoneService } from '../../tombstone.service.js';
+import { TombstoneService } from '../../tombstone.service.js';
 import { isStorableKey, isStorableScope, isValidType, isWellFormed } from '../../tombstone.validation.js';
 import type { CreateTombstoneDto, ListTombstonesQuery, ResolveTombstonesDto, StaleTombstonesQuery, UpdateTombstoneDto } from './tombstones.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
 import { invalid, isRowId, parseDate } from '../admin.validation.js';
+import { NO_TOMBSTONE, type TombstoneKind } from '../../tombstone.types.js';
 
 export { invalid };
 

@@ -9,12 +9,12 @@ import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { EntityManager } from 'typeorm';
 import { LIMITS } from '../../tombstone.constants.js';
-import { TOMBSTONE_KINDS, type TombstoneKind } from '../../tombstone.entity.js';
 import { TombstoneService } from '../../tombstone.service.js';
 import { isSafeLink, isStorableKey, isStorableScope, isValidType, isWellFormed } from '../../tombstone.validation.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
 import { invalid } from '../tombstones/tombstones.service.js';
+import { TOMBSTONE_KINDS, type TombstoneKind } from '../../tombstone.types.js';
 
 /** The columns an import reads; an export writes these and the read-only ones after them. */
 export const IMPORT_COLUMNS = ['scope', 'type', 'key', 'kind', 'target', 'permanent', 'reason', 'alternative', 'expiresAt'] as const;
