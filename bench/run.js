@@ -505,8 +505,8 @@ async function lookupScenario() {
       answered: Object.fromEntries(['filtered', 'cached', 'queried'].map((field) => [field, statsAfter[field] - statsBefore[field]])),
     };
   };
-  const timeResolves = (resourceType, keys) => time(keys, (key) => tombstones.resolve(resourceType, key));
-  const timeLookups = (resourceType, keys) => time(keys, (key) => lookup.resolve(resourceType, key));
+  const timeResolves = (type, keys) => time(keys, (key) => tombstones.resolve(type, key));
+  const timeLookups = (type, keys) => time(keys, (key) => lookup.resolve(type, key));
   const randomKeys = (prefix) => Array.from({ length: LOOKUPS }, () => `${prefix}${Math.floor(Math.random() * SEED_ROWS)}`);
   const seeded = await timeResolves(type, randomKeys('key-'));
   const unknown = await timeResolves(type, randomKeys('nope-'));
@@ -538,7 +538,7 @@ async function lookupScenario() {
     for (let i = 0; i < length; i++) await tombstones.recordMove(chainType, `k${i}`, `k${i + 1}`);
     const answer = await tombstones.resolve(chainType, 'k0');
     const timing = await timeResolves(chainType, Array.from({ length: 200 }, () => 'k0'));
-    chains.push({ length, ...timing, answer: answer.state === 'moved' ? `moved to ${answer.targetKey}` : answer.state });
+    chains.push({ length, ...timing, answer: answer.state === 'moved' ? `moved to ${answer.target}` : answer.state });
   }
 
   // The plan of one lookup of a moved key, exactly as resolve() sends it.

@@ -384,7 +384,7 @@ describe('answerFor', () => {
     ['DELETE', false, 307],
   ] as const)("'moved' on %s (permanent=%s) → %i with location and targetId", (method, permanent, status) => {
     const request = expressRequest('/articles/a?ref=home', { slug: 'a' }, '/articles/:slug', method);
-    const answer = answerFor({ state: 'moved', id: '7', targetKey: 'b c', permanent, merged: false }, context({ request }));
+    const answer = answerFor({ state: 'moved', id: '7', target: 'b c', permanent, merged: false }, context({ request }));
     expect(answer).toStrictEqual({
       ...plain404,
       status,
@@ -396,7 +396,7 @@ describe('answerFor', () => {
 
   it("'moved' works with a Fastify request too", () => {
     const request = fastifyRequest('/articles/a', { slug: 'a' }, '/articles/:slug', 'PUT');
-    const answer = answerFor({ state: 'moved', id: '7', targetKey: 'b', permanent: true, merged: true }, context({ request }));
+    const answer = answerFor({ state: 'moved', id: '7', target: 'b', permanent: true, merged: true }, context({ request }));
     expect(answer.status).toBe(308);
     expect(answer.location).toBe('/articles/b');
     expect(answer.targetId).toBe('b');
@@ -405,15 +405,15 @@ describe('answerFor', () => {
   it("a 'moved' resolution whose location cannot be built → the plain 404", () => {
     // No param, no template, and the key is nowhere in the path.
     const unmatched = context({ param: undefined, request: { method: 'GET', url: '/somewhere/else', headers: {} } });
-    expect(answerFor({ state: 'moved', id: '7', targetKey: 'b', permanent: true, merged: false }, unmatched)).toStrictEqual({
+    expect(answerFor({ state: 'moved', id: '7', target: 'b', permanent: true, merged: false }, unmatched)).toStrictEqual({
       ...plain404,
       path: '/somewhere/else',
     });
     // A target key that cannot be URL-encoded.
-    expect(answerFor({ state: 'moved', id: '7', targetKey: '\ud800', permanent: true, merged: false }, context())).toStrictEqual(plain404);
+    expect(answerFor({ state: 'moved', id: '7', target: '\ud800', permanent: true, merged: false }, context())).toStrictEqual(plain404);
     // A Location that would be protocol-relative.
     const first = context({ request: expressRequest('/a/x', { slug: 'a' }, '/:slug/x'), id: 'a' });
-    expect(answerFor({ state: 'moved', id: '7', targetKey: '', permanent: false, merged: false }, first)).toStrictEqual({
+    expect(answerFor({ state: 'moved', id: '7', target: '', permanent: false, merged: false }, first)).toStrictEqual({
       ...plain404,
       path: '/a/x',
     });
@@ -424,7 +424,7 @@ describe('answerFor', () => {
     const request = expressRequest('/articles/a?q=\ud800', { slug: 'a' });
     let answer: ReturnType<typeof answerFor> | undefined;
     expect(() => {
-      answer = answerFor({ state: 'moved', id: '7', targetKey: 'b', permanent: true, merged: false }, context({ request }));
+      answer = answerFor({ state: 'moved', id: '7', target: 'b', permanent: true, merged: false }, context({ request }));
     }).not.toThrow();
     expect([301, 404]).toContain(answer?.status);
     if (answer?.location !== undefined) expectSafeLocation(answer.location);

@@ -35,7 +35,7 @@ export function answerFor(resolution: TombstoneResolution, context: AnswerContex
         alternative: resolution.alternative,
       };
     case 'moved': {
-      const location = buildLocation(request, context.param, id, resolution.targetKey);
+      const location = buildLocation(request, context.param, id, resolution.target);
       if (location === null) break;
       return {
         status: redirectStatus(request.method, resolution.permanent),
@@ -47,7 +47,7 @@ export function answerFor(resolution: TombstoneResolution, context: AnswerContex
         requestId,
         scoped,
         location,
-        targetId: resolution.targetKey,
+        targetId: resolution.target,
       };
     }
     default:

@@ -17,7 +17,7 @@ const bigintAsNumber = {
  * TypeOrmModule.forRoot({ ...db, entities: [...TOMBSTONE_ENTITIES], migrations: [...TOMBSTONE_MIGRATIONS] })
  */
 @Entity({ name: TOMBSTONE_TABLE })
-@Index('tombstones_scope_type_key_key', ['scope', 'resourceType', 'resourceKey'], { unique: true })
+@Index('tombstones_scope_type_key_key', ['scope', 'type', 'key'], { unique: true })
 export class Tombstone {
   @PrimaryGeneratedColumn('identity', { type: 'bigint', generatedIdentity: 'ALWAYS' })
   id!: string;
@@ -27,17 +27,17 @@ export class Tombstone {
   scope!: string;
 
   @Column({ name: 'resource_type', type: 'text' })
-  resourceType!: string;
+  type!: string;
 
   @Column({ name: 'resource_key', type: 'text' })
-  resourceKey!: string;
+  key!: string;
 
   @Column({ type: 'text' })
   kind!: TombstoneKind;
 
   /** Where a `moved` or `merged` key lives now; always a key that has not moved itself. */
   @Column({ name: 'target_key', type: 'text', nullable: true })
-  targetKey!: string | null;
+  target!: string | null;
 
   /** Permanent redirects answer 301/308, temporary ones 302/307. */
   @Column({ type: 'boolean', default: true })

@@ -19,7 +19,7 @@ export class TombstoneConfigurationError extends TombstoneError {}
 /** A value passed to the recording API is invalid (empty key, NUL byte, unsafe link, ...). */
 export class TombstoneValidationError extends TombstoneError {
   constructor(
-    /** The offending field, e.g. `resourceKey` or `alternative`. */
+    /** The offending field, e.g. `key` or `alternative`. */
     readonly field: string,
     message: string,
     solutions: readonly string[] = [],
@@ -31,10 +31,10 @@ export class TombstoneValidationError extends TombstoneError {
 /** A move or merge names the same key as source and target. */
 export class TombstoneSelfTargetError extends TombstoneError {
   constructor(
-    readonly resourceType: string,
-    readonly resourceKey: string,
+    readonly type: string,
+    readonly key: string,
   ) {
-    super(`Cannot move or merge ${resourceType} '${preview(resourceKey)}' onto itself.`, [
+    super(`Cannot move or merge ${type} '${preview(key)}' onto itself.`, [
       'Drop the move: a key that stays where it is needs no tombstone.',
     ]);
   }
@@ -43,12 +43,12 @@ export class TombstoneSelfTargetError extends TombstoneError {
 /** The moves of one batch would redirect in a circle (a → b → … → a). */
 export class TombstoneCycleError extends TombstoneError {
   constructor(
-    readonly resourceType: string,
+    readonly type: string,
     /** The keys of the cycle, in order; the first one is repeated at the end. */
     readonly cycle: readonly string[],
   ) {
     super(
-      `The moves of ${resourceType} would form a cycle: ${cycle.map((k) => `'${preview(k)}'`).join(' → ')}.`,
+      `The moves of ${type} would form a cycle: ${cycle.map((k) => `'${preview(k)}'`).join(' → ')}.`,
       [
         'Say where each key lives now: every chain must end at a key that has not moved.',
         'To move a key back to a name it had before, record that single move on its own: it revives the target key.',

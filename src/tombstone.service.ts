@@ -733,12 +733,12 @@ function interpret(row: LookupRow): TombstoneResolution {
       return {
         state: 'moved',
         id,
-        targetKey: row.final_target_key as string,
+        target: row.final_target_key as string,
         permanent: row.permanent && row.final_permanent !== false,
         merged: row.kind === 'merged' || row.final_kind === 'merged',
       };
     default:
-      return { state: 'moved', id, targetKey: row.target_key as string, permanent: row.permanent, merged: row.kind === 'merged' };
+      return { state: 'moved', id, target: row.target_key as string, permanent: row.permanent, merged: row.kind === 'merged' };
   }
 }
 
@@ -760,10 +760,10 @@ function toTombstone(row: Record<string, unknown>): Tombstone {
   return Object.assign(new Tombstone(), {
     id: String(row.id),
     scope: row.scope as string,
-    resourceType: row.resource_type as string,
-    resourceKey: row.resource_key as string,
+    type: row.resource_type as string,
+    key: row.resource_key as string,
     kind: row.kind as TombstoneKind,
-    targetKey: (row.target_key as string | null) ?? null,
+    target: (row.target_key as string | null) ?? null,
     permanent: row.permanent as boolean,
     reason: (row.reason as string | null) ?? null,
     alternative: (row.alternative as string | null) ?? null,

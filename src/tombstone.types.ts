@@ -5,8 +5,8 @@
  * What happened to a key:
  * - `deleted`: gone for good, answered with 410 Gone;
  * - `hidden`: soft-deleted or masked, answered with a 404 like a key that never existed;
- * - `moved`: renamed, answered with a redirect to `targetKey`;
- * - `merged`: folded into another record, answered with a redirect to `targetKey`.
+ * - `moved`: renamed, answered with a redirect to `target`;
+ * - `merged`: folded into another record, answered with a redirect to `target`.
  */
 export type TombstoneKind = 'deleted' | 'hidden' | 'moved' | 'merged';
 
@@ -63,7 +63,7 @@ export type TombstoneResolution =
   | {
       readonly state: 'moved';
       readonly id: string;
-      readonly targetKey: string;
+      readonly target: string;
       readonly permanent: boolean;
       readonly merged: boolean;
     };

@@ -153,9 +153,9 @@ describe('isValidType / assertType', () => {
     expect(isValidType('a'.repeat(129))).toBe(false);
   });
 
-  it("throws a TombstoneValidationError on 'resourceType' with potential solutions", () => {
+  it("throws a TombstoneValidationError on 'type' with potential solutions", () => {
     const error = validationErrorOf(() => assertType('bad type'));
-    expect(error.field).toBe('resourceType');
+    expect(error.field).toBe('type');
     expect(error.name).toBe('TombstoneValidationError');
     expect(error.message).toContain('Invalid resource type "bad type".');
     expect(error.message).toContain('\n\nPotential solutions:\n- ');
@@ -169,11 +169,11 @@ describe('assertKey', () => {
   });
 
   it.each([[''], ['a\u0000'], ['a'.repeat(2049)], ['\ud800'], [42], [undefined]])(
-    'rejects %j with field resourceKey and potential solutions',
+    'rejects %j with field key and potential solutions',
     (key) => {
       const error = validationErrorOf(() => assertKey(key));
-      expect(error.field).toBe('resourceKey');
-      expect(error.message).toContain('Invalid resourceKey');
+      expect(error.field).toBe('key');
+      expect(error.message).toContain('Invalid key');
       expect(error.message).toContain('2048 UTF-8 bytes');
       expect(error.message).toContain('Potential solutions');
       expect(error.message).toContain('String(id)');
@@ -181,9 +181,9 @@ describe('assertKey', () => {
   );
 
   it('names the field it is given', () => {
-    const error = validationErrorOf(() => assertKey('', 'targetKey'));
-    expect(error.field).toBe('targetKey');
-    expect(error.message).toContain('Invalid targetKey');
+    const error = validationErrorOf(() => assertKey('', 'target'));
+    expect(error.field).toBe('target');
+    expect(error.message).toContain('Invalid target');
   });
 });
 

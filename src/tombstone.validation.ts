@@ -31,7 +31,7 @@ export function isValidType(type: unknown): type is string {
 export function assertType(type: unknown): string {
   if (!isValidType(type)) {
     throw new TombstoneValidationError(
-      'resourceType',
+      'type',
       `Invalid resource type ${JSON.stringify(type)}.`,
       [`Use a short name of letters, digits, '_', '.', ':' or '-' (at most ${LIMITS.typeLength} characters), e.g. 'article'.`],
     );
@@ -39,7 +39,7 @@ export function assertType(type: unknown): string {
   return type;
 }
 
-export function assertKey(key: unknown, field = 'resourceKey'): string {
+export function assertKey(key: unknown, field = 'key'): string {
   if (!isStorableKey(key)) {
     throw new TombstoneValidationError(
       field,

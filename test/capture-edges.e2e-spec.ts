@@ -91,7 +91,7 @@ describe('automatic capture: edge cases', () => {
 
       // B is live at k: k must not answer 410, and B's old key must still redirect to it.
       expect(await service.resolve('rv-soft', 'k')).toEqual({ state: 'none' });
-      expect(await service.resolve('rv-soft', 'old-b')).toMatchObject({ state: 'moved', targetKey: 'k' });
+      expect(await service.resolve('rv-soft', 'old-b')).toMatchObject({ state: 'moved', target: 'k' });
     });
 
     it('renaming a soft-deleted row to free its key (partial unique index) does not hijack the live row that took the key', async () => {
@@ -108,7 +108,7 @@ describe('automatic capture: edge cases', () => {
       await db.sql.query(`UPDATE rv_soft2 SET slug = slug || '-archived' WHERE deleted_at IS NOT NULL`);
 
       expect(await service.resolve('rv-soft2', 'k')).toEqual({ state: 'none' }); // B is live at k
-      expect(await service.resolve('rv-soft2', 'old-b')).toMatchObject({ state: 'moved', targetKey: 'k' });
+      expect(await service.resolve('rv-soft2', 'old-b')).toMatchObject({ state: 'moved', target: 'k' });
     });
 
     it('a one-statement shift rename (deferrable unique key) redirects each old key to its own row', async () => {

@@ -230,7 +230,7 @@ describe('automatic capture against PostgreSQL', () => {
       expect(await service.resolve('post', 'draft-title', tenant)).toEqual({
         state: 'moved',
         id: TOMBSTONE_ID,
-        targetKey: 'final-title',
+        target: 'final-title',
         permanent: true,
         merged: false,
       });
@@ -341,7 +341,7 @@ describe('automatic capture against PostgreSQL', () => {
       const error = await handles.save({ name }).catch((e: unknown) => e);
       const reuse = TombstoneKeyReuseError.from(error);
       expect(reuse).toBeInstanceOf(TombstoneKeyReuseError);
-      expect(reuse).toMatchObject({ resourceType: 'handle', resourceKey: name, scope: '', kind: 'deleted' });
+      expect(reuse).toMatchObject({ type: 'handle', key: name, scope: '', kind: 'deleted' });
       expect(reuse?.message).toMatch(/forbids reusing keys/);
       expect(await handles.countBy({ name })).toBe(0);
       expect(await kinds('handle', '')).toContain(`${name}:deleted`);
@@ -353,7 +353,7 @@ describe('automatic capture against PostgreSQL', () => {
       const [mine, theirs] = await handles.save([{ name: `mine-${tenant}` }, { name: `theirs-${tenant}` }]);
       await handles.update({ id: mine.id }, { name: `mine-2-${tenant}` });
       const error = await handles.update({ id: theirs.id }, { name: `mine-${tenant}` }).catch((e: unknown) => e);
-      expect(TombstoneKeyReuseError.from(error)).toMatchObject({ resourceKey: `mine-${tenant}`, kind: 'moved' });
+      expect(TombstoneKeyReuseError.from(error)).toMatchObject({ key: `mine-${tenant}`, kind: 'moved' });
       await handles.update({ id: mine.id }, { name: `mine-${tenant}` });
       expect((await kinds('handle', '')).filter((k) => k.includes(tenant))).toEqual([`mine-2-${tenant}:moved:mine-${tenant}`]);
     });
@@ -397,7 +397,7 @@ describe('automatic capture against PostgreSQL', () => {
       expect(await service.resolve('account-handle', `dup-${base}`)).toEqual({
         state: 'moved',
         id: TOMBSTONE_ID,
-        targetKey: `keep-${base}`,
+        target: `keep-${base}`,
         permanent: false,
         merged: true,
       });
@@ -407,11 +407,11 @@ describe('automatic capture against PostgreSQL', () => {
       const [keep, dup] = await seed('keeper', 'soft-dup');
       await posts().softDelete({ id: dup.id });
       const result = await service.merge(Post, { into: keep.id, from: [dup.id] });
-      expect(result.tombstones.map((t) => [t.scope, t.resourceType, t.resourceKey, t.kind, t.targetKey])).toEqual([
+      expect(result.tombstones.map((t) => [t.scope, t.type, t.key, t.kind, t.target])).toEqual([
         [tenant, 'post', 'soft-dup', 'merged', 'keeper'],
         [tenant, 'post-id', String(dup.id), 'merged', String(keep.id)],
       ]);
-      expect(await service.resolve('post', 'soft-dup', tenant)).toMatchObject({ state: 'moved', targetKey: 'keeper', merged: true });
+      expect(await service.resolve('post', 'soft-dup', tenant)).toMatchObject({ state: 'moved', target: 'keeper', merged: true });
     });
 
     it('rolls everything back when re-pointing fails', async () => {
@@ -541,7 +541,7 @@ describe('automatic capture against PostgreSQL', () => {
       await posts().update({ tenant }, { title: 'renamed' });
       await db.sql.query(`UPDATE cap_posts SET slug = 'renamed-' || slug WHERE tenant = $1`, [tenant]);
       expect(await count('post')).toBe(10_000);
-      expect(await service.resolve('post', 'r-42', tenant)).toMatchObject({ state: 'moved', targetKey: 'renamed-r-42' });
+      expect(await service.resolve('post', 'r-42', tenant)).toMatchObject({ state: 'moved', target: 'renamed-r-42' });
     });
 
     const count = async (type: string) =>

@@ -109,13 +109,13 @@ describe('recording API against PostgreSQL', () => {
         { key: 'b', kind: 'moved', target: 'c' },
       ]);
       // The id is the requested key's own row: the one whose hits count.
-      expect(await service.resolve(type, 'a')).toEqual({ state: 'moved', id: a.id, targetKey: 'c', permanent: true, merged: false });
+      expect(await service.resolve(type, 'a')).toEqual({ state: 'moved', id: a.id, target: 'c', permanent: true, merged: false });
     });
 
     it('resolves a chain of 50 moves with one query', async () => {
       for (let i = 0; i < 50; i++) await service.recordMove(type, `k${i}`, `k${i + 1}`);
       counter.reset();
-      expect(await service.resolve(type, 'k0')).toMatchObject({ state: 'moved', targetKey: 'k50' });
+      expect(await service.resolve(type, 'k0')).toMatchObject({ state: 'moved', target: 'k50' });
       expect(counter.tombstoneQueries).toBe(1);
       const [{ longest }] = await db.sql.query(
         `SELECT count(*)::int AS longest FROM tombstones t JOIN tombstones f
@@ -171,7 +171,7 @@ describe('recording API against PostgreSQL', () => {
       await service.recordDeletion(type, '1');
       await service.recordMove(type, '4', '2');
       const merged = await service.recordMerge(type, ['2', '3', '3'], '1');
-      expect(merged.map((t) => t.resourceKey).sort()).toEqual(['2', '3']);
+      expect(merged.map((t) => t.key).sort()).toEqual(['2', '3']);
       expect(await rows()).toEqual([
         { key: '2', kind: 'merged', target: '1' },
         { key: '3', kind: 'merged', target: '1' },
@@ -179,8 +179,8 @@ describe('recording API against PostgreSQL', () => {
       ]);
       expect(await service.resolve(type, '3')).toEqual({
         state: 'moved',
-        id: merged.find((t) => t.resourceKey === '3')!.id,
-        targetKey: '1',
+        id: merged.find((t) => t.key === '3')!.id,
+        target: '1',
         permanent: true,
         merged: true,
       });
@@ -292,11 +292,11 @@ describe('recording API against PostgreSQL', () => {
 
   describe('validation', () => {
     it.each([
-      ['an empty key', () => service.recordDeletion(type, ''), 'resourceKey'],
-      ['a NUL byte', () => service.recordDeletion(type, 'a\u0000b'), 'resourceKey'],
-      ['a key over 2048 bytes', () => service.recordDeletion(type, 'é'.repeat(1025)), 'resourceKey'],
-      ['a non-string key', () => service.recordDeletion(type, 42 as unknown as string), 'resourceKey'],
-      ['a bad type', () => service.recordDeletion('no spaces', 'a'), 'resourceType'],
+      ['an empty key', () => service.recordDeletion(type, ''), 'key'],
+      ['a NUL byte', () => service.recordDeletion(type, 'a\u0000b'), 'key'],
+      ['a key over 2048 bytes', () => service.recordDeletion(type, 'é'.repeat(1025)), 'key'],
+      ['a non-string key', () => service.recordDeletion(type, 42 as unknown as string), 'key'],
+      ['a bad type', () => service.recordDeletion('no spaces', 'a'), 'type'],
       ['an off-site protocol', () => service.recordDeletion(type, 'a', { alternative: 'javascript:alert(1)' }), 'alternative'],
       ['a protocol-relative link', () => service.recordDeletion(type, 'a', { alternative: '//evil.example' }), 'alternative'],
       ['a header-splitting link', () => service.recordDeletion(type, 'a', { alternative: '/x\r\nSet-Cookie: a=1' }), 'alternative'],

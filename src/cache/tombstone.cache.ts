@@ -90,8 +90,8 @@ export class LruTombstoneCacheStore extends TombstoneCacheStore {
 
 /** Estimated bytes of an entry: V8 strings take up to two bytes a character. */
 export function entrySize(key: string, entry: TombstoneCacheEntry): number {
-  const r = entry.resolution as Partial<Record<'reason' | 'alternative' | 'targetKey' | 'id', string | null>>;
+  const r = entry.resolution as Partial<Record<'reason' | 'alternative' | 'target' | 'id', string | null>>;
   return (
-    200 + 2 * (key.length + (entry.via?.length ?? 0) + (r.reason?.length ?? 0) + (r.alternative?.length ?? 0) + (r.targetKey?.length ?? 0))
+    200 + 2 * (key.length + (entry.via?.length ?? 0) + (r.reason?.length ?? 0) + (r.alternative?.length ?? 0) + (r.target?.length ?? 0))
   );
 }

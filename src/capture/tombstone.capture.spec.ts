@@ -60,7 +60,7 @@ describe('TombstoneKeyReuseError.from', () => {
     for (const error of [pgError, { driverError: pgError }]) {
       const reuse = TombstoneKeyReuseError.from(error);
       expect(reuse).toBeInstanceOf(TombstoneKeyReuseError);
-      expect(reuse).toMatchObject({ resourceType: 'handle', resourceKey: 'ada', scope: 'acme', kind: 'deleted', cause: error });
+      expect(reuse).toMatchObject({ type: 'handle', key: 'ada', scope: 'acme', kind: 'deleted', cause: error });
       expect(reuse?.message).toContain("The handle key 'ada' has a tombstone (deleted)");
     }
   });

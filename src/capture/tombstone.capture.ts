@@ -452,14 +452,14 @@ function firstArgument(tgargs: Buffer | string): string {
 /** The error a write gets when it gives a row a key whose reuse its type forbids. */
 export class TombstoneKeyReuseError extends TombstoneError {
   constructor(
-    readonly resourceType: string,
-    readonly resourceKey: string,
+    readonly type: string,
+    readonly key: string,
     readonly scope: string,
     /** The kind of the tombstone that holds the key. */
     readonly kind: string,
     override readonly cause?: unknown,
   ) {
-    super(`The ${resourceType} key '${preview(resourceKey)}' has a tombstone (${kind}) and its type forbids reusing keys.`, [
+    super(`The ${type} key '${preview(key)}' has a tombstone (${kind}) and its type forbids reusing keys.`, [
       'Choose another key.',
       'Or restore the tombstone first (TombstoneService.restore), if the old links should now show this row.',
     ]);

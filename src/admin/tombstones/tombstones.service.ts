@@ -250,7 +250,7 @@ export class TombstoneAdminService {
               key,
               state: 'moved',
               status: resolution.permanent ? 301 : 302,
-              target: resolution.targetKey,
+              target: resolution.target,
               merged: resolution.merged,
             };
         }
