@@ -28,19 +28,10 @@ export class TombstoneValidationError extends TombstoneError {
   }
 }
 
-/** A move or merge names the same key as source and target. */
-export class TombstoneSelfTargetError extends TombstoneError {
-  constructor(
-    readonly type: string,
-    readonly key: string,
-  ) {
-    super(`Cannot move or merge ${type} '${preview(key)}' onto itself.`, [
-      'Drop the move: a key that stays where it is needs no tombstone.',
-    ]);
-  }
-}
-
-/** The moves of one batch would redirect in a circle (a → b → … → a). */
+/**
+ * Redirects would lead in a circle (a → b → … → a), or a key would redirect to itself (a cycle
+ * of one: `cycle` is `[a, a]`).
+ */
 export class TombstoneCycleError extends TombstoneError {
   constructor(
     readonly type: string,
@@ -48,11 +39,15 @@ export class TombstoneCycleError extends TombstoneError {
     readonly cycle: readonly string[],
   ) {
     super(
-      `The moves of ${type} would form a cycle: ${cycle.map((k) => `'${preview(k)}'`).join(' → ')}.`,
-      [
-        'Say where each key lives now: every chain must end at a key that has not moved.',
-        'To move a key back to a name it had before, record that single move on its own: it revives the target key.',
-      ],
+      cycle.length === 2 && cycle[0] === cycle[1]
+        ? `Cannot move or merge ${type} '${preview(cycle[0])}' onto itself (a cycle of one).`
+        : `The redirects of ${type} would form a cycle: ${cycle.map((k) => `'${preview(k)}'`).join(' → ')}.`,
+      cycle.length === 2 && cycle[0] === cycle[1]
+        ? ['Drop the move: a key that stays where it is needs no tombstone.']
+        : [
+            'Say where each key lives now: every chain must end at a key that has not moved.',
+            'To move a key back to a name it had before, record that single move on its own: it revives the target key.',
+          ],
     );
   }
 }

@@ -12,6 +12,10 @@ import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN, type OPTIONS_TYPE } from
 import { type ResolvedTombstoneOptions, resolveTombstoneOptions } from './tombstone.options.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
 import { TombstoneService } from './tombstone.service.js';
+import { TombstoneCaptureCheck } from './capture/tombstone.capture-check.js';
+import { TombstoneChanges } from './table/tombstone.changes.js';
+import { TombstoneTable } from './table/tombstone.table.js';
+import { TombstoneWriter } from './table/tombstone.writer.js';
 
 /**
  * Remembers what happened to resources and makes `@Tombstoned()` routes answer 404, 410 or a
@@ -42,6 +46,10 @@ import { TombstoneService } from './tombstone.service.js';
         (cache && cache.store) || new LruTombstoneCacheStore(cache ? { maxEntries: cache.maxEntries, maxBytes: cache.maxBytes } : { maxEntries: 1 }),
       inject: [TOMBSTONE_OPTIONS],
     },
+    TombstoneChanges,
+    TombstoneTable,
+    TombstoneWriter,
+    TombstoneCaptureCheck,
     TombstoneService,
     TombstoneLookup,
     TombstoneNotifications,
@@ -50,7 +58,7 @@ import { TombstoneService } from './tombstone.service.js';
     TombstoneHitCounter,
     TombstoneMissLog,
   ],
-  exports: [TombstoneService, TombstoneLookup, TombstoneNotifications, TombstoneCacheStore, TombstoneHitCounter, TombstoneMissLog],
+  exports: [TombstoneService, TombstoneTable, TombstoneWriter, TombstoneLookup, TombstoneNotifications, TombstoneCacheStore, TombstoneHitCounter, TombstoneMissLog],
 })
 export class TombstoneModule extends ConfigurableModuleClass {
   /** Registers the module; every option has a default, so `forRoot()` alone works. */

@@ -1,10 +1,10 @@
 import type { INestApplication } from '@nestjs/common';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type request from 'supertest';
-import { TombstoneMissLog } from '../src/index.js';
 import { ADMIN_TOKEN, bootAdminApp } from './fixtures/admin.fixture.js';
 import { ADAPTERS } from './support/app.js';
 import type { TestDatabase } from './support/database.js';
+import { TombstoneMissLog } from '../src/counters/tombstone.misses.js';
 
 const TOKEN = ADMIN_TOKEN;
 

@@ -1,7 +1,7 @@
 import type { INestApplication } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import request from 'supertest';
-import { TombstoneHitCounter, TombstoneModule, TombstoneService } from '../src/index.js';
+import { TombstoneModule, TombstoneService } from '../src/index.js';
 import {
   ItemsController,
   NumbersController,
@@ -10,6 +10,7 @@ import {
 import { ADAPTERS, bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { QueryCounter } from './support/query-counter.js';
+import { TombstoneHitCounter } from '../src/counters/tombstone.hits.js';
 
 describe.each(ADAPTERS)('HTTP answers (%s)', (adapter) => {
   let db: TestDatabase;

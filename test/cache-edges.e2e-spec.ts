@@ -4,18 +4,14 @@ import { Test } from '@nestjs/testing';
 import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
 import request from 'supertest';
 import type { DataSource } from 'typeorm';
-import {
-  TombstoneLookup,
-  TombstoneModule,
-  type TombstoneModuleOptions,
-  TombstoneNotifications,
-  TombstoneService,
-} from '../src/index.js';
+import { TombstoneModule, type TombstoneModuleOptions, TombstoneNotifications, TombstoneService } from '../src/index.js';
 import { ItemsController } from './fixtures/items.fixture.js';
 import { bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { eventually } from './support/eventually.js';
 import { type TombstoneInvalidation, type TombstoneLookupResult, type TombstoneResolution } from '../src/tombstone.types.js';
+import { TombstoneLookup } from '../src/cache/tombstone.lookup.js';
+import { TombstoneTable } from '../src/table/tombstone.table.js';
 
 // Edge cases of the lookup cache (LISTEN/NOTIFY coherence, filter, store), found by review:
 // each failed against the first version of the cache.
@@ -89,11 +85,11 @@ describe('lookup cache edges: coherence', () => {
     await eventually(() => expect(announcedToB('r-inflight')).toBe(1));
 
     // B's next query for the key reads the table, then takes a while to come back (a slow network).
-    const serviceB = b.get(TombstoneService);
-    const lookup = serviceB.lookup.bind(serviceB);
+    const tableB = b.get(TombstoneTable);
+    const lookup = tableB.lookup.bind(tableB);
     const read = deferred();
     const gate = deferred();
-    serviceB.lookup = async (...args: Parameters<TombstoneService['lookup']>): Promise<TombstoneLookupResult> => {
+    tableB.lookup = async (...args: Parameters<TombstoneTable['lookup']>): Promise<TombstoneLookupResult> => {
       const result = await lookup(...args);
       if (args[1] === 'r-inflight') {
         read.resolve();
@@ -115,7 +111,7 @@ describe('lookup cache edges: coherence', () => {
       expect(await after).toMatchObject({ state: 'gone', reason: 'Second' });
     } finally {
       gate.resolve();
-      serviceB.lookup = lookup;
+      tableB.lookup = lookup;
     }
   });
 

@@ -2,20 +2,16 @@ import type { INestApplication } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import pg from 'pg';
 import request from 'supertest';
-import {
-  LruTombstoneCacheStore,
-  TOMBSTONE_CHANNEL,
-  TombstoneHitCounter,
-  TombstoneLookup,
-  TombstoneModule,
-  type TombstoneModuleOptions,
-  TombstoneService,
-} from '../src/index.js';
+import { TombstoneModule, type TombstoneModuleOptions, TombstoneService } from '../src/index.js';
 import { ItemsController } from './fixtures/items.fixture.js';
 import { bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { eventually } from './support/eventually.js';
 import { QueryCounter } from './support/query-counter.js';
+import { TombstoneHitCounter } from '../src/counters/tombstone.hits.js';
+import { TombstoneLookup } from '../src/cache/tombstone.lookup.js';
+import { LruTombstoneCacheStore } from '../src/cache/tombstone.cache.js';
+import { TOMBSTONE_CHANNEL } from '../src/cache/tombstone.notifications.js';
 
 
 // Two instances of one app on one database: a write on one must change the other's answers,

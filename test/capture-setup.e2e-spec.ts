@@ -14,19 +14,11 @@ import { Test } from '@nestjs/testing';
 import { getDataSourceToken, InjectDataSource, TypeOrmModule } from '@nestjs/typeorm';
 import request from 'supertest';
 import { Column, DataSource, DeleteDateColumn, Entity, PrimaryGeneratedColumn } from 'typeorm';
-import {
-  CAPTURE_TRIGGERS,
-  type EntityClass,
-  installTombstoneCapture,
-  TOMBSTONE_MIGRATIONS,
-  TombstoneConfigurationError,
-  TombstoneModule,
-  type TombstoneModuleOptions,
-  TombstoneTracked,
-} from '../src/index.js';
+import { installTombstoneCapture, TOMBSTONE_MIGRATIONS, TombstoneConfigurationError, TombstoneModule, type TombstoneModuleOptions, TombstoneTracked } from '../src/index.js';
 import { CAPTURE_ENTITIES, CreateCaptureFixtures1763900000000, NotInstalled, Post } from './fixtures/capture.fixture.js';
 import { bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { CAPTURE_TRIGGERS, type EntityClass } from '../src/capture/tombstone.capture.js';
 
 /** The table of Post, with its slug now declared 'hidden' on delete: the installed triggers are out of date. */
 @Entity({ name: 'cap_posts' })

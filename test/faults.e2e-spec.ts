@@ -7,10 +7,11 @@ import pg from 'pg';
 import request from 'supertest';
 import { DataSource } from 'typeorm';
 import { type EmbeddedPostgresHandle, startEmbeddedPostgres } from '#dev/embedded-postgres';
-import { TOMBSTONE_ENTITIES, TOMBSTONE_MIGRATIONS, TombstoneLookup, TombstoneModule, TombstoneService } from '../src/index.js';
+import { TOMBSTONE_ENTITIES, TOMBSTONE_MIGRATIONS, TombstoneModule, TombstoneService } from '../src/index.js';
 import { ItemsController } from './fixtures/items.fixture.js';
 import { bootApp } from './support/app.js';
 import { eventually as poll } from './support/eventually.js';
+import { TombstoneLookup } from '../src/cache/tombstone.lookup.js';
 
 /** A restart and a reconnection with backoff take a few seconds. */
 const eventually = (check: () => unknown) => poll(check, 20_000, 50);

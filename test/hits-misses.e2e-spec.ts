@@ -1,11 +1,13 @@
 import { type INestApplication, Logger } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import request from 'supertest';
-import { TombstoneHitCounter, TombstoneMissLog, TombstoneModule, type TombstoneModuleOptions, TombstoneService } from '../src/index.js';
+import { TombstoneModule, type TombstoneModuleOptions, TombstoneService } from '../src/index.js';
 import { ItemsController } from './fixtures/items.fixture.js';
 import { ADAPTERS, type AdapterName, bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { QueryCounter } from './support/query-counter.js';
+import { TombstoneMissLog } from '../src/counters/tombstone.misses.js';
+import { TombstoneHitCounter } from '../src/counters/tombstone.hits.js';
 
 /** Long enough that no timer writes during a test: the tests write with flush(). */
 const NO_TIMER = 3_600_000;

@@ -8,7 +8,7 @@ import { parse as parseCsv } from 'csv-parse/sync';
 import fc from 'fast-check';
 import pg from 'pg';
 import { TombstoneAdminModule } from '../src/admin/index.js';
-import { TombstoneHitCounter, TombstoneMissLog, TombstoneModule, TombstoneService } from '../src/index.js';
+import { TombstoneModule, TombstoneService } from '../src/index.js';
 import { isSafeLink } from '../src/tombstone.validation.js';
 import { ADMIN_TOKEN, ArticlesController, bootAdminApp, TokenGuard } from './fixtures/admin.fixture.js';
 import { ItemsController, NumbersController, TenantDocsController } from './fixtures/items.fixture.js';
@@ -42,6 +42,8 @@ import {
 } from './support/arbitraries.js';
 import { ADAPTERS, type AdapterName, bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { TombstoneMissLog } from '../src/counters/tombstone.misses.js';
+import { TombstoneHitCounter } from '../src/counters/tombstone.hits.js';
 
 /**
  * Property-based hostile input (issue "Hostile input"): fast-check generates requests for the

@@ -3,7 +3,8 @@ import { LruTombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
 import { resolveTombstoneOptions, type ResolvedTombstoneOptions, type TombstoneModuleOptions } from '../tombstone.options.js';
-import type { TombstoneService } from '../tombstone.service.js';
+import { TombstoneChanges } from '../table/tombstone.changes.js';
+import type { TombstoneTable } from '../table/tombstone.table.js';
 import { type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
 
 // Edge cases of the lookup cache found by review: each failed against its first version.
@@ -37,8 +38,6 @@ function setup(options: TombstoneModuleOptions = {}, rows: Row[] = [], resolved 
   let blockedLoads = 0;
   const service = {
     lookup: jest.fn(async (type: string, key: string, scope: string) => answers.get(`${scope}/${type}/${key}`) ?? NO_ROW),
-    resolve: jest.fn(async () => NONE),
-    onChange: undefined as unknown,
     dataSource: {
       getMetadata: () => ({ schema: undefined, tableName: 'tombstones' }),
       query: jest.fn(async (sql: string, params: unknown[]) => {
@@ -58,7 +57,7 @@ function setup(options: TombstoneModuleOptions = {}, rows: Row[] = [], resolved 
     },
   };
   const store = new LruTombstoneCacheStore({ maxEntries: resolved.cache ? resolved.cache.maxEntries : 1 });
-  const lookup = new TombstoneLookup(resolved, service as unknown as TombstoneService, store);
+  const lookup = new TombstoneLookup(resolved, service as unknown as TombstoneTable, new TombstoneChanges(), store);
   lookup.onModuleInit();
   jest.spyOn((lookup as unknown as { logger: { error: () => void; log: () => void } }).logger, 'error').mockImplementation(() => undefined);
   jest.spyOn((lookup as unknown as { logger: { error: () => void; log: () => void } }).logger, 'log').mockImplementation(() => undefined);

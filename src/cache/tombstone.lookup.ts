@@ -4,7 +4,8 @@ import { BloomFilter } from 'bloomfilter';
 import { TombstoneCacheStore } from './tombstone.cache.js';
 import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import type { ResolvedCacheOptions, ResolvedTombstoneOptions } from '../tombstone.options.js';
-import { TombstoneService } from '../tombstone.service.js';
+import { TombstoneChanges } from '../table/tombstone.changes.js';
+import { TombstoneTable } from '../table/tombstone.table.js';
 import { isStorableKey, isStorableScope, isValidType } from '../tombstone.validation.js';
 import { NO_TOMBSTONE, type TombstoneInvalidation, type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
 
@@ -95,7 +96,8 @@ export class TombstoneLookup implements OnModuleInit {
 
   constructor(
     @Inject(TOMBSTONE_OPTIONS) options: ResolvedTombstoneOptions,
-    private readonly service: TombstoneService,
+    private readonly table: TombstoneTable,
+    private readonly changes: TombstoneChanges,
     private readonly store: TombstoneCacheStore,
   ) {
     this.settings = options.cache;
@@ -105,8 +107,8 @@ export class TombstoneLookup implements OnModuleInit {
   }
 
   onModuleInit(): void {
-    // The service's own writes are dropped at once, before their notification comes back.
-    if (this.settings) this.service.onChange = (change) => this.invalidate(change);
+    // The module's own writes are dropped at once, before their notification comes back.
+    if (this.settings) this.changes.subscribe((change) => this.invalidate(change));
   }
 
   /**
@@ -115,7 +117,7 @@ export class TombstoneLookup implements OnModuleInit {
    * promise when the database is asked.
    */
   resolve(type: string, key: string, scope = ''): TombstoneResolution | Promise<TombstoneResolution> {
-    if (this.state !== 'coherent') return this.turn(() => this.service.resolve(type, key, scope));
+    if (this.state !== 'coherent') return this.turn(async () => (await this.table.lookup(type, key, scope)).resolution);
     if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_TOMBSTONE;
     const id = `${scope}\u0000${type}\u0000${key}`;
     if (this.filter !== null && this.filterValid && (this.unsure.size === 0 || !this.unsure.has(`${scope}\u0000${type}`))) {
@@ -220,7 +222,7 @@ export class TombstoneLookup implements OnModuleInit {
   private async load(id: string, type: string, key: string, scope: string): Promise<TombstoneResolution> {
     const epoch = this.epoch;
     this.counters.queried++;
-    const result = await this.turn(() => this.service.lookup(type, key, scope));
+    const result = await this.turn(() => this.table.lookup(type, key, scope));
     if (epoch === this.epoch && this.state === 'coherent' && this.settings) this.remember(id, result, `${scope}\u0000${type}\u0000`);
     return result.resolution;
   }
@@ -374,8 +376,8 @@ export class TombstoneLookup implements OnModuleInit {
     const settings = this.settings as ResolvedCacheOptions;
     const filterSettings = settings.filter as { falsePositiveRate: number; minCapacity: number };
     const started = performance.now();
-    const dataSource = this.service.dataSource;
-    const [estimate] = (await dataSource.query(ESTIMATE_SQL, [this.service.qualifiedTable])) as { n: string }[];
+    const dataSource = this.table.dataSource;
+    const [estimate] = (await dataSource.query(ESTIMATE_SQL, [this.table.qualifiedName])) as { n: string }[];
     // Twice the keys there are: the planner's estimate of the rows, or, when it is behind (0
     // right after a restore), the distinct keys the current filter holds.
     const wanted = Math.max(filterSettings.minCapacity, 2 * Number(estimate?.n ?? 0), 2 * this.filterKeys);
@@ -422,7 +424,7 @@ export class TombstoneLookup implements OnModuleInit {
     const prefix = `${pair}\u0000`;
     let after = '';
     for (;;) {
-      const rows = (await this.service.dataSource.query(LOAD_PAIR_SQL, [scope, type, after])) as { resource_key: string }[];
+      const rows = (await this.table.dataSource.query(LOAD_PAIR_SQL, [scope, type, after])) as { resource_key: string }[];
       if (generation !== this.generation) return;
       for (const row of rows) this.addToFilter(prefix + row.resource_key);
       if (rows.length < LOAD_BATCH) break;

@@ -4,7 +4,7 @@ import type { Client, ClientConfig, Notification } from 'pg';
 import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
 import type { ResolvedTombstoneOptions } from '../tombstone.options.js';
-import { TombstoneService } from '../tombstone.service.js';
+import { TombstoneTable } from '../table/tombstone.table.js';
 import { type TombstoneInvalidation } from '../tombstone.types.js';
 
 /** The channel the migration `CreateTombstoneNotify1764115200000` announces changes on. */
@@ -45,19 +45,19 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
 
   constructor(
     @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
-    private readonly service: TombstoneService,
+    private readonly tombstones: TombstoneTable,
     private readonly lookup: TombstoneLookup,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
     if (!this.options.cache) return;
-    const dataSource = this.service.dataSource;
+    const dataSource = this.tombstones.dataSource;
     if (!dataSource.isInitialized) {
       this.logger.warn('Tombstone lookup cache off: the DataSource is not initialized.');
       this.lookup.disable();
       return;
     }
-    this.table = this.service.qualifiedTable;
+    this.table = this.tombstones.qualifiedName;
     // Bounded (see attempt()): start-up never waits on a connection that does not answer.
     await this.connect();
     this.healthTimer = setInterval(() => void this.check(), HEALTH_INTERVAL_MS);
@@ -96,7 +96,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
     const id = `${this.instance}:${++this.barrierCount}`;
     const heard = new Promise<void>((resolve) => this.barriers.set(id, resolve));
     try {
-      await this.service.dataSource.query(`SELECT pg_notify($1, $2)`, [TOMBSTONE_CHANNEL, JSON.stringify({ barrier: id })]);
+      await this.tombstones.dataSource.query(`SELECT pg_notify($1, $2)`, [TOMBSTONE_CHANNEL, JSON.stringify({ barrier: id })]);
       await within(heard, 'settling', timeoutMs);
     } catch {
       // Best effort: the change arrives on its own a moment later.
@@ -158,7 +158,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
   }
 
   private createClient(): Client {
-    const driver = this.service.dataSource.driver as unknown as { master?: { Client: new (config: ClientConfig) => Client; options: ClientConfig } };
+    const driver = this.tombstones.dataSource.driver as unknown as { master?: { Client: new (config: ClientConfig) => Client; options: ClientConfig } };
     const pool = driver.master;
     if (!pool) throw new Error('the DataSource has no PostgreSQL pool');
     const listen = this.options.cache ? this.options.cache.listen : undefined;

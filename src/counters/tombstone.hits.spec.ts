@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { TombstoneHitCounter } from './tombstone.hits.js';
 import { resolveTombstoneOptions, type TombstoneModuleOptions } from '../tombstone.options.js';
-import type { TombstoneService } from '../tombstone.service.js';
+import type { TombstoneTable } from '../table/tombstone.table.js';
 
 /** A DataSource whose queries the test answers: each call waits until released or failed. */
 class FakeDataSource {
@@ -31,7 +31,7 @@ const logs: { level: string; message: string }[] = [];
 
 function counter(options: TombstoneModuleOptions = {}) {
   const source = new FakeDataSource();
-  const service = { dataSource: source } as unknown as TombstoneService;
+  const service = { dataSource: source } as unknown as TombstoneTable;
   return { hits: new TombstoneHitCounter(resolveTombstoneOptions(options), service), source };
 }
 

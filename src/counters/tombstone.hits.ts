@@ -3,7 +3,7 @@ import type { DataSource } from 'typeorm';
 import { type BufferedEntry, TombstoneBuffer, timeOf } from './tombstone.buffer.js';
 import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import type { ResolvedTombstoneOptions } from '../tombstone.options.js';
-import { TombstoneService } from '../tombstone.service.js';
+import { TombstoneTable } from '../table/tombstone.table.js';
 
 interface PendingHits extends BufferedEntry {
   id: string;
@@ -36,8 +36,8 @@ const FLUSH_SQL = `
  */
 @Injectable()
 export class TombstoneHitCounter extends TombstoneBuffer<PendingHits> {
-  constructor(@Inject(TOMBSTONE_OPTIONS) options: ResolvedTombstoneOptions, service: TombstoneService) {
-    super(options.hitCounts, { option: 'hitCounts', entries: 'tombstone hit counts', events: 'hits' }, () => service.dataSource);
+  constructor(@Inject(TOMBSTONE_OPTIONS) options: ResolvedTombstoneOptions, table: TombstoneTable) {
+    super(options.hitCounts, { option: 'hitCounts', entries: 'tombstone hit counts', events: 'hits' }, () => table.dataSource);
   }
 
   /**

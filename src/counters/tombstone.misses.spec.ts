@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { referrerOf, TombstoneMissLog } from './tombstone.misses.js';
 import { resolveTombstoneOptions, type TombstoneModuleOptions } from '../tombstone.options.js';
-import type { TombstoneService } from '../tombstone.service.js';
+import type { TombstoneTable } from '../table/tombstone.table.js';
 
 class FakeDataSource {
   isInitialized = true;
@@ -30,7 +30,7 @@ const errors: string[] = [];
 
 function missLog(options: TombstoneModuleOptions = { missLog: true }) {
   const source = new FakeDataSource();
-  const service = { dataSource: source } as unknown as TombstoneService;
+  const service = { dataSource: source } as unknown as TombstoneTable;
   return { misses: new TombstoneMissLog(resolveTombstoneOptions(options), service), source };
 }
 

@@ -3,7 +3,7 @@ import type { DataSource } from 'typeorm';
 import { type BufferedEntry, TombstoneBuffer, timeOf } from './tombstone.buffer.js';
 import { LIMITS, TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import type { ResolvedMissLogOptions, ResolvedTombstoneOptions } from '../tombstone.options.js';
-import { TombstoneService } from '../tombstone.service.js';
+import { TombstoneTable } from '../table/tombstone.table.js';
 import { isStorableKey, isStorableScope, isValidType } from '../tombstone.validation.js';
 
 interface PendingMiss extends BufferedEntry {
@@ -68,8 +68,8 @@ const TRIM_SQL = `
 export class TombstoneMissLog extends TombstoneBuffer<PendingMiss> {
   private readonly limits: ResolvedMissLogOptions | false;
 
-  constructor(@Inject(TOMBSTONE_OPTIONS) options: ResolvedTombstoneOptions, service: TombstoneService) {
-    super(options.missLog, { option: 'missLog', entries: 'tombstone misses', events: 'misses' }, () => service.dataSource);
+  constructor(@Inject(TOMBSTONE_OPTIONS) options: ResolvedTombstoneOptions, table: TombstoneTable) {
+    super(options.missLog, { option: 'missLog', entries: 'tombstone misses', events: 'misses' }, () => table.dataSource);
     this.limits = options.missLog;
   }
 

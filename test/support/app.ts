@@ -1,7 +1,7 @@
 import type { INestApplication, ModuleMetadata } from '@nestjs/common';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
-import { TombstoneLookup } from '../../src/index.js';
+import { TombstoneLookup } from '../../src/cache/tombstone.lookup.js';
 
 export type AdapterName = 'express' | 'fastify';
 

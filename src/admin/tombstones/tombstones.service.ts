@@ -1,8 +1,10 @@
 import { ConflictException, Inject, Injectable, NotFoundException } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
-import type { DataSource, EntityManager } from 'typeorm';
-import { TombstoneConfigurationError } from '../../tombstone.exceptions.js';
-import { TombstoneService } from '../../tombstone.service.js';
+import { type TombstoneRow, toTombstone } from '../../table/tombstone.rows.js';
+import { TombstoneTable } from '../../table/tombstone.table.js';
+import { TombstoneExistsError, type TombstoneFields, TombstoneWriter } from '../../table/tombstone.writer.js';
+import type { Tombstone } from '../../tombstone.entity.js';
+import { TombstoneConfigurationError, TombstoneCycleError } from '../../tombstone.exceptions.js';
 import { isStorableKey, isStorableScope, isValidType, isWellFormed } from '../../tombstone.validation.js';
 import type { CreateTombstoneDto, ListTombstonesQuery, ResolveTombstonesDto, StaleTombstonesQuery, UpdateTombstoneDto } from './tombstones.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
@@ -66,18 +68,12 @@ export class TombstoneAdminService {
     private readonly moduleRef: ModuleRef,
   ) {}
 
-  private get tombstones(): TombstoneService {
-    try {
-      return this.moduleRef.get(TombstoneService, { strict: false });
-    } catch {
-      throw new TombstoneConfigurationError('TombstoneAdminModule needs TombstoneModule.', [
-        'Import TombstoneModule.forRoot() in your application module.',
-      ]);
-    }
+  private get table(): TombstoneTable {
+    return required(this.moduleRef, TombstoneTable);
   }
 
-  private get db(): DataSource {
-    return this.tombstones.dataSource;
+  private get writer(): TombstoneWriter {
+    return required(this.moduleRef, TombstoneWriter);
   }
 
   async list(query: ListTombstonesQuery): Promise<TombstonePage> {
@@ -114,120 +110,77 @@ export class TombstoneAdminService {
     const limit = requested ?? Math.min(50, this.options.maxPageSize);
     if (limit > this.options.maxPageSize) throw invalid('limit', `must be at most ${this.options.maxPageSize}`);
     if (cursor !== undefined) where.push(`id < $${params.push(decodeCursor(cursor))}`);
-    const rows = (await this.db.query(
+    const rows = (await this.table.dataSource.query(
       `SELECT * FROM tombstones ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${params.push(limit + 1)}`,
       params,
-    )) as Row[];
-    const items = rows.slice(0, limit).map(view);
+    )) as TombstoneRow[];
+    const items = rows.slice(0, limit).map((row) => view(toTombstone(row)));
     return { items, nextCursor: rows.length > limit ? encodeCursor(items[items.length - 1].id) : null };
   }
 
   async get(id: string): Promise<TombstoneView> {
-    const [row] = (await this.db.query(`SELECT * FROM tombstones WHERE id = $1`, [id])) as Row[];
-    if (!row) throw missing(id);
-    return view(row);
+    const tombstone = await this.table.findById(id);
+    if (!tombstone) throw missing(id);
+    return view(tombstone);
   }
 
   async create(dto: CreateTombstoneDto, actor: string | null): Promise<TombstoneView> {
-    const scope = dto.scope ?? '';
     const redirect = dto.kind === 'moved' || dto.kind === 'merged';
     if (redirect && dto.target === undefined) throw invalid('target', `is required for a ${dto.kind} tombstone`);
     if (!redirect && dto.target !== undefined) throw invalid('target', `only moved and merged tombstones have one, not ${dto.kind}`);
     if (redirect && dto.target === dto.key) throw invalid('target', 'must differ from key');
     this.checkAlternative(dto.kind, dto.alternative);
-    const metadata = checkMetadata(dto.metadata);
-    return this.db.transaction(async (tx) => {
-      await lockType(tx, scope, dto.type);
-      const [existing] = (await tx.query(`SELECT id FROM tombstones WHERE scope = $1 AND resource_type = $2 AND resource_key = $3`, [
-        scope,
-        dto.type,
-        dto.key,
-      ])) as { id: string }[];
-      if (existing) {
-        throw new ConflictException({
-          statusCode: 409,
-          error: 'Conflict',
-          message: 'This key already has a tombstone; update it instead.',
-          id: String(existing.id),
-        });
-      }
-      const target = redirect ? await finalTarget(tx, scope, dto.type, dto.key, dto.target as string) : null;
-      const [row] = (await tx.query(
-        `INSERT INTO tombstones (scope, resource_type, resource_key, kind, target_key, permanent, reason, alternative,
-                                 actor, expires_at, metadata)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb) RETURNING *`,
-        [
-          scope,
-          dto.type,
-          dto.key,
-          dto.kind,
-          target,
-          dto.permanent ?? true,
-          dto.reason || null,
-          dto.alternative ?? null,
-          actor,
-          dto.expiresAt ? parseDate(dto.expiresAt, 'expiresAt') : null,
-          JSON.stringify(metadata),
-        ],
-      )) as Row[];
-      if (target !== null) await repoint(tx, scope, dto.type, dto.key, target);
-      return view(row);
-    });
+    const fields: TombstoneFields = {
+      kind: dto.kind,
+      target: redirect ? (dto.target as string) : null,
+      permanent: dto.permanent ?? true,
+      reason: dto.reason || null,
+      alternative: dto.alternative ?? null,
+      actor,
+      occurredAt: null,
+      expiresAt: dto.expiresAt ? parseDate(dto.expiresAt, 'expiresAt') : null,
+      metadata: checkMetadata(dto.metadata),
+    };
+    return view(await conflicts(() => this.writer.create(dto.scope ?? '', dto.type, dto.key, fields)));
   }
 
   async update(id: string, dto: UpdateTombstoneDto, actor: string | null): Promise<TombstoneView> {
-    return this.db.transaction(async (tx) => {
-      // The (scope, type) lock first, then the row's, in the order every other writer takes them.
-      const [named] = (await tx.query(`SELECT scope, resource_type FROM tombstones WHERE id = $1`, [id])) as Row[];
-      if (!named) throw missing(id);
-      await lockType(tx, named.scope, named.resource_type);
-      const [current] = (await tx.query(`SELECT * FROM tombstones WHERE id = $1 FOR UPDATE`, [id])) as Row[];
-      if (!current) throw missing(id);
-      const kind = dto.kind ?? current.kind;
-      const redirect = kind === 'moved' || kind === 'merged';
-      let target = redirect ? (dto.target ?? current.target_key) : null;
-      if (redirect && target === null) throw invalid('target', `is required for a ${kind} tombstone`);
-      if (!redirect && dto.target !== undefined) throw invalid('target', `only moved and merged tombstones have one, not ${kind}`);
-      if (target === current.resource_key) throw invalid('target', 'must differ from key');
-      if (target !== null) target = await finalTarget(tx, current.scope, current.resource_type, current.resource_key, target);
-      const alternative = kind === 'deleted' ? (dto.alternative === undefined ? current.alternative : dto.alternative) : null;
-      if (dto.alternative !== undefined && dto.alternative !== null) this.checkAlternative(kind, dto.alternative);
-      const metadata = dto.metadata === undefined ? current.metadata : checkMetadata(dto.metadata);
-      const changed = kind !== current.kind || target !== current.target_key;
-      const [row] = rowsOf<Row>(await tx.query(
-        `UPDATE tombstones SET kind = $2, target_key = $3, permanent = $4, reason = $5, alternative = $6, actor = $7,
-                expires_at = $8, metadata = $9::jsonb, occurred_at = CASE WHEN $10::boolean THEN now() ELSE occurred_at END,
-                updated_at = now()
-          WHERE id = $1 RETURNING *`,
-        [
-          id,
+    const updated = await conflicts(() =>
+      this.writer.update(id, (current): TombstoneFields => {
+        const kind = dto.kind ?? current.kind;
+        const redirect = kind === 'moved' || kind === 'merged';
+        const target = redirect ? (dto.target ?? current.target) : null;
+        if (redirect && target === null) throw invalid('target', `is required for a ${kind} tombstone`);
+        if (!redirect && dto.target !== undefined) throw invalid('target', `only moved and merged tombstones have one, not ${kind}`);
+        if (target === current.key) throw invalid('target', 'must differ from key');
+        if (dto.alternative !== undefined && dto.alternative !== null) this.checkAlternative(kind, dto.alternative);
+        return {
           kind,
           target,
-          dto.permanent ?? current.permanent,
-          dto.reason === undefined ? current.reason : dto.reason || null,
-          alternative,
+          permanent: dto.permanent ?? current.permanent,
+          reason: dto.reason === undefined ? current.reason : dto.reason || null,
+          alternative: kind === 'deleted' ? (dto.alternative === undefined ? current.alternative : dto.alternative) : null,
           actor,
-          dto.expiresAt === undefined ? current.expires_at : dto.expiresAt === null ? null : parseDate(dto.expiresAt, 'expiresAt'),
-          JSON.stringify(metadata),
-          changed,
-        ],
-      ));
-      if (target !== null) await repoint(tx, current.scope, current.resource_type, current.resource_key, target);
-      return view(row);
-    });
+          occurredAt: null,
+          expiresAt: dto.expiresAt === undefined ? current.expiresAt : dto.expiresAt === null ? null : parseDate(dto.expiresAt, 'expiresAt'),
+          metadata: dto.metadata === undefined ? current.metadata : checkMetadata(dto.metadata),
+        };
+      }),
+    );
+    if (!updated) throw missing(id);
+    return view(updated);
   }
 
   /** Deletes a tombstone: its key is live (or a plain 404) again. */
   async remove(id: string): Promise<void> {
-    const deleted = rowsOf(await this.db.query(`DELETE FROM tombstones WHERE id = $1 RETURNING id`, [id]));
-    if (deleted.length === 0) throw missing(id);
+    if (!(await this.writer.removeById(id))) throw missing(id);
   }
 
   async resolve(dto: ResolveTombstonesDto): Promise<{ results: TombstoneResolveResult[] }> {
     if (dto.keys.length > this.options.maxResolveKeys) throw invalid('keys', `at most ${this.options.maxResolveKeys} keys per request`);
     const scope = dto.scope ?? '';
     if (!isValidType(dto.type) || !isStorableScope(scope)) throw invalid('type', 'invalid');
-    const resolutions = await this.tombstones.resolveMany(dto.type, dto.keys, scope);
+    const resolutions = await this.table.lookupMany(dto.type, dto.keys, scope);
     return {
       results: dto.keys.map((key, i): TombstoneResolveResult => {
         const resolution = isStorableKey(key) ? resolutions[i] : NO_TOMBSTONE;
@@ -269,52 +222,53 @@ export class TombstoneAdminService {
   }
 }
 
-interface Row {
-  id: string;
-  scope: string;
-  resource_type: string;
-  resource_key: string;
-  kind: TombstoneKind;
-  target_key: string | null;
-  permanent: boolean;
-  reason: string | null;
-  alternative: string | null;
-  actor: string | null;
-  occurred_at: Date;
-  expires_at: Date | null;
-  metadata: Record<string, unknown>;
-  hit_count: string;
-  last_hit_at: Date | null;
-  created_at: Date;
-  updated_at: Date;
-}
-
-function view(row: Row): TombstoneView {
+/** A tombstone as the admin endpoints show it: the entity, dates as ISO 8601. */
+export function view(tombstone: Tombstone): TombstoneView {
   return {
-    id: String(row.id),
-    scope: row.scope,
-    type: row.resource_type,
-    key: row.resource_key,
-    kind: row.kind,
-    target: row.target_key,
-    permanent: row.permanent,
-    reason: row.reason,
-    alternative: row.alternative,
-    actor: row.actor,
-    occurredAt: row.occurred_at.toISOString(),
-    expiresAt: row.expires_at?.toISOString() ?? null,
-    metadata: row.metadata,
-    hitCount: Number(row.hit_count),
-    lastHitAt: row.last_hit_at?.toISOString() ?? null,
-    createdAt: row.created_at.toISOString(),
-    updatedAt: row.updated_at.toISOString(),
+    id: tombstone.id,
+    scope: tombstone.scope,
+    type: tombstone.type,
+    key: tombstone.key,
+    kind: tombstone.kind,
+    target: tombstone.target,
+    permanent: tombstone.permanent,
+    reason: tombstone.reason,
+    alternative: tombstone.alternative,
+    actor: tombstone.actor,
+    occurredAt: tombstone.occurredAt.toISOString(),
+    expiresAt: tombstone.expiresAt?.toISOString() ?? null,
+    metadata: tombstone.metadata,
+    hitCount: tombstone.hitCount,
+    lastHitAt: tombstone.lastHitAt?.toISOString() ?? null,
+    createdAt: tombstone.createdAt.toISOString(),
+    updatedAt: tombstone.updatedAt.toISOString(),
   };
 }
 
-/** Rows of a raw query; TypeORM answers `[rows, count]` for UPDATE and DELETE. */
-function rowsOf<T>(result: unknown): T[] {
-  const list = result as unknown[];
-  return (Array.isArray(list[0]) ? list[0] : list) as T[];
+/** A provider of TombstoneModule, which the admin module needs. */
+function required<T>(moduleRef: ModuleRef, token: new (...args: never[]) => T): T {
+  try {
+    return moduleRef.get(token, { strict: false });
+  } catch {
+    throw new TombstoneConfigurationError('TombstoneAdminModule needs TombstoneModule.', [
+      'Import TombstoneModule.forRoot() in your application module.',
+    ]);
+  }
+}
+
+/** A write the table refused as a conflict: the key has a tombstone, or the redirect would loop. */
+async function conflicts<T>(write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (error) {
+    if (error instanceof TombstoneExistsError) {
+      throw new ConflictException({ statusCode: 409, error: 'Conflict', message: error.message, id: error.id });
+    }
+    if (error instanceof TombstoneCycleError) {
+      throw new ConflictException({ statusCode: 409, error: 'Conflict', message: error.message });
+    }
+    throw error;
+  }
 }
 
 function missing(id: string): NotFoundException {
@@ -352,40 +306,4 @@ function decodeCursor(cursor: string): string {
   const id = Buffer.from(cursor, 'base64url').toString('utf8');
   if (!isRowId(id)) throw invalid('cursor', 'must be the nextCursor of a previous page');
   return id;
-}
-
-/** The same lock the recording API's batches take: admin writes edit chains of a (scope, type). */
-async function lockType(tx: EntityManager, scope: string, type: string): Promise<void> {
-  await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, [`nestjs-tombstones\u001f${scope}\u001f${type}`]);
-}
-
-/**
- * Where a redirect from `key` to `target` ends: at the target, or where the target's own
- * redirect leads (chains stay one hop). A redirect that would lead back to `key` is a cycle: 409.
- * Unlike a captured move, an operator's redirect never revives its target: a target that is
- * deleted stays deleted, and the redirect then answers 410.
- */
-async function finalTarget(tx: EntityManager, scope: string, type: string, key: string, target: string): Promise<string> {
-  const [hop] = (await tx.query(
-    `SELECT kind, target_key FROM tombstones WHERE scope = $1 AND resource_type = $2 AND resource_key = $3`,
-    [scope, type, target],
-  )) as { kind: TombstoneKind; target_key: string | null }[];
-  const final = hop && (hop.kind === 'moved' || hop.kind === 'merged') && hop.target_key ? hop.target_key : target;
-  if (final === key) {
-    throw new ConflictException({
-      statusCode: 409,
-      error: 'Conflict',
-      message: `A redirect from '${key.slice(0, 120)}' to '${target.slice(0, 120)}' would form a cycle: that key redirects back.`,
-    });
-  }
-  return final;
-}
-
-/** What redirected to `key` now leads where `key` does. */
-async function repoint(tx: EntityManager, scope: string, type: string, key: string, target: string): Promise<void> {
-  await tx.query(
-    `UPDATE tombstones SET target_key = $4, updated_at = now()
-      WHERE scope = $1 AND resource_type = $2 AND target_key = $3 AND resource_key <> $4`,
-    [scope, type, key, target],
-  );
 }

@@ -9,7 +9,9 @@ import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { EntityManager } from 'typeorm';
 import { LIMITS } from '../../tombstone.constants.js';
-import { TombstoneService } from '../../tombstone.service.js';
+import { collapseChains } from '../../table/tombstone.chains.js';
+import { lockTypes } from '../../table/tombstone.lock.js';
+import { TombstoneTable } from '../../table/tombstone.table.js';
 import { isSafeLink, isStorableKey, isStorableScope, isValidType, isWellFormed } from '../../tombstone.validation.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
@@ -139,7 +141,7 @@ export class TombstoneTransferService implements OnModuleInit {
   }
 
   private get db() {
-    return this.moduleRef.get(TombstoneService, { strict: false }).dataSource;
+    return this.moduleRef.get(TombstoneTable, { strict: false }).dataSource;
   }
 
   /**
@@ -182,9 +184,7 @@ export class TombstoneTransferService implements OnModuleInit {
       if (rows.length === 0) return answer(0);
       if (!dryRun) {
         // One lock per (scope, type), taken in a fixed order, in one statement.
-        await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended(name, 0)) FROM unnest($1::text[]) AS name`, [
-          [...batch.keys()].sort().map((name) => `nestjs-tombstones\u001f${name.replace('\u0000', '\u001f')}`),
-        ]);
+        await lockTypes(tx, batch.values());
       }
       await tx.query(
         `CREATE TEMPORARY TABLE tombstones_import (line integer, scope text, resource_type text, resource_key text, kind text,
@@ -210,7 +210,7 @@ export class TombstoneTransferService implements OnModuleInit {
                               OFFSET 0) AS h
           WHERE i.target_key IS NOT NULL`,
       )) as { known: boolean; pointed: boolean; lines: number[]; hops: string[] }[];
-      const changed = collapse(rows, batch, new Map(found.lines.map((line, i) => [line, found.hops[i]])), fail);
+      const changed = collapse(batch, new Map(found.lines.map((line, i) => [line, found.hops[i]])), fail);
       if (dryRun || errorCount > 0) {
         if (!found.known) return answer(0);
         const [{ n }] = (await tx.query(`SELECT count(*)::int AS n FROM tombstones_import i WHERE EXISTS (${PROBE_KEY_SQL})`)) as { n: number }[];
@@ -504,47 +504,32 @@ function groupOf(batch: Batch, scope: string, type: string): Group {
 /**
  * Where each redirect of the batch ends, through the batch and the table's own redirects
  * (`hops`: the line of a row whose target redirects in the table → where that leads), so that
- * chains stay one hop. The walk goes on through the batch and the table, alternately, for as long
- * as it meets redirects: a redirect that comes back to a key already on its way, through any mix
- * of rows of the batch and of the table, is a cycle: a row error.
+ * chains stay one hop. A redirect that comes back to a key already on its way, through any mix of
+ * rows of the batch and of the table, is a cycle: a row error, reported in the order of the rows.
  */
-function collapse(rows: ImportRow[], batch: Batch, hops: Map<number, string>, fail: Fail): Map<ImportRow, string> {
+function collapse(batch: Batch, hops: Map<number, string>, fail: Fail): Map<ImportRow, string> {
   const changed = new Map<ImportRow, string>();
-  let group: Group | undefined;
-  for (const row of rows) {
-    if (row.target === null) continue;
-    if (!group || group.scope !== row.scope || group.type !== row.type) group = groupOf(batch, row.scope, row.type);
-    const keys = group.keys;
-    const path = [row.key];
-    let current = row.target;
-    let via = row; // the row whose target `current` is: the table's hops are known by its line
-    let fromTable = false; // whether `current` was reached through a redirect of the table
-    // Batch and table, alternately, until a key that does not redirect, or a key seen already: a
-    // redirect of the table may lead back into the batch, and the batch's back into the table.
-    for (;;) {
-      if (path.includes(current)) {
-        fail(row.line, 'target', `would form a cycle: ${[...path, current].map((k) => `'${k.slice(0, 60)}'`).join(' → ')}`);
-        break;
-      }
-      // A key of the batch redirects as its row says, whatever its tombstone in the table.
-      const next = keys.get(current);
-      if (next) {
-        if (next.target === null) break;
-        path.push(current);
-        current = next.target;
-        via = next;
-        fromTable = false;
-        continue;
-      }
-      // The table has no chains: a key a redirect of the table leads to does not redirect in it.
-      if (fromTable) break;
-      const hop = hops.get(via.line);
-      if (hop === undefined) break;
-      path.push(current);
-      current = hop;
-      fromTable = true;
+  const cycles: [ImportRow, string[]][] = [];
+  for (const group of batch.values()) {
+    const targets = new Map<string, string | null>();
+    const tableHops = new Map<string, string>();
+    for (const [key, row] of group.keys) {
+      targets.set(key, row.target);
+      const hop = hops.get(row.line);
+      if (hop !== undefined && row.target !== null) tableHops.set(row.target, hop);
     }
-    if (current !== row.target) changed.set(row, current);
+    const finals = collapseChains(
+      targets,
+      (key) => tableHops.get(key),
+      (source, path) => cycles.push([group.keys.get(source) as ImportRow, path]),
+    );
+    for (const [source, final] of finals) {
+      const row = group.keys.get(source) as ImportRow;
+      if (final !== row.target) changed.set(row, final);
+    }
+  }
+  for (const [row, path] of cycles.sort(([a], [b]) => a.line - b.line)) {
+    fail(row.line, 'target', `would form a cycle: ${path.map((k) => `'${k.slice(0, 60)}'`).join(' → ')}`);
   }
   return changed;
 }

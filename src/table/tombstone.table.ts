@@ -1,0 +1,195 @@
+import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
+import { ModuleRef } from '@nestjs/core';
+import { getDataSourceToken } from '@nestjs/typeorm';
+import type { DataSource, EntityManager } from 'typeorm';
+import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
+import { TombstoneContextSubscriber } from '../tombstone.context.js';
+import { Tombstone } from '../tombstone.entity.js';
+import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
+import type { ResolvedTombstoneOptions } from '../tombstone.options.js';
+import { NO_TOMBSTONE, type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
+import { isStorableKey, isStorableScope, isValidType } from '../tombstone.validation.js';
+import { TombstoneChanges } from './tombstone.changes.js';
+import { interpret, type LookupRow, rowsOf, type TombstoneRow, toTombstone } from './tombstone.rows.js';
+
+// One round trip whatever the chain: writes keep every target a key that has not moved, so the
+// row and its target's own tombstone (deleted? hidden?) are all there is to read.
+const LOOKUP_COLUMNS = `
+  t.id, t.kind, t.target_key, t.permanent, t.reason, t.alternative, t.occurred_at, t.expires_at,
+  f.kind AS final_kind, f.target_key AS final_target_key, f.permanent AS final_permanent,
+  f.reason AS final_reason, f.alternative AS final_alternative, f.occurred_at AS final_occurred_at,
+  f.expires_at AS final_expires_at`;
+const FINAL_JOIN = `
+  LEFT JOIN tombstones f
+    ON f.scope = t.scope AND f.resource_type = t.resource_type AND f.resource_key = t.target_key
+   AND (f.expires_at IS NULL OR f.expires_at > now())`;
+const PREPARED_LOOKUP = 'nestjs_tombstones_lookup_1';
+const LOOKUP_SQL = `
+  SELECT ${LOOKUP_COLUMNS}
+    FROM tombstones t ${FINAL_JOIN}
+   WHERE t.scope = $1 AND t.resource_type = $2 AND t.resource_key = $3
+     AND (t.expires_at IS NULL OR t.expires_at > now())`;
+// The same lookup for many keys at once, still one round trip.
+const LOOKUP_MANY_SQL = `
+  SELECT k.n, ${LOOKUP_COLUMNS}
+    FROM unnest($3::text[]) WITH ORDINALITY AS k(key, n)
+    JOIN tombstones t
+      ON t.scope = $1 AND t.resource_type = $2 AND t.resource_key = k.key
+     AND (t.expires_at IS NULL OR t.expires_at > now()) ${FINAL_JOIN}`;
+
+const NO_LOOKUP: TombstoneLookupResult = Object.freeze({ resolution: NO_TOMBSTONE, via: null, validUntil: null, cacheable: true });
+
+/**
+ * The tombstone table: the DataSource that holds it, and every read of a key. Writes go through
+ * `TombstoneWriter`. Internal.
+ */
+@Injectable()
+export class TombstoneTable implements OnModuleInit {
+  private readonly logger = new Logger('TombstoneModule');
+  private source?: DataSource;
+  private unprepared = false;
+
+  constructor(
+    @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
+    private readonly moduleRef: ModuleRef,
+    private readonly changes: TombstoneChanges,
+  ) {}
+
+  onModuleInit(): void {
+    const source = (this.source = this.locateDataSource());
+    if (!source.subscribers.some((s) => s instanceof TombstoneContextSubscriber)) {
+      source.subscribers.push(new TombstoneContextSubscriber());
+    }
+    if (!source.subscribers.includes(this.changes)) source.subscribers.push(this.changes);
+  }
+
+  /** The DataSource that holds the tombstone table. */
+  get dataSource(): DataSource {
+    return (this.source ??= this.locateDataSource());
+  }
+
+  /** The tombstone table's name as `regclass` reads it, schema and table each quoted. */
+  get qualifiedName(): string {
+    const metadata = this.dataSource.getMetadata(Tombstone);
+    return [metadata.schema, metadata.tableName]
+      .filter(Boolean)
+      .map((part) => `"${String(part).replace(/"/g, '""')}"`)
+      .join('.');
+  }
+
+  /** The stored tombstone of a key, expired or not; `null` when it has none. */
+  async find(scope: string, type: string, key: string, manager: EntityManager = this.dataSource.manager): Promise<Tombstone | null> {
+    const [row] = (await manager.query(`SELECT * FROM tombstones WHERE scope = $1 AND resource_type = $2 AND resource_key = $3`, [
+      scope,
+      type,
+      key,
+    ])) as TombstoneRow[];
+    return row ? toTombstone(row) : null;
+  }
+
+  async findById(id: string): Promise<Tombstone | null> {
+    const [row] = rowsOf<TombstoneRow>(await this.dataSource.query(`SELECT * FROM tombstones WHERE id = $1`, [id]));
+    return row ? toTombstone(row) : null;
+  }
+
+  /**
+   * What a request for (scope, type, key) is answered, chains followed to their end, in one
+   * round trip, with what a cache needs to keep the answer: the key it was read through and when
+   * it stops being true. Keys that cannot have a tombstone answer `none` without a query.
+   */
+  async lookup(type: string, key: string, scope = ''): Promise<TombstoneLookupResult> {
+    if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_LOOKUP;
+    const [row] = await this.lookupRows([scope, type, key]);
+    if (!row) return NO_LOOKUP;
+    const redirect = row.kind === 'moved' || row.kind === 'merged';
+    const expiries = [row.expires_at, redirect ? row.final_expires_at : null].filter((d): d is Date => d !== null);
+    return {
+      resolution: interpret(row),
+      via: redirect ? row.target_key : null,
+      validUntil: expiries.length === 0 ? null : Math.min(...expiries.map((d) => d.getTime())),
+      // A chain that was not collapsed (edited by hand) depends on more than one other key.
+      cacheable: !(redirect && (row.final_kind === 'moved' || row.final_kind === 'merged')),
+    };
+  }
+
+  /** `lookup()` for many keys of one (scope, type), in one round trip, in the order of the keys. */
+  async lookupMany(type: string, keys: readonly string[], scope = ''): Promise<TombstoneResolution[]> {
+    const answers: TombstoneResolution[] = keys.map(() => NO_TOMBSTONE);
+    if (!isValidType(type) || !isStorableScope(scope)) return answers;
+    const positions = keys.flatMap((key, i) => (isStorableKey(key) ? [i] : []));
+    if (positions.length === 0) return answers;
+    const rows = (await this.dataSource.query(LOOKUP_MANY_SQL, [scope, type, positions.map((i) => keys[i])])) as (LookupRow & {
+      n: string;
+    })[];
+    for (const row of rows) answers[positions[Number(row.n) - 1]] = interpret(row);
+    return answers;
+  }
+
+  /**
+   * The lookup, as a named prepared statement when it can be: PostgreSQL then plans it once per
+   * connection instead of at every lookup (planning is most of a cold lookup's time). Logged
+   * through the DataSource's logger like any TypeORM query.
+   */
+  private async lookupRows(params: unknown[]): Promise<LookupRow[]> {
+    const pool = (this.dataSource.driver as unknown as { master?: PgPool }).master;
+    if (!this.options.preparedStatements || this.unprepared || typeof pool?.connect !== 'function') {
+      return (await this.dataSource.query(LOOKUP_SQL, params)) as LookupRow[];
+    }
+    const logger = this.dataSource.logger;
+    logger.logQuery(LOOKUP_SQL, params);
+    const client = await pool.connect();
+    let broken: Error | undefined;
+    try {
+      return (await client.query({ name: PREPARED_LOOKUP, text: LOOKUP_SQL, values: params })).rows as LookupRow[];
+    } catch (error) {
+      logger.logQueryError(error as Error, LOOKUP_SQL, params);
+      const code = (error as { code?: unknown }).code;
+      // Not a server's answer (the connection broke), or a prepared statement this connection
+      // cannot use any more (the table changed under it): that connection is not reused.
+      if (typeof code !== 'string' || code === '0A000' || code === '26000') broken = error as Error;
+      if (code === '26000' && !this.unprepared) {
+        // "prepared statement does not exist": a pooler that does not keep them (PgBouncer in
+        // transaction mode before 1.21). Plain queries from now on.
+        this.unprepared = true;
+        this.logger.warn('Tombstone lookups: the connection does not keep prepared statements (a pooler?); using plain queries.');
+      }
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  }
+
+  private locateDataSource(): DataSource {
+    const name = this.options.dataSource;
+    let dataSource: DataSource;
+    try {
+      dataSource = this.moduleRef.get<DataSource>(getDataSourceToken(name) as string, { strict: false });
+    } catch {
+      throw new TombstoneConfigurationError(
+        `TombstoneModule: no TypeORM DataSource ${name ? `named '${name}'` : '(default)'} was found.`,
+        [
+          'Import TypeOrmModule.forRoot() (or forRootAsync()) in your application module.',
+          "If your DataSource has a name, pass the same name as TombstoneModule's `dataSource` option.",
+        ],
+      );
+    }
+    if (dataSource.isInitialized && !dataSource.hasMetadata(Tombstone)) {
+      throw new TombstoneConfigurationError(
+        `TombstoneModule: the Tombstone entity is not registered in the DataSource ${name ? `'${name}'` : '(default)'}.`,
+        [
+          'Add ...TOMBSTONE_ENTITIES to the `entities` of that DataSource.',
+          'Add ...TOMBSTONE_MIGRATIONS to its `migrations` and run them.',
+        ],
+      );
+    }
+    return dataSource;
+  }
+}
+
+/** The part of a `pg` pool the prepared lookup uses. */
+interface PgPool {
+  connect(): Promise<{
+    query(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: unknown[] }>;
+    release(error?: Error): void;
+  }>;
+}
