@@ -12,7 +12,13 @@ const common = {
 /** @type {import('jest').Config} */
 export default {
   projects: [
-    { ...common, displayName: 'unit', testMatch: ['<rootDir>/src/**/*.spec.ts'] },
+    {
+      ...common,
+      displayName: 'unit',
+      // test/*.spec.ts: unit tests of the repository itself (test/migrations.spec.ts); the e2e
+      // suites there are *.e2e-spec.ts and belong to the e2e project.
+      testMatch: ['<rootDir>/src/**/*.spec.ts', '<rootDir>/test/**/*.spec.ts'],
+    },
     {
       ...common,
       displayName: 'e2e',
