@@ -108,7 +108,7 @@ function anchorsOf(file) {
 /** The link targets of one line: inline links and images, and `<a href>`. */
 function inlineTargets(line) {
   const targets = [];
-  for (const match of line.matchAll(/!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*(<[^>]*>|[^\s)]+)(?:\s+(?:"[^"]*"|'[^']*'|\([^)]*\)))?\s*\)/g)) {
+  for (const match of line.matchAll(/!?\[(?:[^[\]]|\[[^\]]*\])*\]\(\s*(<[^>]*>|[^\s)]+)(?:\s+(?:"[^"]*"|'[^']*'|\([^)]*\)))?\s*\)/g)) {
     targets.push(match[1].replace(/^<|>$/g, ''));
   }
   for (const match of line.matchAll(/<a\s[^>]*\bhref\s*=\s*["']([^"']+)["']/gi)) targets.push(match[1]);
@@ -169,4 +169,4 @@ if (problems.length > 0) {
   for (const problem of problems) console.error(`  ${problem}`);
   process.exit(1);
 }
-console.log(`${checked} relative link(s) checked in ${sources().length} file(s): all good.`);
+process.stdout.write(`${checked} relative link(s) checked in ${sources().length} file(s): all good.\n`);

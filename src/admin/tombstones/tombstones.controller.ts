@@ -32,7 +32,7 @@ import { actorOf } from '../admin.actor.js';
 import { TombstoneAdminAccessGuard } from '../admin.guard.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
-import { type ImportFormat, type ImportReport, TombstoneTransferService } from '../transfer/transfer.service.js';
+import { type ImportFormat, type TombstoneImportReport, TombstoneTransferService } from '../transfer/transfer.service.js';
 import { TombstoneAdminWrites } from '../admin.settle.js';
 import { ADMIN_ERROR_RESPONSES, adminValidationPipe, TombstoneIdPipe } from '../admin.validation.js';
 import {
@@ -110,7 +110,7 @@ export class TombstoneAdminController {
     @Query() query: ImportQuery,
     @Req() request: TombstoneRequest & { body?: unknown; raw?: unknown },
     @Res({ passthrough: true }) response: unknown,
-  ): Promise<ImportReport> {
+  ): Promise<TombstoneImportReport> {
     const type = String(request.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
     const format: ImportFormat | undefined =
       type === 'text/csv' ? 'csv' : type === 'application/x-ndjson' ? 'ndjson' : type === 'application/json' ? 'json' : undefined;

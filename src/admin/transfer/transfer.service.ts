@@ -84,14 +84,14 @@ const KINDS = new Map<string, TombstoneKind>(TOMBSTONE_KINDS.map((kind) => [kind
 /** Stands in for a CSV record once it is checked, so that it can be collected. */
 const EMPTY: string[] = [];
 
-export interface ImportError {
+export interface TombstoneImportError {
   /** 1-based: the CSV record (the header is record 1), the NDJSON line, or the JSON array index + 1. */
   row: number;
   field: string;
   reason: string;
 }
 
-export interface ImportReport {
+export interface TombstoneImportReport {
   dryRun: boolean;
   rows: number;
   /** Rows that would create (dry run) or created a tombstone. */
@@ -100,7 +100,7 @@ export interface ImportReport {
   updated: number;
   /** Every problem found, counted; listed up to 1000. */
   errorCount: number;
-  errors: ImportError[];
+  errors: TombstoneImportError[];
 }
 
 /** The media types an import reads as a stream, whatever body parsers the app has. */
@@ -148,8 +148,8 @@ export class TombstoneTransferService implements OnModuleInit {
    * Reads, checks and (unless `dryRun`) writes a batch, all or nothing: one invalid row, or one
    * redirect that would form a cycle with the batch or the table, and nothing is written.
    */
-  async import(body: unknown, format: ImportFormat, dryRun: boolean, actor: string | null): Promise<ImportReport> {
-    const errors: ImportError[] = [];
+  async import(body: unknown, format: ImportFormat, dryRun: boolean, actor: string | null): Promise<TombstoneImportReport> {
+    const errors: TombstoneImportError[] = [];
     let errorCount = 0;
     const fail: Fail = (row, field, reason) => {
       errorCount++;
@@ -179,8 +179,8 @@ export class TombstoneTransferService implements OnModuleInit {
 
     // The batch goes to the database once, by COPY into a temporary table; the checks against the
     // table and the writes are then a few set-based statements, whatever the number of rows.
-    const report = await this.db.transaction(async (tx): Promise<ImportReport> => {
-      const answer = (updated: number): ImportReport => ({ dryRun, rows: total, created: rows.length - updated, updated, errorCount, errors });
+    const report = await this.db.transaction(async (tx): Promise<TombstoneImportReport> => {
+      const answer = (updated: number): TombstoneImportReport => ({ dryRun, rows: total, created: rows.length - updated, updated, errorCount, errors });
       if (rows.length === 0) return answer(0);
       if (!dryRun) {
         // One lock per (scope, type), taken in a fixed order, in one statement.
@@ -643,7 +643,7 @@ async function* linesOf(stream: Readable): AsyncGenerator<(string | null)[]> {
   else if (size > 0) yield [text(Buffer.concat(pending))];
 }
 
-function rejected(report: ImportReport) {
+function rejected(report: TombstoneImportReport) {
   const first = report.errors[0];
   const exception = invalid(first.field, `row ${first.row}: ${first.reason}`);
   const response = exception.getResponse() as Record<string, unknown>;
