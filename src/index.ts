@@ -29,7 +29,8 @@ export { TombstoneService, type TombstoneMergeOptions, type TombstoneMergeResult
 export { TombstoneContext } from './tombstone.context.js';
 
 // Automatic capture
-export { installTombstoneCapture, removeTombstoneCapture, TombstoneKeyReuseError, TombstoneTracked, type TombstoneTrackedOptions } from './capture/tombstone.capture.js';
+export { installTombstoneCapture, removeTombstoneCapture } from './capture/tombstone.capture.js';
+export { TombstoneKeyReuseError, TombstoneTracked, type TombstoneTrackedOptions } from './capture/tombstone.tracked.js';
 
 // Extension points
 export { type RenderedAnswer, TombstoneRenderer } from './tombstone.renderer.js';

@@ -5,11 +5,11 @@ import { from, lastValueFrom } from 'rxjs';
 import { Column, DataSource, Entity, PrimaryGeneratedColumn } from 'typeorm';
 import type { PostgresDataSourceOptions } from 'typeorm/driver/postgres/PostgresDataSourceOptions.js';
 import { installTombstoneCapture, TombstoneContext, TombstoneModule, TombstoneService, TombstoneTracked } from '../src/index.js';
-import { captureProblems } from '../src/capture/tombstone.capture.js';
 import { TombstoneContextInterceptor } from '../src/tombstone.context.js';
 import { Account, bootCaptureFixtures, CAPTURE_ENTITIES, Post } from './fixtures/capture.fixture.js';
 import type { TestDatabase } from './support/database.js';
 import { type TombstoneCaptureSpec } from '../src/capture/tombstone.capture.js';
+import { captureProblems } from '../src/capture/tombstone.capture-check.js';
 
 /** A legal PostgreSQL table name that contains a dot (no schema). */
 @Entity({ name: 'rv.dotted' })

@@ -18,7 +18,8 @@ import { installTombstoneCapture, TOMBSTONE_MIGRATIONS, TombstoneConfigurationEr
 import { CAPTURE_ENTITIES, CreateCaptureFixtures1763900000000, NotInstalled, Post } from './fixtures/capture.fixture.js';
 import { bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
-import { CAPTURE_TRIGGERS, type EntityClass } from '../src/capture/tombstone.capture.js';
+import { CAPTURE_TRIGGERS } from '../src/capture/tombstone.capture.js';
+import { type EntityClass } from '../src/capture/tombstone.tracked.js';
 
 /** The table of Post, with its slug now declared 'hidden' on delete: the installed triggers are out of date. */
 @Entity({ name: 'cap_posts' })

@@ -4,7 +4,7 @@ import { TombstoneContext } from '../tombstone.context.js';
 import type { Tombstone } from '../tombstone.entity.js';
 import { TombstoneConfigurationError, TombstoneValidationError, preview } from '../tombstone.exceptions.js';
 import { assertText } from '../tombstone.validation.js';
-import { trackedDeclarations } from './tombstone.capture.js';
+import { trackedDeclarations } from './tombstone.tracked.js';
 
 /** What `merge()` is told: the rows to fold into one, and how to re-point what refers to them. */
 export interface TombstoneMergeOptions<T> {

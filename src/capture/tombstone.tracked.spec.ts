@@ -1,5 +1,5 @@
-import { KEY_REUSE_SQLSTATE, TombstoneKeyReuseError, TombstoneTracked, trackedDeclarations } from './tombstone.capture.js';
 import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
+import { KEY_REUSE_SQLSTATE, TombstoneKeyReuseError, TombstoneTracked, trackedDeclarations } from './tombstone.tracked.js';
 
 describe('@TombstoneTracked', () => {
   it('keeps every declaration, in source order, with defaults applied', () => {
