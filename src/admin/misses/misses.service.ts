@@ -6,9 +6,8 @@ import { TombstoneTable } from '../../table/tombstone.table.js';
 import { type ListTombstoneMissesQuery, type ResolveTombstoneMissDto, TOMBSTONE_MISS_SORTS, type TombstoneMissSort } from './misses.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
-import { parseDate } from '../admin.validation.js';
-import { invalid, TombstoneAdminService, type TombstoneView } from '../tombstones/tombstones.service.js';
-import { isRowId } from '../admin.validation.js';
+import { TombstoneAdminService, type TombstoneView } from '../tombstones/tombstones.service.js';
+import { invalid, isRowId, parseDate } from '../admin.validation.js';
 
 /** A row of the misses log as the admin endpoints show it: a 404 that no tombstone explained. */
 export interface TombstoneMissView {

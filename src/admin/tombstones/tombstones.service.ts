@@ -12,7 +12,6 @@ import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
 import { invalid, isRowId, parseDate } from '../admin.validation.js';
 import { NO_TOMBSTONE, type TombstoneKind } from '../../tombstone.types.js';
 
-export { invalid };
 
 /** A tombstone as the admin endpoints show it. */
 export interface TombstoneView {
