@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { BloomFilter } from 'bloomfilter';
 import { TombstoneCacheStore } from './tombstone.cache.js';
+import { estimateKeys, LOAD_BATCH, maxCapacity, readKeys, readPairKeys, type TombstoneLookupStats } from './tombstone.filter-keys.js';
 import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import type { ResolvedCacheOptions, ResolvedTombstoneOptions } from '../tombstone.options.js';
 import { TombstoneChanges } from '../table/tombstone.changes.js';
@@ -9,47 +10,10 @@ import { TombstoneTable } from '../table/tombstone.table.js';
 import { isStorableKey, isStorableScope, isValidType } from '../tombstone.validation.js';
 import { NO_TOMBSTONE, type TombstoneInvalidation, type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
 
-/** What `TombstoneLookup.stats()` reports. */
-export interface TombstoneLookupStats {
-  /**
-   * `off`: no cache (option, or the notification triggers are missing); `waiting`: not listening
-   * for changes (starting, or the connection is lost), so every miss is a query; `coherent`.
-   */
-  state: 'off' | 'waiting' | 'coherent';
-  /** Answers held by the store. */
-  entries: number;
-  /** Lookups answered by the filter, by the store, and by the database, since start. */
-  filtered: number;
-  cached: number;
-  queried: number;
-  filter: {
-    /** `false` while it is (re)loaded, or when it is off: lookups then skip it. */
-    ready: boolean;
-    /** Distinct keys added to it (loaded, then announced), against the capacity it was sized for. */
-    keys: number;
-    capacity: number;
-    bytes: number;
-    /** How long its last full load took, in milliseconds. */
-    lastLoadMs: number | null;
-  };
-}
+export type { TombstoneLookupStats };
 
-const LOAD_BATCH = 50_000;
 /** Lookups that may wait for a turn on the database; past it, a lookup fails at once (404). */
 const MAX_WAITING = 10_000;
-// Only tombstones that answer something other than a plain 404: a hidden key must cost exactly
-// what a key that never existed costs, so it is not in the filter (no query tells them apart).
-const LOAD_SQL = `
-  SELECT id, scope, resource_type, resource_key FROM tombstones
-   WHERE id > $1 AND kind <> 'hidden' AND (expires_at IS NULL OR expires_at > now())
-   ORDER BY id LIMIT ${LOAD_BATCH}`;
-const LOAD_PAIR_SQL = `
-  SELECT resource_key FROM tombstones
-   WHERE scope = $1 AND resource_type = $2 AND resource_key > $3 AND kind <> 'hidden'
-     AND (expires_at IS NULL OR expires_at > now())
-   ORDER BY resource_key LIMIT ${LOAD_BATCH}`;
-// The planner's row count: free, and close enough to size the filter.
-const ESTIMATE_SQL = `SELECT GREATEST(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = to_regclass($1)`;
 
 /**
  * Answers lookups from memory when it can: a membership filter of tombstoned keys answers
@@ -376,11 +340,10 @@ export class TombstoneLookup implements OnModuleInit {
     const settings = this.settings as ResolvedCacheOptions;
     const filterSettings = settings.filter as { falsePositiveRate: number; minCapacity: number };
     const started = performance.now();
-    const dataSource = this.table.dataSource;
-    const [estimate] = (await dataSource.query(ESTIMATE_SQL, [this.table.qualifiedName])) as { n: string }[];
+    const estimate = await estimateKeys(this.table);
     // Twice the keys there are: the planner's estimate of the rows, or, when it is behind (0
     // right after a restore), the distinct keys the current filter holds.
-    const wanted = Math.max(filterSettings.minCapacity, 2 * Number(estimate?.n ?? 0), 2 * this.filterKeys);
+    const wanted = Math.max(filterSettings.minCapacity, 2 * estimate, 2 * this.filterKeys);
     const capacity = Math.min(wanted, maxCapacity(filterSettings.falsePositiveRate));
     const next = BloomFilter.withTargetError(capacity, filterSettings.falsePositiveRate);
     this.building = next;
@@ -388,7 +351,7 @@ export class TombstoneLookup implements OnModuleInit {
     let keys = 0;
     let after = '0';
     for (;;) {
-      const rows = (await dataSource.query(LOAD_SQL, [after])) as { id: string; scope: string; resource_type: string; resource_key: string }[];
+      const rows = await readKeys(this.table, after);
       if (generation !== this.generation || this.building !== next) return;
       for (const row of rows) {
         const value = `${this.salt}${row.scope}\u0000${row.resource_type}\u0000${row.resource_key}`;
@@ -424,16 +387,11 @@ export class TombstoneLookup implements OnModuleInit {
     const prefix = `${pair}\u0000`;
     let after = '';
     for (;;) {
-      const rows = (await this.table.dataSource.query(LOAD_PAIR_SQL, [scope, type, after])) as { resource_key: string }[];
+      const rows = await readPairKeys(this.table, scope, type, after);
       if (generation !== this.generation) return;
       for (const row of rows) this.addToFilter(prefix + row.resource_key);
       if (rows.length < LOAD_BATCH) break;
       after = rows[rows.length - 1].resource_key;
     }
   }
-}
-
-/** The most keys a filter of `bloomfilter` (2^32 bits at most) holds at this false-positive rate. */
-function maxCapacity(falsePositiveRate: number): number {
-  return Math.floor((0.99 * 2 ** 32 * Math.LN2) / -Math.log2(falsePositiveRate));
 }
