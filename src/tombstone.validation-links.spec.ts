@@ -1,19 +1,8 @@
 import { LIMITS } from './tombstone.constants.js';
-import { TombstoneError, TombstoneValidationError } from './tombstone.exceptions.js';
 import { assertAlternative, isSafeLink } from './tombstone.validation.js';
+import { validationErrorOf } from '../test/support/errors.js';
 
-/** Runs `fn`, expects it to throw a TombstoneValidationError and returns it. */
-function validationErrorOf(fn: () => unknown): TombstoneValidationError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(TombstoneValidationError);
-    expect(error).toBeInstanceOf(TombstoneError);
-    expect(error).toBeInstanceOf(Error);
-    return error as TombstoneValidationError;
-  }
-  throw new Error('expected a TombstoneValidationError, but nothing was thrown');
-}
+
 describe('isSafeLink / assertAlternative', () => {
   describe('accepts', () => {
     it.each([

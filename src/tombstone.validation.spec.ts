@@ -1,5 +1,4 @@
 import { LIMITS } from './tombstone.constants.js';
-import { TombstoneError, TombstoneValidationError } from './tombstone.exceptions.js';
 import {
   assertDate,
   assertKey,
@@ -11,19 +10,8 @@ import {
   isStorableScope,
   isValidType,
 } from './tombstone.validation.js';
+import { validationErrorOf } from '../test/support/errors.js';
 
-/** Runs `fn`, expects it to throw a TombstoneValidationError and returns it. */
-function validationErrorOf(fn: () => unknown): TombstoneValidationError {
-  try {
-    fn();
-  } catch (error) {
-    expect(error).toBeInstanceOf(TombstoneValidationError);
-    expect(error).toBeInstanceOf(TombstoneError);
-    expect(error).toBeInstanceOf(Error);
-    return error as TombstoneValidationError;
-  }
-  throw new Error('expected a TombstoneValidationError, but nothing was thrown');
-}
 
 describe('isStorableKey', () => {
   it('accepts ordinary keys, including numeric-looking strings', () => {
