@@ -1,9 +1,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { type CallHandler, type ExecutionContext, Inject, Injectable, type NestInterceptor } from '@nestjs/common';
+import type { CallHandler, ExecutionContext, NestInterceptor } from '@nestjs/common';
 import type { Observable } from 'rxjs';
 import type { AfterQueryEvent, BeforeQueryEvent, EntitySubscriberInterface, QueryRunner } from 'typeorm';
-import { LIMITS, TOMBSTONE_OPTIONS } from './tombstone.constants.js';
-import type { ResolvedTombstoneOptions } from './tombstone.options.js';
+import { LIMITS } from './tombstone.constants.js';
 import { assertText } from './tombstone.validation.js';
 import { type TombstoneRequest } from './tombstone.types.js';
 
@@ -79,18 +78,16 @@ export function actorText(value: unknown): string | null {
 /**
  * Runs each request's handler in a context whose actor comes from the module's `actor` option,
  * applied to the request your guards authenticated (the Express or the Fastify request).
- * Registered as a global interceptor only when the module is asked for it.
+ * Registered as a global interceptor only when that option is set.
  */
-@Injectable()
 export class TombstoneContextInterceptor implements NestInterceptor {
-  constructor(@Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions) {}
+  constructor(private readonly actorOf: (request: TombstoneRequest) => string | null | undefined) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    const actorOf = this.options.actor;
-    if (!actorOf || context.getType() !== 'http') return next.handle();
+    if (context.getType() !== 'http') return next.handle();
     const request = context.switchToHttp().getRequest<TombstoneRequest>();
     // Nest binds the handler to the async context in which handle() is called.
-    return storage.run({ ...storage.getStore(), request, actorOf }, () => next.handle());
+    return storage.run({ ...storage.getStore(), request, actorOf: this.actorOf }, () => next.handle());
   }
 }
 
