@@ -25,53 +25,53 @@ export class TombstoneCacheControl {
 /** How answers from tombstones are counted (`tombstones.hit_count`, `last_hit_at`). */
 export class TombstoneHitCountOptions {
   /** Longest time a counted hit waits in memory before it is written. Default: `10000`. */
-  flushIntervalMs? = 10_000;
+  flushIntervalMs?: number = 10_000;
 
   /**
    * Most tombstones counted in memory between two writes; reaching it writes at once, and hits
    * of further tombstones are dropped (and logged) until the write is done. Default: `10000`.
    */
-  maxPending? = 10_000;
+  maxPending?: number = 10_000;
 }
 
 /** How 404s that no tombstone explained are logged (table `tombstone_misses`). */
 export class TombstoneMissLogOptions {
   /** Longest time a miss waits in memory before it is written. Default: `10000`. */
-  flushIntervalMs? = 10_000;
+  flushIntervalMs?: number = 10_000;
 
   /**
    * Most distinct (scope, type, key) held in memory between two writes; reaching it writes at
    * once, and misses of further keys are dropped (and logged) until the write is done.
    * Default: `10000`.
    */
-  maxPending? = 10_000;
+  maxPending?: number = 10_000;
 
   /** Most rows the table keeps; the least recently seen beyond it are deleted. Default: `100000`. */
-  maxRows? = 100_000;
+  maxRows?: number = 100_000;
 
   /** Rows not seen for this many days are deleted. Default: `30`. */
-  retentionDays? = 30;
+  retentionDays?: number = 30;
 }
 
 /** The membership filter: every (scope, type, key) with a tombstone that is not `hidden`. */
 export class TombstoneFilterOptions {
   /** Share of unknown keys the filter lets through to the cache and the database. Default: `0.01`. */
-  falsePositiveRate? = 0.01;
+  falsePositiveRate?: number = 0.01;
 
   /** Keys the filter is sized for at least; it is rebuilt larger when it fills. Default: `100000`. */
-  minCapacity? = 100_000;
+  minCapacity?: number = 100_000;
 }
 
 /** The lookup cache and what keeps it coherent; see docs/cache.md. */
 export class TombstoneLookupCacheOptions {
   /** Most answers kept (the default store). Default: `10000`. */
-  maxEntries? = 10_000;
+  maxEntries?: number = 10_000;
 
   /** Most memory the answers take, estimated (the default store). Default: `16777216` (16 MiB). */
-  maxBytes? = 16 * 1024 * 1024;
+  maxBytes?: number = 16 * 1024 * 1024;
 
   /** Longest time an answer is kept, positive or negative. Default: `300000` (5 minutes). */
-  ttlMs? = 300_000;
+  ttlMs?: number = 300_000;
 
   /**
    * A store of your own instead of the in-process LRU (`maxEntries` and `maxBytes` then do not
@@ -130,7 +130,7 @@ export class TombstoneModuleOptions {
    * Time budget of one tombstone lookup, in milliseconds. Past it the client gets the plain 404
    * and the timeout is logged. Default: `2000`.
    */
-  lookupTimeoutMs? = 2000;
+  lookupTimeoutMs?: number = 2000;
 
   /**
    * Most lookups that wait on the database at once, each holding one connection of the
@@ -138,7 +138,7 @@ export class TombstoneModuleOptions {
    * size: the rest of the pool stays your app's, however slow the database or heavy the flood.
    * Default: `4`.
    */
-  maxConcurrentLookups? = 4;
+  maxConcurrentLookups?: number = 4;
 
   /**
    * Sends the lookup as a named prepared statement, planned once per connection (most of a cold
@@ -146,10 +146,10 @@ export class TombstoneModuleOptions {
    * statements (PgBouncer in transaction mode before 1.21); the module also does so by itself
    * when a connection says it lost one. Default: `true`.
    */
-  preparedStatements? = true;
+  preparedStatements?: boolean = true;
 
   /** Header that carries the request id, read from the client and always answered. Default: `'x-request-id'`. */
-  requestIdHeader? = 'x-request-id';
+  requestIdHeader?: string = 'x-request-id';
 
   /** Renders answers; subclass `TombstoneRenderer` to change bodies. Default: none (`TombstoneRenderer`). */
   renderer?: Type<TombstoneRenderer> = undefined;

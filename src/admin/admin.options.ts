@@ -22,7 +22,7 @@ export class TombstoneAdminOptions {
    * Serves the admin endpoints to anyone. For local development only: it is logged loudly at
    * every start, and refused when `NODE_ENV` is `production`. Default: `false`.
    */
-  allowWithoutAccessControl? = false;
+  allowWithoutAccessControl?: boolean = false;
 
   /**
    * Who acts, recorded on every change: `{ header: 'x-admin-user' }` (a header your proxy sets),
@@ -39,16 +39,16 @@ export class TombstoneAdminOptions {
   alternativeHosts?: string[] = [];
 
   /** Most keys one batch resolve may ask about. Default: `1000`. */
-  maxResolveKeys? = 1000;
+  maxResolveKeys?: number = 1000;
 
   /** Largest page of a listing. Default: `500` (the default page is 50). */
-  maxPageSize? = 500;
+  maxPageSize?: number = 500;
 
   /** Most rows one import may hold. Default: `200000`. */
-  maxImportRows? = 200_000;
+  maxImportRows?: number = 200_000;
 
   /** Largest import body (CSV or NDJSON), in bytes. Default: `67108864` (64 MiB). */
-  maxImportBytes? = 64 * 1024 * 1024;
+  maxImportBytes?: number = 64 * 1024 * 1024;
 }
 
 /** The admin options once resolved: every field set, but `guard` and `actor`, whose default is none. Internal. */
