@@ -3,6 +3,7 @@ import type { CallHandler, ExecutionContext, NestInterceptor } from '@nestjs/com
 import type { Observable } from 'rxjs';
 import type { AfterQueryEvent, BeforeQueryEvent, EntitySubscriberInterface, QueryRunner } from 'typeorm';
 import { LIMITS } from './tombstone.constants.js';
+import type { ResolvedTombstoneOptions } from './tombstone.options.js';
 import { assertText } from './tombstone.validation.js';
 import { type TombstoneRequest } from './tombstone.types.js';
 
@@ -81,13 +82,14 @@ export function actorText(value: unknown): string | null {
  * Registered as a global interceptor only when that option is set.
  */
 export class TombstoneContextInterceptor implements NestInterceptor {
-  constructor(private readonly actorOf: (request: TombstoneRequest) => string | null | undefined) {}
+  constructor(private readonly options: Pick<ResolvedTombstoneOptions, 'actor'>) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
-    if (context.getType() !== 'http') return next.handle();
+    const actorOf = this.options.actor;
+    if (!actorOf || context.getType() !== 'http') return next.handle();
     const request = context.switchToHttp().getRequest<TombstoneRequest>();
     // Nest binds the handler to the async context in which handle() is called.
-    return storage.run({ ...storage.getStore(), request, actorOf: this.actorOf }, () => next.handle());
+    return storage.run({ ...storage.getStore(), request, actorOf }, () => next.handle());
   }
 }
 

@@ -53,7 +53,7 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
       // `actor` the factory gives nothing and Nest registers no interceptor: a global interceptor
       // would cost every route of the application a little.
       provide: APP_INTERCEPTOR,
-      useFactory: ({ actor }: ResolvedTombstoneOptions) => (actor ? new TombstoneContextInterceptor(actor) : null),
+      useFactory: (options: ResolvedTombstoneOptions) => (options.actor ? new TombstoneContextInterceptor(options) : null),
       inject: [TOMBSTONE_OPTIONS],
     },
     TombstoneChanges,
