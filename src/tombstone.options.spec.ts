@@ -213,23 +213,15 @@ describe('resolveTombstoneOptions', () => {
 
   describe('undefined is not given, null is a value', () => {
     it('takes undefined as not given, at the top and in every group', () => {
-      expect(
-        resolve({
-          lookupTimeoutMs: undefined,
-          cacheControl: { gone: undefined },
-          hitCounts: { maxPending: undefined },
-          missLog: { retentionDays: undefined },
-          cache: { ttlMs: undefined, filter: { minCapacity: undefined } },
-        }),
-      ).toStrictEqual(resolve({ missLog: true }));
+      const unset = { cacheControl: { gone: undefined }, hitCounts: { maxPending: undefined }, missLog: { retentionDays: undefined } };
+      const cache = { ttlMs: undefined, filter: { minCapacity: undefined } };
+      expect(resolve({ ...unset, lookupTimeoutMs: undefined, cache })).toStrictEqual(resolve({ missLog: true }));
     });
 
-    it.each(['problemDetails', 'lookupTimeoutMs', 'maxConcurrentLookups', 'preparedStatements', 'requestIdHeader', 'captureCheck'])(
-      'checks a null %s instead of taking its default',
-      (name) => {
-        expect(configurationErrorOf({ [name]: null })).toMatch(new RegExp(`${name} must be .*not null\\.`));
-      },
-    );
+    const scalars = ['problemDetails', 'lookupTimeoutMs', 'maxConcurrentLookups', 'preparedStatements', 'requestIdHeader', 'captureCheck'];
+    it.each(scalars)('checks a null %s instead of taking its default', (name) => {
+      expect(configurationErrorOf({ [name]: null })).toMatch(new RegExp(`${name} must be .*not null\\.`));
+    });
 
     it('refuses an unknown entry even when it is undefined', () => {
       expect(configurationErrorOf({ cache: { maxItems: undefined } })).toContain("unknown cache entry 'maxItems'");
