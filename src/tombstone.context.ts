@@ -1,8 +1,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { type CallHandler, type ExecutionContext, Inject, Injectable, type NestInterceptor } from '@nestjs/common';
+import type { CallHandler, ExecutionContext, NestInterceptor } from '@nestjs/common';
 import type { Observable } from 'rxjs';
 import type { AfterQueryEvent, BeforeQueryEvent, EntitySubscriberInterface, QueryRunner } from 'typeorm';
-import { LIMITS, TOMBSTONE_OPTIONS } from './tombstone.constants.js';
+import { LIMITS } from './tombstone.constants.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
 import { assertText } from './tombstone.validation.js';
 import { type TombstoneRequest } from './tombstone.types.js';
@@ -79,11 +79,10 @@ export function actorText(value: unknown): string | null {
 /**
  * Runs each request's handler in a context whose actor comes from the module's `actor` option,
  * applied to the request your guards authenticated (the Express or the Fastify request).
- * Registered as a global interceptor only when the module is asked for it.
+ * Registered as a global interceptor only when that option is set.
  */
-@Injectable()
 export class TombstoneContextInterceptor implements NestInterceptor {
-  constructor(@Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions) {}
+  constructor(private readonly options: Pick<ResolvedTombstoneOptions, 'actor'>) {}
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     const actorOf = this.options.actor;

@@ -3,7 +3,7 @@ import { PATH_METADATA } from '@nestjs/common/constants.js';
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import { TombstoneExceptionFilter } from './tombstone.filter.js';
 import { tombstonedHandler, WRAPPED } from './tombstone.miss.js';
-import { validateScopeSource } from './tombstone.options.js';
+import { validateScopeSource } from './tombstone.options-resolve.js';
 import { isValidType } from './tombstone.validation.js';
 import { type TombstoneRequest, type TombstoneScopeSource } from './tombstone.types.js';
 import { type TombstonedSettings } from './tombstone.types.js';

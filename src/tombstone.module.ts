@@ -1,5 +1,5 @@
 import { type DynamicModule, Module } from '@nestjs/common';
-import { ModuleRef } from '@nestjs/core';
+import { APP_INTERCEPTOR, ModuleRef } from '@nestjs/core';
 import { LruTombstoneCacheStore, TombstoneCacheStore } from './cache/tombstone.cache.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneResponseWriter } from './tombstone.filter.js';
@@ -9,7 +9,9 @@ import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import { TombstoneLookup } from './cache/tombstone.lookup.js';
 import { TombstoneNotifications } from './cache/tombstone.notifications.js';
 import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN, type OPTIONS_TYPE } from './tombstone.module-definition.js';
-import { type ResolvedTombstoneOptions, resolveTombstoneOptions } from './tombstone.options.js';
+import type { ResolvedTombstoneOptions } from './tombstone.options.js';
+import { resolveTombstoneOptions } from './tombstone.options-resolve.js';
+import { TombstoneContextInterceptor } from './tombstone.context.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
 import { TombstoneService } from './tombstone.service.js';
 import { TombstoneCaptureCheck } from './capture/tombstone.capture-check.js';
@@ -46,6 +48,14 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
         (cache && cache.store) || new LruTombstoneCacheStore(cache ? { maxEntries: cache.maxEntries, maxBytes: cache.maxBytes } : { maxEntries: 1 }),
       inject: [TOMBSTONE_OPTIONS],
     },
+    {
+      // Decided from the resolved options, so forRoot() and forRootAsync() agree. Without an
+      // `actor` the factory gives nothing and Nest registers no interceptor: a global interceptor
+      // would cost every route of the application a little.
+      provide: APP_INTERCEPTOR,
+      useFactory: (options: ResolvedTombstoneOptions) => (options.actor ? new TombstoneContextInterceptor(options) : null),
+      inject: [TOMBSTONE_OPTIONS],
+    },
     TombstoneChanges,
     TombstoneTable,
     TombstoneWriter,
@@ -63,7 +73,6 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
 export class TombstoneModule extends ConfigurableModuleClass {
   /** Registers the module; every option has a default, so `forRoot()` alone works. */
   static override forRoot(options: typeof OPTIONS_TYPE = {}): DynamicModule {
-    // An `actor` needs each request's context; forRootAsync() asks with `requestContext: true`.
-    return super.forRoot({ ...options, requestContext: options.requestContext ?? typeof options.actor === 'function' });
+    return super.forRoot(options);
   }
 }

@@ -1,10 +1,6 @@
 import { TombstoneConfigurationError, TombstoneError } from './tombstone.exceptions.js';
-import {
-  DEFAULT_CACHE_CONTROL,
-  type TombstoneModuleOptions,
-  resolveTombstoneOptions,
-  validateScopeSource,
-} from './tombstone.options.js';
+import type { TombstoneModuleOptions } from './tombstone.options.js';
+import { resolveTombstoneOptions, validateScopeSource } from './tombstone.options-resolve.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
 import { LruTombstoneCacheStore } from './cache/tombstone.cache.js';
 
@@ -48,7 +44,14 @@ describe('resolveTombstoneOptions', () => {
       captureCheck: 'error',
       hitCounts: { flushIntervalMs: 10_000, maxPending: 10_000 },
       missLog: false,
-      cache: { maxEntries: 10_000, maxBytes: 16 * 1024 * 1024, ttlMs: 300_000, filter: { falsePositiveRate: 0.01, minCapacity: 100_000 } },
+      cache: {
+        maxEntries: 10_000,
+        maxBytes: 16 * 1024 * 1024,
+        ttlMs: 300_000,
+        store: undefined,
+        filter: { falsePositiveRate: 0.01, minCapacity: 100_000 },
+        listen: undefined,
+      },
     };
 
     it('applies every default to undefined and to {}', () => {
@@ -56,11 +59,10 @@ describe('resolveTombstoneOptions', () => {
       expect(resolveTombstoneOptions({})).toStrictEqual(expected);
     });
 
-    it('returns a copy of the default cache control, never the shared object', () => {
+    it('returns fresh cache control each time, never a shared object', () => {
       const resolved = resolveTombstoneOptions({});
-      expect(resolved.cacheControl).not.toBe(DEFAULT_CACHE_CONTROL);
       resolved.cacheControl.gone = 'no-store';
-      expect(DEFAULT_CACHE_CONTROL.gone).toBe('max-age=86400');
+      expect(resolveTombstoneOptions({}).cacheControl.gone).toBe('max-age=86400');
     });
 
     it('returns fresh hit count settings each time', () => {
@@ -115,6 +117,7 @@ describe('resolveTombstoneOptions', () => {
           maxEntries: 50,
           maxBytes: 16 * 1024 * 1024,
           ttlMs: 1000,
+          store: undefined,
           filter: { falsePositiveRate: 0.001, minCapacity: 100_000 },
           listen: 'postgres://listener@db/app',
         },
@@ -208,6 +211,24 @@ describe('resolveTombstoneOptions', () => {
     });
   });
 
+  describe('undefined is not given, null is a value', () => {
+    it('takes undefined as not given, at the top and in every group', () => {
+      const unset = { cacheControl: { gone: undefined }, hitCounts: { maxPending: undefined }, missLog: { retentionDays: undefined } };
+      const cache = { ttlMs: undefined, filter: { minCapacity: undefined } };
+      expect(resolve({ ...unset, lookupTimeoutMs: undefined, cache })).toStrictEqual(resolve({ missLog: true }));
+    });
+
+    const scalars = ['problemDetails', 'lookupTimeoutMs', 'maxConcurrentLookups', 'preparedStatements', 'requestIdHeader', 'captureCheck'];
+    it.each(scalars)('checks a null %s instead of taking its default', (name) => {
+      expect(configurationErrorOf({ [name]: null })).toMatch(new RegExp(`${name} must be .*not null\\.`));
+    });
+
+    it('refuses an unknown entry even when it is undefined', () => {
+      expect(configurationErrorOf({ cache: { maxItems: undefined } })).toContain("unknown cache entry 'maxItems'");
+      expect(configurationErrorOf({ hitCounts: { maxRows: undefined } })).toContain("unknown hitCounts entry 'maxRows'");
+    });
+  });
+
   describe('invalid options', () => {
     it('rejects an unknown option, naming it and the known ones', () => {
       const message = configurationErrorOf({ lookupTimeout: 100 });
@@ -290,7 +311,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain('Use only: gone, permanentRedirect, temporaryRedirect, notFound.');
     });
 
-    // `key in DEFAULT_CACHE_CONTROL` also sees Object.prototype's members.
+    // `key in defaults` would also see Object.prototype's members.
     it.each(['toString', 'constructor', 'hasOwnProperty', 'valueOf'])(
       'rejects the cacheControl key %j inherited from Object.prototype',
       (key) => {

@@ -216,7 +216,7 @@ describe('capture set-up', () => {
           TypeOrmModule.forRoot(db.options({ entities: CAPTURE_ENTITIES })),
           registration === 'forRoot'
             ? TombstoneModule.forRoot({ actor })
-            : TombstoneModule.forRootAsync({ useFactory: () => ({ actor }), requestContext: true }),
+            : TombstoneModule.forRootAsync({ useFactory: () => ({ actor }) }),
         ],
         controllers: [PostsController],
       });

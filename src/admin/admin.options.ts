@@ -2,89 +2,82 @@ import type { CanActivate, Type } from '@nestjs/common';
 import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
 
 /**
- * Options of `TombstoneAdminModule.forRoot()` / `forRootAsync()`. The module refuses to start
- * without `guard`, unless `allowWithoutAccessControl` says, on purpose, that it may.
+ * Options of `TombstoneAdminModule.forRoot()`, or what `forRootAsync()`'s factory returns. The
+ * module refuses to start without `guard`, unless `allowWithoutAccessControl` says, on purpose,
+ * that it may. Each field's initialiser below is its default.
+ *
+ * @example
+ * TombstoneAdminModule.forRoot({ guard: AdminTokenGuard, actor: { header: 'x-admin-user' }, alternativeHosts: ['shop.example.com'] });
  */
-export interface TombstoneAdminOptions {
+export class TombstoneAdminOptions {
   /**
    * Decides who may use the admin endpoints: a guard class (instantiated with the module's
    * injector, so it may inject your services) or a guard instance. Throw
    * `UnauthorizedException` for 401, return `false` (or throw `ForbiddenException`) for 403.
+   * Default: none (required, unless `allowWithoutAccessControl`).
    */
-  guard?: Type<CanActivate> | CanActivate;
+  guard?: Type<CanActivate> | CanActivate = undefined;
 
   /**
    * Serves the admin endpoints to anyone. For local development only: it is logged loudly at
    * every start, and refused when `NODE_ENV` is `production`. Default: `false`.
    */
-  allowWithoutAccessControl?: boolean;
+  allowWithoutAccessControl?: boolean = false;
 
   /**
    * Who acts, recorded on every change: `{ header: 'x-admin-user' }` (a header your proxy sets),
-   * or a function of the request. Default: the authenticated user your guard stored on the
-   * request (`req.user.id`, `.sub`, `.username` or `.email`, the first that is set).
+   * or a function of the request. Default: none (the authenticated user your guard stored on the
+   * request: `req.user.id`, `.sub`, `.username` or `.email`, the first that is set).
    */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the app's own request type
-  actor?: { header: string } | ((request: any) => string | number | null | undefined);
+  actor?: { header: string } | ((request: any) => string | number | null | undefined) = undefined;
 
   /**
    * Hosts that an absolute `alternative` link may point to (`https://shop.example.com/...`).
-   * Relative links (`/articles/current`) are always accepted. Default: none.
+   * Relative links (`/articles/current`) are always accepted. Default: `[]`.
    */
-  alternativeHosts?: string[];
+  alternativeHosts?: string[] = [];
 
   /** Most keys one batch resolve may ask about. Default: `1000`. */
-  maxResolveKeys?: number;
+  maxResolveKeys?: number = 1000;
 
   /** Largest page of a listing. Default: `500` (the default page is 50). */
-  maxPageSize?: number;
+  maxPageSize?: number = 500;
 
   /** Most rows one import may hold. Default: `200000`. */
-  maxImportRows?: number;
+  maxImportRows?: number = 200_000;
 
   /** Largest import body (CSV or NDJSON), in bytes. Default: `67108864` (64 MiB). */
-  maxImportBytes?: number;
+  maxImportBytes?: number = 64 * 1024 * 1024;
 }
 
-export interface ResolvedTombstoneAdminOptions {
-  guard?: Type<CanActivate> | CanActivate;
-  allowWithoutAccessControl: boolean;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see TombstoneAdminOptions.actor
-  actor?: { header: string } | ((request: any) => string | number | null | undefined);
-  alternativeHosts: string[];
-  maxResolveKeys: number;
-  maxPageSize: number;
-  maxImportRows: number;
-  maxImportBytes: number;
-}
+/** The admin options once resolved: every field set, but `guard` and `actor`, whose default is none. Internal. */
+export type ResolvedTombstoneAdminOptions = Flat<Omit<Required<TombstoneAdminOptions>, 'guard' | 'actor'> & Pick<TombstoneAdminOptions, 'guard' | 'actor'>>;
+type Flat<T> = { [K in keyof T]: T[K] };
 
-const KNOWN = [
-  'guard', 'allowWithoutAccessControl', 'actor', 'alternativeHosts', 'maxResolveKeys', 'maxPageSize', 'maxImportRows',
-  'maxImportBytes',
-];
+/** Highest value of each numeric option; all start at 1. */
+const MAXIMA = { maxResolveKeys: 10_000, maxPageSize: 10_000, maxImportRows: 10_000_000, maxImportBytes: 4 * 1024 * 1024 * 1024 };
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const HOST = /^(?=.{1,253}$)[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?$/;
 
-/** Applies the defaults and checks every option once, at bootstrap. */
+/**
+ * Applies the defaults and checks every option once, at bootstrap. An option that is
+ * `undefined` is not given; any other value is checked.
+ */
 export function resolveTombstoneAdminOptions(options: TombstoneAdminOptions | undefined): ResolvedTombstoneAdminOptions {
   const given = options ?? {};
   const fail = (message: string, ...solutions: string[]): never => {
     throw new TombstoneConfigurationError(`TombstoneAdminModule: ${message}`, solutions);
   };
   if (typeof given !== 'object') fail('options must be an object.');
-  for (const key of Object.keys(given)) {
-    if (!KNOWN.includes(key)) fail(`unknown option '${key}'.`, `Use only: ${KNOWN.join(', ')}.`);
+  const defaults = new TombstoneAdminOptions();
+  const resolved = { ...defaults } as Record<string, unknown>;
+  for (const [key, value] of Object.entries(given)) {
+    if (!Object.hasOwn(defaults, key)) fail(`unknown option '${key}'.`, `Use only: ${Object.keys(defaults).join(', ')}.`);
+    if (value !== undefined) resolved[key] = value;
   }
-  const {
-    guard,
-    allowWithoutAccessControl = false,
-    actor,
-    alternativeHosts = [],
-    maxResolveKeys = 1000,
-    maxPageSize = 500,
-    maxImportRows = 200_000,
-    maxImportBytes = 64 * 1024 * 1024,
-  } = given;
+  const o = resolved as ResolvedTombstoneAdminOptions;
+  const { guard, allowWithoutAccessControl, actor, alternativeHosts } = o;
   if (guard !== undefined && typeof guard !== 'function' && typeof (guard as CanActivate)?.canActivate !== 'function') {
     fail('guard must be a guard class or an object with canActivate().');
   }
@@ -111,22 +104,9 @@ export function resolveTombstoneAdminOptions(options: TombstoneAdminOptions | un
   if (!Array.isArray(alternativeHosts) || alternativeHosts.some((host) => typeof host !== 'string' || !HOST.test(host.toLowerCase()))) {
     fail('alternativeHosts must be a list of host names (with an optional port), e.g. ["shop.example.com"].');
   }
-  for (const [name, value, max] of [
-    ['maxResolveKeys', maxResolveKeys, 10_000],
-    ['maxPageSize', maxPageSize, 10_000],
-    ['maxImportRows', maxImportRows, 10_000_000],
-    ['maxImportBytes', maxImportBytes, 4 * 1024 * 1024 * 1024],
-  ] as const) {
+  for (const [name, max] of Object.entries(MAXIMA)) {
+    const value = o[name as keyof typeof MAXIMA];
     if (!Number.isInteger(value) || value < 1 || value > max) fail(`${name} must be a whole number from 1 to ${max}.`);
   }
-  return {
-    guard,
-    allowWithoutAccessControl,
-    actor,
-    alternativeHosts: alternativeHosts.map((host) => host.toLowerCase()),
-    maxResolveKeys,
-    maxPageSize,
-    maxImportRows,
-    maxImportBytes,
-  };
+  return { ...o, alternativeHosts: alternativeHosts.map((host) => host.toLowerCase()) };
 }

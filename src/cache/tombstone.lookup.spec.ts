@@ -1,7 +1,8 @@
 import { jest } from '@jest/globals';
 import { LruTombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
-import { resolveTombstoneOptions, type TombstoneModuleOptions } from '../tombstone.options.js';
+import type { TombstoneModuleOptions } from '../tombstone.options.js';
+import { resolveTombstoneOptions } from '../tombstone.options-resolve.js';
 import { TombstoneChanges } from '../table/tombstone.changes.js';
 import type { TombstoneTable } from '../table/tombstone.table.js';
 import { type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';

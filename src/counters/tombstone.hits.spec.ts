@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { TombstoneHitCounter } from './tombstone.hits.js';
-import { resolveTombstoneOptions, type TombstoneModuleOptions } from '../tombstone.options.js';
+import type { TombstoneModuleOptions } from '../tombstone.options.js';
+import { resolveTombstoneOptions } from '../tombstone.options-resolve.js';
 import type { TombstoneTable } from '../table/tombstone.table.js';
 
 /** A DataSource whose queries the test answers: each call waits until released or failed. */

@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import { referrerOf, TombstoneMissLog } from './tombstone.misses.js';
-import { resolveTombstoneOptions, type TombstoneModuleOptions } from '../tombstone.options.js';
+import type { TombstoneModuleOptions } from '../tombstone.options.js';
+import { resolveTombstoneOptions } from '../tombstone.options-resolve.js';
 import type { TombstoneTable } from '../table/tombstone.table.js';
 
 class FakeDataSource {

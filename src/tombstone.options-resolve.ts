@@ -1,0 +1,177 @@
+import { TombstoneConfigurationError } from './tombstone.exceptions.js';
+import {
+  type ResolvedCacheOptions,
+  type ResolvedFilterOptions,
+  type ResolvedTombstoneOptions,
+  TombstoneCacheControl,
+  TombstoneFilterOptions,
+  TombstoneHitCountOptions,
+  TombstoneLookupCacheOptions,
+  TombstoneMissLogOptions,
+  TombstoneModuleOptions,
+} from './tombstone.options.js';
+
+type Fail = (message: string, ...solutions: string[]) => never;
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const HEADER_VALUE = /^[\u0020-\u007e]*$/;
+
+/** Whole-number range of each numeric option, by its name (the same wherever it appears). */
+const RANGES: Record<string, { min: number; max: number; unit?: string }> = {
+  lookupTimeoutMs: { min: 1, max: 60_000, unit: 'milliseconds' },
+  maxConcurrentLookups: { min: 1, max: 1000 },
+  flushIntervalMs: { min: 100, max: 3_600_000, unit: 'milliseconds' },
+  maxPending: { min: 1, max: 1_000_000, unit: 'entries' },
+  maxRows: { min: 1, max: 100_000_000, unit: 'rows' },
+  retentionDays: { min: 1, max: 36_500, unit: 'days' },
+  maxEntries: { min: 1, max: 10_000_000, unit: 'entries' },
+  maxBytes: { min: 1024, max: 8 * 1024 ** 3, unit: 'bytes' },
+  ttlMs: { min: 1, max: 86_400_000, unit: 'milliseconds' },
+  minCapacity: { min: 1000, max: 100_000_000, unit: 'keys' },
+};
+
+/**
+ * Applies the defaults and checks every option once, at bootstrap. An option that is
+ * `undefined` is not given; any other value is checked.
+ */
+export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefined): ResolvedTombstoneOptions {
+  const fail: Fail = (message, ...solutions) => {
+    throw new TombstoneConfigurationError(`TombstoneModule: ${message}`, solutions);
+  };
+  const given = options ?? {};
+  if (typeof given !== 'object') fail('options must be an object.');
+  const o = withDefaults('', TombstoneModuleOptions, given, fail);
+  if (o.dataSource !== undefined && (typeof o.dataSource !== 'string' || o.dataSource === '')) {
+    fail('dataSource must be the name of a TypeORM DataSource.', 'Omit it for the default DataSource, or pass the `name` you gave TypeOrmModule.forRoot().');
+  }
+  if (o.scope !== undefined) validateScopeSource(o.scope, 'scope');
+  oneOf('problemDetails', o.problemDetails, ['negotiate', 'always', 'never'], fail);
+  const cacheControl = resolveCacheControl(o.cacheControl, fail);
+  whole('lookupTimeoutMs', o.lookupTimeoutMs, fail);
+  whole('maxConcurrentLookups', o.maxConcurrentLookups, fail, 'Keep it below the pool size of your DataSource.');
+  if (typeof o.preparedStatements !== 'boolean') fail(`preparedStatements must be true or false, not ${JSON.stringify(o.preparedStatements)}.`);
+  if (typeof o.requestIdHeader !== 'string' || !HEADER_NAME.test(o.requestIdHeader)) {
+    fail(`requestIdHeader must be an HTTP header name, not ${JSON.stringify(o.requestIdHeader)}.`);
+  }
+  if (o.renderer !== undefined && typeof o.renderer !== 'function') fail('renderer must be a class that extends TombstoneRenderer.');
+  if (o.actor !== undefined && typeof o.actor !== 'function') fail('actor must be a function of the request, e.g. (req) => req.user?.id.');
+  oneOf('captureCheck', o.captureCheck, ['error', 'warn', 'off'], fail);
+  return {
+    ...(o as ResolvedTombstoneOptions),
+    cacheControl,
+    hitCounts: resolveBatching('hitCounts', o.hitCounts, TombstoneHitCountOptions, fail),
+    missLog: resolveBatching('missLog', o.missLog, TombstoneMissLogOptions, fail),
+    cache: resolveCache(o.cache, fail),
+  };
+}
+
+/**
+ * Checks a scope source, of the module or of a `@Tombstoned()` route (`where` names it in the
+ * error).
+ */
+export function validateScopeSource(source: unknown, where: string): void {
+  if (typeof source === 'function') return;
+  if (typeof source === 'object' && source !== null) {
+    const keys = Object.keys(source);
+    const { header, param } = source as { header?: unknown; param?: unknown };
+    if (keys.length === 1 && typeof header === 'string' && HEADER_NAME.test(header)) return;
+    if (keys.length === 1 && typeof param === 'string' && param !== '') return;
+  }
+  throw new TombstoneConfigurationError(`TombstoneModule: ${where} must be { header }, { param } or a function of the request.`, [
+    "e.g. scope: { header: 'x-tenant-id' }",
+    'e.g. scope: (req) => req.user?.tenantId',
+  ]);
+}
+
+/**
+ * `given` over a fresh instance of `Defaults`, as a plain object: a name that is not one of the
+ * class's fields is refused, naming those that are; `undefined` leaves the default.
+ */
+function withDefaults<T extends object>(path: string, Defaults: new () => T, given: object, fail: Fail): T {
+  const defaults = new Defaults();
+  const resolved = { ...defaults } as Record<string, unknown>;
+  for (const [key, value] of Object.entries(given)) {
+    if (!Object.hasOwn(defaults, key)) {
+      fail(path ? `unknown ${path} entry '${key}'.` : `unknown option '${key}'.`, `Use only: ${Object.keys(defaults).join(', ')}.`);
+    }
+    if (value !== undefined) resolved[key] = value;
+  }
+  return resolved as T;
+}
+
+/** An option that takes `false` (off), `true` (on, with the defaults) or an object of some of the defaults. */
+function switchable<T extends object>(
+  path: string,
+  value: unknown,
+  Defaults: new () => T,
+  fail: Fail,
+  shape: (fields: string) => string,
+  ...solutions: string[]
+): T | false {
+  if (value === false) return false;
+  if (value !== true && (typeof value !== 'object' || value === null || Array.isArray(value))) {
+    fail(`${path} must be false, true or ${shape(Object.keys(new Defaults()).join(', '))}, not ${JSON.stringify(value)}.`, ...solutions);
+  }
+  return withDefaults(path, Defaults, value === true ? {} : (value as object), fail);
+}
+
+/** Hit counts and the misses log: every setting a whole number in its range. */
+function resolveBatching<T extends object>(path: string, value: unknown, Defaults: new () => T, fail: Fail): Required<T> | false {
+  const settings = switchable(path, value, Defaults, fail, (fields) => `an object of ${fields}`, `e.g. ${path}: { flushIntervalMs: 30000 }`);
+  if (settings) for (const [key, setting] of Object.entries(settings)) whole(`${path}.${key}`, setting, fail);
+  return settings as Required<T> | false;
+}
+
+function resolveCacheControl(value: unknown, fail: Fail): Required<TombstoneCacheControl> {
+  if (typeof value !== 'object' || value === null) fail('cacheControl must be an object.');
+  const resolved = withDefaults('cacheControl', TombstoneCacheControl, value as object, fail);
+  for (const [key, header] of Object.entries(resolved)) {
+    if (header !== false && (typeof header !== 'string' || header === '' || !HEADER_VALUE.test(header))) {
+      fail(`cacheControl.${key} must be a Cache-Control header value (printable ASCII) or false.`);
+    }
+  }
+  return resolved as Required<TombstoneCacheControl>;
+}
+
+function resolveCache(value: unknown, fail: Fail): ResolvedCacheOptions | false {
+  const cache = switchable('cache', value, TombstoneLookupCacheOptions, fail, () => 'an object', 'e.g. cache: { maxEntries: 50000 }');
+  if (!cache) return false;
+  whole('cache.maxEntries', cache.maxEntries, fail);
+  whole('cache.maxBytes', cache.maxBytes, fail);
+  whole('cache.ttlMs', cache.ttlMs, fail);
+  const store = cache.store as unknown as Record<string, unknown> | null | undefined;
+  if (store !== undefined && (typeof store !== 'object' || store === null || ['get', 'set', 'delete', 'clear'].some((m) => typeof store[m] !== 'function'))) {
+    fail('cache.store must be an instance of a TombstoneCacheStore (get, set, delete, clear).', 'e.g. cache: { store: new LruTombstoneCacheStore({ maxEntries: 50000 }) }');
+  }
+  const listen: unknown = cache.listen;
+  if (listen !== undefined && !(typeof listen === 'string' && listen !== '') && (typeof listen !== 'object' || listen === null || Array.isArray(listen))) {
+    fail('cache.listen must be a connection string or a pg client config object.');
+  }
+  return { ...(cache as ResolvedCacheOptions), filter: resolveFilter(cache.filter, fail) };
+}
+
+function resolveFilter(value: unknown, fail: Fail): ResolvedFilterOptions | false {
+  const filter = switchable('cache.filter', value, TombstoneFilterOptions, fail, (fields) => `{ ${fields} }`);
+  if (!filter) return false;
+  const rate = filter.falsePositiveRate;
+  if (typeof rate !== 'number' || !(rate >= 0.000001 && rate <= 0.5)) {
+    fail(`cache.filter.falsePositiveRate must be a number from 0.000001 to 0.5, not ${JSON.stringify(rate)}.`);
+  }
+  whole('cache.filter.minCapacity', filter.minCapacity, fail);
+  return filter as ResolvedFilterOptions;
+}
+
+/** Refuses anything but a whole number in the range of the option (named by the last part of `path`). */
+function whole(path: string, value: unknown, fail: Fail, ...solutions: string[]): void {
+  const { min, max, unit } = RANGES[path.slice(path.lastIndexOf('.') + 1)];
+  if (!Number.isInteger(value) || (value as number) < min || (value as number) > max) {
+    fail(`${path} must be a whole number${unit ? ` of ${unit}` : ''} from ${min} to ${max}, not ${JSON.stringify(value)}.`, ...solutions);
+  }
+}
+
+function oneOf(name: string, value: unknown, allowed: readonly string[], fail: Fail): void {
+  if (!allowed.includes(value as string)) {
+    const quoted = allowed.map((a) => `'${a}'`);
+    fail(`${name} must be ${quoted.slice(0, -1).join(', ')} or ${quoted.at(-1)}, not ${JSON.stringify(value)}.`);
+  }
+}
