@@ -73,7 +73,8 @@ export class TombstoneService {
    * apart from a key that never existed.
    */
   async recordHidden(type: string, key: string, options: TombstoneWriteOptions = {}): Promise<Tombstone> {
-    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), assertKey(key), this.fields('hidden', options));
+    const fields = this.fields('hidden', options);
+    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), assertKey(key), fields);
   }
 
   /**
@@ -177,6 +178,13 @@ export class TombstoneService {
   private fields(kind: TombstoneKind, options: TombstoneWriteOptions): TombstoneFields {
     if (typeof options !== 'object' || options === null) {
       throw new TombstoneValidationError('options', 'Recording options must be an object.');
+    }
+    // One options type for every call: what only another kind of tombstone has is refused, not ignored.
+    if (kind !== 'deleted' && options.alternative !== undefined && options.alternative !== null) {
+      throw new TombstoneValidationError('alternative', 'Only deletions offer an alternative.');
+    }
+    if (kind !== 'moved' && kind !== 'merged' && options.permanent !== undefined) {
+      throw new TombstoneValidationError('permanent', 'Only moves and merges are permanent or temporary redirects.');
     }
     const context = TombstoneContext.current();
     return {

@@ -1,4 +1,9 @@
+import { Test } from '@nestjs/testing';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import type request from 'supertest';
+import { TombstoneModule, TombstoneService } from '../src/index.js';
 import { lockName } from '../src/table/tombstone.lock.js';
+import { ADMIN_TOKEN, bootAdminApp } from './fixtures/admin.fixture.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 
 // The (scope, type) lock's name is spelled twice: in TypeScript (lockName) and in the capture
@@ -41,5 +46,80 @@ describe('the (scope, type) lock', () => {
         expect(row.key).toBe(ts.key);
       }
     }
+  });
+});
+
+// What the write path's callers keep promising, found by a review of the move to src/table/.
+describe('the write path', () => {
+  describe('recording API', () => {
+    let db: TestDatabase;
+    let service: TombstoneService;
+    let close: () => Promise<void>;
+
+    beforeAll(async () => {
+      db = await createTestDatabase();
+      const moduleRef = await Test.createTestingModule({ imports: [TypeOrmModule.forRoot(db.options()), TombstoneModule.forRoot()] }).compile();
+      await moduleRef.init();
+      service = moduleRef.get(TombstoneService);
+      close = () => moduleRef.close();
+    });
+
+    afterAll(async () => {
+      await close?.();
+      await db?.drop();
+    });
+
+    it.each([
+      ['recordHidden', () => service.recordHidden('thing', 'a', null as never)],
+      ['recordDeletion', () => service.recordDeletion('thing', 'a', null as never)],
+      ['recordMove', () => service.recordMove('thing', 'a', 'b', null as never)],
+    ])('%s with options = null: TombstoneValidationError on options, nothing written', async (_name, call) => {
+      await expect(call()).rejects.toMatchObject({ name: 'TombstoneValidationError', field: 'options' });
+      expect(await service.find('thing', 'a')).toBeNull();
+    });
+
+    it('find() with manager: null reads through the module DataSource', async () => {
+      await service.recordDeletion('thing', 'found');
+      await expect(service.find('thing', 'found', { manager: null as never })).resolves.toMatchObject({ key: 'found', kind: 'deleted' });
+    });
+
+    it('an option of another kind of tombstone is refused, not ignored', async () => {
+      await expect(service.recordMove('thing', 'm', 'n', { alternative: '/x' })).rejects.toMatchObject({ field: 'alternative' });
+      await expect(service.recordHidden('thing', 'h', { alternative: '/x' })).rejects.toMatchObject({ field: 'alternative' });
+      await expect(service.recordDeletion('thing', 'd', { permanent: false })).rejects.toMatchObject({ field: 'permanent' });
+      await expect(service.recordHidden('thing', 'h', { permanent: true })).rejects.toMatchObject({ field: 'permanent' });
+      for (const key of ['m', 'h', 'd']) expect(await service.find('thing', key)).toBeNull();
+      // null is "none" for every kind, as the admin endpoints read it.
+      await expect(service.recordMove('thing', 'm', 'n', { alternative: null })).resolves.toMatchObject({ kind: 'moved' });
+    });
+  });
+
+  describe('admin create', () => {
+    let http: ReturnType<typeof request>;
+    let close: () => Promise<void>;
+
+    beforeAll(async () => {
+      ({ http, close } = await bootAdminApp('express'));
+    });
+
+    afterAll(async () => {
+      await close?.();
+    });
+
+    const create = (body: Record<string, unknown>) => http.post('/admin/tombstones').set('authorization', ADMIN_TOKEN).send({ type: 'rv', ...body });
+
+    it('a key that has a tombstone is a 409 naming its id, even when the redirect would also loop', async () => {
+      const k = await create({ key: 'k', kind: 'deleted' }).expect(201);
+      await create({ key: 't', kind: 'moved', target: 'k' }).expect(201);
+      const res = await create({ key: 'k', kind: 'moved', target: 't' }).expect(409);
+      expect(res.body).toMatchObject({ statusCode: 409, id: k.body.id });
+    });
+
+    it("a cycle is a 409 that says so, without the recording API's advice (admin redirects never revive)", async () => {
+      await create({ key: 'a', kind: 'moved', target: 'b' }).expect(201);
+      const res = await create({ key: 'b', kind: 'moved', target: 'a' }).expect(409);
+      expect(res.body.message).toBe("A redirect from 'b' to 'a' would form a cycle: that key redirects back.");
+      expect(res.body).not.toHaveProperty('id');
+    });
   });
 });

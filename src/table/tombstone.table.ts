@@ -78,8 +78,8 @@ export class TombstoneTable implements OnModuleInit {
   }
 
   /** The stored tombstone of a key, expired or not; `null` when it has none. */
-  async find(scope: string, type: string, key: string, manager: EntityManager = this.dataSource.manager): Promise<Tombstone | null> {
-    const [row] = (await manager.query(`SELECT * FROM tombstones WHERE scope = $1 AND resource_type = $2 AND resource_key = $3`, [
+  async find(scope: string, type: string, key: string, manager?: EntityManager | null): Promise<Tombstone | null> {
+    const [row] = (await (manager ?? this.dataSource.manager).query(`SELECT * FROM tombstones WHERE scope = $1 AND resource_type = $2 AND resource_key = $3`, [
       scope,
       type,
       key,

@@ -127,16 +127,25 @@ export class TombstoneWriter {
     const db = this.table.dataSource.manager;
     const created = await db.transaction(async (tx) => {
       await lockTypes(tx, [{ scope, type }]);
-      const target = fields.target === null ? null : await this.follow(tx, scope, type, key, fields.target);
-      const [row] = rowsOf<TombstoneRow>(await tx.query(INSERT_SQL, params(scope, type, key, { ...fields, target }).slice(0, 12)));
-      if (!row) {
-        const [existing] = rowsOf<{ id: string }>(
-          await tx.query(`SELECT id FROM tombstones WHERE scope = $1 AND resource_type = $2 AND resource_key = $3`, [scope, type, key]),
-        );
-        throw new TombstoneExistsError(String(existing?.id));
+      let target: string | null = null;
+      try {
+        if (fields.target !== null) target = await this.follow(tx, scope, type, key, fields.target);
+      } catch (error) {
+        // A key that has a tombstone is told so first, whatever its redirect would do.
+        const existing = await this.idOf(tx, scope, type, key);
+        throw existing === undefined ? error : new TombstoneExistsError(existing);
       }
-      if (target !== null) await tx.query(REPOINT_SQL, [scope, type, [key], [target]]);
-      return toTombstone(row);
+      // The unique constraint decides whether the key is free. A row that is gone again by the
+      // time it is named (a concurrent restore) frees the key: the insert is tried once more.
+      for (let attempt = 0; ; attempt++) {
+        const [row] = rowsOf<TombstoneRow>(await tx.query(INSERT_SQL, params(scope, type, key, { ...fields, target }).slice(0, 12)));
+        if (row) {
+          if (target !== null) await tx.query(REPOINT_SQL, [scope, type, [key], [target]]);
+          return toTombstone(row);
+        }
+        const existing = await this.idOf(tx, scope, type, key);
+        if (existing !== undefined || attempt > 0) throw new TombstoneExistsError(String(existing));
+      }
     });
     this.changed(db, scope, type, fields.kind, [key]);
     return created;
@@ -191,6 +200,13 @@ export class TombstoneWriter {
     const [row] = rowsOf<TombstoneRow>(await db.query(`DELETE FROM tombstones WHERE id = $1 RETURNING scope, resource_type, resource_key`, [id]));
     if (row) this.changes.emit(db, { scope: row.scope, type: row.resource_type, listed: [], unlisted: [row.resource_key] });
     return row !== undefined;
+  }
+
+  private async idOf(tx: EntityManager, scope: string, type: string, key: string): Promise<string | undefined> {
+    const [row] = rowsOf<{ id: string }>(
+      await tx.query(`SELECT id FROM tombstones WHERE scope = $1 AND resource_type = $2 AND resource_key = $3`, [scope, type, key]),
+    );
+    return row === undefined ? undefined : String(row.id);
   }
 
   /** Where a redirect from `key` to `target` ends, through the table's redirect of the target. */

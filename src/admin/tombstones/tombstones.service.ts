@@ -4,7 +4,7 @@ import { type TombstoneRow, toTombstone } from '../../table/tombstone.rows.js';
 import { TombstoneTable } from '../../table/tombstone.table.js';
 import { TombstoneExistsError, type TombstoneFields, TombstoneWriter } from '../../table/tombstone.writer.js';
 import type { Tombstone } from '../../tombstone.entity.js';
-import { TombstoneConfigurationError, TombstoneCycleError } from '../../tombstone.exceptions.js';
+import { preview, TombstoneConfigurationError, TombstoneCycleError } from '../../tombstone.exceptions.js';
 import { isStorableKey, isStorableScope, isValidType, isWellFormed } from '../../tombstone.validation.js';
 import type { CreateTombstoneDto, ListTombstonesQuery, ResolveTombstonesDto, StaleTombstonesQuery, UpdateTombstoneDto } from './tombstones.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
@@ -264,7 +264,12 @@ async function conflicts<T>(write: () => Promise<T>): Promise<T> {
       throw new ConflictException({ statusCode: 409, error: 'Conflict', message: error.message, id: error.id });
     }
     if (error instanceof TombstoneCycleError) {
-      throw new ConflictException({ statusCode: 409, error: 'Conflict', message: error.message });
+      const [key, target] = error.cycle;
+      throw new ConflictException({
+        statusCode: 409,
+        error: 'Conflict',
+        message: `A redirect from '${preview(key)}' to '${preview(target)}' would form a cycle: that key redirects back.`,
+      });
     }
     throw error;
   }
