@@ -359,7 +359,10 @@ describe('automatic capture against PostgreSQL', () => {
     });
 
     it("'forbid' only guards keys with a tombstone: a fresh key inserts", async () => {
-      await expect(data.getRepository(Handle).save({ name: `fresh-${tenant}` })).resolves.toBeDefined();
+      const handles = data.getRepository(Handle);
+      const saved = await handles.save({ name: `fresh-${tenant}` });
+      expect(await handles.findOneBy({ id: saved.id })).toEqual({ id: saved.id, name: `fresh-${tenant}` });
+      expect(await service.find('handle', `fresh-${tenant}`)).toBeNull();
     });
   });
 
