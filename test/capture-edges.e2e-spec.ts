@@ -2,7 +2,7 @@ import { Test } from '@nestjs/testing';
 import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
 import pg from 'pg';
 import { from, lastValueFrom } from 'rxjs';
-import { Column, DataSource, Entity, PrimaryGeneratedColumn } from 'typeorm';
+import { Column, DataSource, type DeleteResult, Entity, PrimaryGeneratedColumn } from 'typeorm';
 import type { PostgresDataSourceOptions } from 'typeorm/driver/postgres/PostgresDataSourceOptions.js';
 import {
   installTombstoneCapture,
@@ -347,7 +347,7 @@ describe('automatic capture: edge cases', () => {
         () => data.getRepository(Post).delete({ tenant, slug: 'nul-actor' }),
         (req: { headers: Record<string, string> }) => req.headers['x-service'],
       );
-      expect(result.affected).toBe(1);
+      expect((result as DeleteResult).affected).toBe(1);
       // What cannot be stored as an actor is no actor (actorText), not a failed write.
       expect(await actors()).toEqual([['nul-actor', null]]);
     });
