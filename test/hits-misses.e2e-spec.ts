@@ -5,6 +5,7 @@ import { TombstoneHitCounter, TombstoneMissLog, TombstoneModule, type TombstoneM
 import { ItemsController } from './fixtures/items.fixture.js';
 import { ADAPTERS, type AdapterName, bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { eventually } from './support/eventually.js';
 import { QueryCounter } from './support/query-counter.js';
 
 /** Long enough that no timer writes during a test: the tests write with flush(). */
@@ -427,11 +428,10 @@ describe.each(ADAPTERS)('hit counts and the misses log (%s)', (adapter: AdapterN
         await client.get('/items/t-gone').expect(410);
         await client.get('/items/t-missing').expect(404);
         // Waits for the timer (no assertion on how long it takes).
-        for (let i = 0; i < 200 && ((await hitsOf('t-gone')).count === 0 || (await missesOf(['t-missing'])).length === 0); i++) {
-          await new Promise((resolve) => setTimeout(resolve, 50));
-        }
-        expect((await hitsOf('t-gone')).count).toBe(1);
-        expect(await missesOf(['t-missing'])).toEqual([expect.objectContaining({ hits: 1 })]);
+        await eventually(async () => {
+          expect((await hitsOf('t-gone')).count).toBe(1);
+          expect(await missesOf(['t-missing'])).toEqual([expect.objectContaining({ hits: 1 })]);
+        });
       } finally {
         await other.close();
       }
