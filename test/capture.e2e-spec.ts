@@ -532,14 +532,19 @@ describe('automatic capture against PostgreSQL', () => {
     /** Runs `work` in a transaction; answers how often it called cap_posts' capture function through `trigger`. */
     const captureCalls = (trigger: string, work: (manager: EntityManager) => Promise<unknown>) =>
       data.transaction(async (manager) => {
+        // The session's counts not yet reported may include earlier transactions': counted before and after.
+        const calls = async () =>
+          (
+            (await manager.query(
+              `SELECT coalesce(pg_stat_get_xact_function_calls(tgfoid), 0)::int AS calls FROM pg_trigger
+                WHERE tgrelid = 'cap_posts'::regclass AND tgname = $1`,
+              [trigger],
+            )) as { calls: number }[]
+          )[0].calls;
         await manager.query(`SET LOCAL track_functions = 'pl'`);
+        const before = await calls();
         await work(manager);
-        const [{ calls }] = (await manager.query(
-          `SELECT coalesce(pg_stat_get_xact_function_calls(tgfoid), 0)::int AS calls FROM pg_trigger
-            WHERE tgrelid = 'cap_posts'::regclass AND tgname = $1`,
-          [trigger],
-        )) as { calls: number }[];
-        return calls;
+        return (await calls()) - before;
       });
 
     it('a 10,000-row delete leaves 10,000 tombstones, from one capture call for the statement; rolled back, none', async () => {
