@@ -7,6 +7,7 @@ import { TombstoneAdminModule } from '../src/admin/index.js';
 import { TombstoneModule } from '../src/index.js';
 import { ADAPTERS, bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
+import { eventually } from './support/eventually.js';
 import { QueryCounter } from './support/query-counter.js';
 
 @Injectable()
@@ -168,8 +169,7 @@ describe.each(ADAPTERS)('admin import and export (%s)', (adapter) => {
         );
         return n > 0;
       };
-      for (let i = 0; i < 500 && !(await waiting()); i++) await new Promise((resolve) => setTimeout(resolve, 20));
-      expect(await waiting()).toBe(true);
+      await eventually(async () => expect(await waiting()).toBe(true));
       await other.query(`INSERT INTO tombstones (scope, resource_type, resource_key, kind) VALUES ('', $1, 'a', 'hidden')`, [type]);
       await other.commitTransaction();
       const res = await pending;

@@ -177,7 +177,7 @@ describe('lookup cache edges: coherence', () => {
       await lookupB.loaded();
       // The load the second reconnection asked for never runs: the filter stays off (every miss
       // of an unknown key is a query again) until some other event asks for a load.
-      await eventually(() => expect(lookupB.stats().filter).toMatchObject({ ready: true }), 5_000);
+      await eventually(() => expect(lookupB.stats().filter).toMatchObject({ ready: true }));
     } finally {
       held = false;
       gate.resolve();
@@ -214,7 +214,7 @@ describe('lookup cache edges: filter size', () => {
       await lookup.loaded();
       const { ready, keys, capacity } = lookup.stats().filter;
       expect({ ready, keys, capacity, capacityCoversKeys: capacity >= keys }).toMatchObject({ ready: true, capacityCoversKeys: true });
-    }, 5_000);
+    });
     // Unknown keys the filter should answer (1% may get through)...
     const filtered = lookup.stats().filtered;
     for (let i = 0; i < 200; i++) await lookup.resolve('item', `never-${i}`);
@@ -335,7 +335,7 @@ describe('lookup cache edges: a listening connection that stops answering', () =
     try {
       // README: "The listening connection is opened during application bootstrap; if it cannot
       // be, start-up goes on". The LISTEN has no time limit: app.init() waits for it forever.
-      expect(await within(init, 15_000)).toBe('settled');
+      expect(await within(init, 30_000)).toBe('settled');
     } finally {
       proxy.cut();
       await init.catch(() => undefined);
@@ -354,7 +354,7 @@ describe('lookup cache edges: a listening connection that stops answering', () =
       await eventually(() => expect(lookup.stats().state).toBe('waiting'));
       // Neither the connect timeout nor the health check covers the LISTEN: the attempt never
       // ends, so no reconnection is ever scheduled, and the cache stays off for good.
-      await eventually(() => expect(lookup.stats().state).toBe('coherent'), 20_000);
+      await eventually(() => expect(lookup.stats().state).toBe('coherent'));
     } finally {
       proxy.cut();
       await app.close();
@@ -370,7 +370,7 @@ describe('lookup cache edges: a listening connection that stops answering', () =
     const closing = app.close();
     try {
       // onApplicationShutdown awaits client.end(), which waits for the server to close its side.
-      expect(await within(closing, 15_000)).toBe('settled');
+      expect(await within(closing, 30_000)).toBe('settled');
     } finally {
       proxy.cut();
       await closing;
@@ -415,7 +415,7 @@ describe('lookup cache edges: start-up check', () => {
       // README: "Without them it logs a warning and runs without the cache (never a cache that
       // could serve stale answers)". The failed check is taken as a pass once LISTEN works: the
       // filter answers 404 for this key until the next full reload.
-      await eventually(async () => void (await http.get('/items/r-unannounced').expect(410)), 5_000);
+      await eventually(async () => void (await http.get('/items/r-unannounced').expect(410)));
     } finally {
       dataSource.query = query;
       await app.close();

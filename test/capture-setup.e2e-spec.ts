@@ -20,6 +20,7 @@ import { bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { CAPTURE_TRIGGERS } from '../src/capture/tombstone.capture.js';
 import { type EntityClass } from '../src/capture/tombstone.tracked.js';
+import { QueryCounter } from './support/query-counter.js';
 
 /** The table of Post, with its slug now declared 'hidden' on delete: the installed triggers are out of date. */
 @Entity({ name: 'cap_posts' })
@@ -85,11 +86,15 @@ describe('capture set-up', () => {
     await db?.drop();
   });
 
-  const boot = async (entities: EntityClass[], options: TombstoneModuleOptions = {}) => {
+  /** Starts and stops a module; what it logged as warnings and what it asked the catalog go to `seen`. */
+  const boot = async (entities: EntityClass[], options: TombstoneModuleOptions = {}, seen?: { warnings: string[]; counter: QueryCounter }) => {
     const moduleRef = await Test.createTestingModule({
-      imports: [TypeOrmModule.forRoot(db.options({ entities })), TombstoneModule.forRoot(options)],
+      imports: [
+        TypeOrmModule.forRoot(seen ? { ...db.options({ entities }), logging: true, logger: seen.counter } : db.options({ entities })),
+        TombstoneModule.forRoot(options),
+      ],
     }).compile();
-    moduleRef.useLogger(false);
+    moduleRef.useLogger(seen ? { log: () => undefined, error: () => undefined, warn: (m: unknown) => void seen.warnings.push(String(m)) } : false);
     try {
       await moduleRef.init();
     } finally {
@@ -114,9 +119,17 @@ describe('capture set-up', () => {
       expect((error as Error).message).toMatch(/do not match its @TombstoneTracked declarations/);
     });
 
-    it("'warn' starts anyway, 'off' does not look", async () => {
-      await expect(boot([...CAPTURE_ENTITIES, NotInstalled], { captureCheck: 'warn' })).resolves.toBeUndefined();
-      await expect(boot([...CAPTURE_ENTITIES, NotInstalled], { captureCheck: 'off' })).resolves.toBeUndefined();
+    it("'warn' starts anyway and says what is missing, 'off' does not look", async () => {
+      const checks = (seen: { counter: QueryCounter }) => seen.counter.queries.filter((q) => /FROM pg_trigger/.test(q)).length;
+      const warned = { warnings: [] as string[], counter: new QueryCounter() };
+      await boot([...CAPTURE_ENTITIES, NotInstalled], { captureCheck: 'warn' }, warned);
+      expect(warned.warnings).toEqual([expect.stringMatching(/NotInstalled \(cap_untracked_yet\) is @TombstoneTracked but its capture triggers are not installed/)]);
+      expect(checks(warned)).toBeGreaterThan(0);
+
+      const off = { warnings: [] as string[], counter: new QueryCounter() };
+      await boot([...CAPTURE_ENTITIES, NotInstalled], { captureCheck: 'off' }, off);
+      expect(off.warnings).toEqual([]);
+      expect(checks(off)).toBe(0);
     });
 
     it('refuses to start when a trigger was disabled', async () => {

@@ -2,7 +2,7 @@ import { jest } from '@jest/globals';
 import { LruTombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
-import type { ResolvedTombstoneOptions, TombstoneModuleOptions } from '../tombstone.options.js';
+import type { TombstoneModuleOptions } from '../tombstone.options.js';
 import { resolveTombstoneOptions } from '../tombstone.options-resolve.js';
 import { TombstoneChanges } from '../table/tombstone.changes.js';
 import type { TombstoneTable } from '../table/tombstone.table.js';
@@ -20,14 +20,23 @@ function deferred<T>() {
   return { promise, resolve };
 }
 
-async function until(check: () => boolean, timeoutMs = 3_000): Promise<boolean> {
+/** Polls `check` until it holds; throws past a deadline that only bounds a failure. */
+async function until(check: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
-    if (Date.now() > deadline) return false;
+    if (Date.now() > deadline) throw new Error(`still not true after ${timeoutMs} ms: ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-  return true;
 }
+
+/** SQL the fake service does not know: it throws, and (a failed load is only logged) every test checks this is empty. */
+const unexpected: string[] = [];
+beforeEach(() => {
+  unexpected.length = 0;
+});
+afterEach(() => {
+  expect(unexpected).toEqual([]);
+});
 
 type Row = { id: string; scope: string; resource_type: string; resource_key: string };
 
@@ -53,7 +62,8 @@ function setup(options: TombstoneModuleOptions = {}, rows: Row[] = [], resolved 
         if (/WHERE scope = \$1/.test(sql)) {
           return rows.filter((r) => r.scope === params[0] && r.resource_type === params[1] && r.resource_key > (params[2] as string));
         }
-        return [];
+        unexpected.push(sql);
+        throw new Error(`the fake service does not know this SQL: ${sql}`);
       }),
     },
   };
@@ -95,36 +105,38 @@ describe('TombstoneLookup edges', () => {
     const gate = deferred<void>();
     holdLoads(gate.promise);
     lookup.listening();
-    expect(await until(() => blockedLoads() === 1)).toBe(true);
+    await until(() => blockedLoads() === 1, 'the first full load is under way');
     // The connection is lost and comes back while the first full load is still running.
     lookup.deaf();
     lookup.listening();
     holdLoads(null);
     gate.resolve();
     await lookup.loaded();
-    await until(() => lookup.stats().filter.ready, 2_000);
-    // The load asked for by the second listening() never runs: the filter stays off for good.
+    // The load asked for by the second listening() must run: else the filter stays off for good.
     expect(lookup.stats().filter).toMatchObject({ ready: true, keys: 1 });
     lookup.deaf();
   });
 
-  it('builds a filter for every filter.minCapacity the options accept (or the options refuse it)', async () => {
-    let resolved: ResolvedTombstoneOptions;
-    try {
-      resolved = resolveTombstoneOptions({ cache: { filter: { minCapacity: 500_000_000 } } });
-    } catch (error) {
-      // Refusing the value at start-up would be a fix too.
-      expect(error).toBeInstanceOf(TombstoneConfigurationError);
-      return;
-    }
-    const { lookup } = setup({}, [], resolved);
+  it('refuses a filter.minCapacity above 100,000,000 at start-up, with what to change', () => {
+    // Past ~447 million keys (at the default 1%) the BloomFilter refuses the bit count: a load
+    // would fail and be retried forever. The options stop well before.
+    expect(() => resolveTombstoneOptions({ cache: { filter: { minCapacity: 100_000_001 } } })).toThrow(TombstoneConfigurationError);
+    expect(() => resolveTombstoneOptions({ cache: { filter: { minCapacity: 100_000_001 } } })).toThrow(
+      'cache.filter.minCapacity must be a whole number of keys from 1000 to 100000000, not 100000001.',
+    );
+    const resolved = resolveTombstoneOptions({ cache: { filter: { minCapacity: 100_000_000 } } });
+    expect(resolved.cache && resolved.cache.filter).toEqual({ falsePositiveRate: 0.01, minCapacity: 100_000_000 });
+  });
+
+  it('builds the filter at the largest filter.minCapacity the options accept', async () => {
+    // The largest rate keeps the largest capacity small in memory (about 18 MB).
+    const resolved = resolveTombstoneOptions({ cache: { filter: { minCapacity: 100_000_000, falsePositiveRate: 0.5 } } });
+    const { lookup } = setup({}, [{ id: '1', scope: '', resource_type: 'item', resource_key: 'a' }], resolved);
     const errors = jest.spyOn((lookup as unknown as { logger: { error: () => void } }).logger, 'error');
     lookup.listening();
-    await until(() => errors.mock.calls.length > 0 || lookup.stats().filter.ready, 2_000);
-    const logged = errors.mock.calls.map((call) => String((call as unknown[])[0])).join('\n');
-    lookup.deaf(); // stops the retry loop
-    // The options say 1000 to 1_000_000_000 keys; above ~447 million the BloomFilter refuses the
-    // bit count, and the load fails, is logged and retried forever: no filter, ever.
-    expect(logged).toBe('');
+    await lookup.loaded();
+    expect(errors).not.toHaveBeenCalled();
+    expect(lookup.stats().filter).toMatchObject({ ready: true, keys: 1, capacity: 100_000_000 });
+    lookup.deaf();
   });
 });

@@ -17,6 +17,18 @@ function deferred<T>() {
   return { promise, resolve, reject };
 }
 
+/**
+ * SQL the fake service was sent and does not know. It throws, but a load that fails is logged and
+ * retried, never thrown to the test: so every test also checks this list is empty.
+ */
+const unexpected: string[] = [];
+beforeEach(() => {
+  unexpected.length = 0;
+});
+afterEach(() => {
+  expect(unexpected).toEqual([]);
+});
+
 /** A lookup over a fake service: `rows` is what the table holds, `answers` what lookups read. */
 function setup(options: TombstoneModuleOptions = {}, rows: { id: string; scope: string; resource_type: string; resource_key: string }[] = []) {
   const answers = new Map<string, TombstoneLookupResult>();
@@ -41,7 +53,8 @@ function setup(options: TombstoneModuleOptions = {}, rows: { id: string; scope: 
         if (/WHERE scope = \$1/.test(sql)) {
           return rows.filter((r) => r.scope === params[0] && r.resource_type === params[1] && r.resource_key > (params[2] as string));
         }
-        return [];
+        unexpected.push(sql);
+        throw new Error(`the fake service does not know this SQL: ${sql}`);
       }),
     },
   };

@@ -2,6 +2,7 @@ import type { INestApplication, ModuleMetadata } from '@nestjs/common';
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify';
 import { Test } from '@nestjs/testing';
 import { TombstoneLookup } from '../../src/cache/tombstone.lookup.js';
+import { TombstoneNotifications } from '../../src/index.js';
 
 export type AdapterName = 'express' | 'fastify';
 
@@ -35,4 +36,20 @@ export async function filterLoaded(app: INestApplication): Promise<void> {
     return; // No TombstoneModule in this app.
   }
   await lookup.loaded();
+}
+
+/**
+ * Waits until the app has heard every change committed before the call (a write in SQL, by
+ * capture or by another instance): `TombstoneNotifications.settle()`, which sends a notification
+ * of its own and waits for it to come back. With the cache off there is nothing to wait for; a
+ * cache that is not listening fails, where settle() would return at once and a test would go on
+ * before the change arrived.
+ */
+export async function settled(app: INestApplication): Promise<void> {
+  const { state } = app.get(TombstoneLookup, { strict: false }).stats();
+  if (state === 'off') return;
+  const notifications = app.get(TombstoneNotifications, { strict: false });
+  if (state !== 'coherent' || !notifications.listening) throw new Error(`settled(): the app's cache is ${state}, not listening for changes.`);
+  // Best effort with a deadline of its own: a generous one, so that a busy machine is not a failure.
+  await notifications.settle(30_000);
 }

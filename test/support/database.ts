@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { DataSource, type DataSourceOptions } from 'typeorm';
 import { TOMBSTONE_ENTITIES, TOMBSTONE_MIGRATIONS } from '../../src/index.js';
+import { eventually } from './eventually.js';
 
 export interface TestDatabase {
   readonly url: string;
@@ -56,4 +57,24 @@ export async function createTestDatabase(): Promise<TestDatabase> {
       }
     },
   };
+}
+
+/** The server process id of a connection, for `waitingForLock()`. */
+export async function backendPid(client: pg.Client): Promise<number> {
+  return (await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0].pid;
+}
+
+/**
+ * Resolves once the backend `pid` waits for a lock (pg_stat_activity), or once `unless` says the
+ * statement it ran has already finished: what a test that needs a statement to be blocked waits
+ * for, instead of sleeping.
+ */
+export async function waitingForLock(sql: DataSource, pid: number, unless: () => boolean = () => false): Promise<void> {
+  await eventually(async () => {
+    if (unless()) return;
+    const [{ waiting }] = (await sql.query(`SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'`, [
+      pid,
+    ])) as { waiting: number }[];
+    if (waiting !== 1) throw new Error(`backend ${pid} is not waiting for a lock`);
+  });
 }
