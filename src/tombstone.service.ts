@@ -51,6 +51,7 @@ export interface TombstoneWriteOptions {
  */
 @Injectable()
 export class TombstoneService {
+  /** @internal Nest creates it: inject it. */
   constructor(
     private readonly table: TombstoneTable,
     private readonly writer: TombstoneWriter,

@@ -43,6 +43,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
   private barrierCount = 0;
   private readonly barriers = new Map<string, () => void>();
 
+  /** @internal Nest creates it: inject it. */
   constructor(
     @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
     private readonly tombstones: TombstoneTable,
