@@ -347,7 +347,7 @@ describe.each(ADAPTERS)('hostile input, property-based (%s)', (adapter) => {
   /**
    * Fastify: whether the admin module's pass-through parser hands text/csv and NDJSON bodies to
    * every route as an unread stream. A ValidationPipe then walks the stream down to its socket and
-   * aborts the process (see 'fastify: a text/csv body … does not abort the process'), so such
+   * aborts the process (see '<adapter>: a text/csv body … does not abort the process'), so such
    * requests to the admin endpoints that validate a body are reported, not sent, while it does.
    */
   let streamsReachRoutes = false;
