@@ -1,6 +1,7 @@
 import { type CanActivate, type ExecutionContext, type INestApplication, Injectable } from '@nestjs/common';
 import { RouterModule } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import { parse } from 'csv-parse/sync';
 import { stringify } from 'csv-stringify/sync';
 import request from 'supertest';
 import { TombstoneAdminModule } from '../src/admin/index.js';
@@ -249,6 +250,39 @@ describe.each(ADAPTERS)('admin import and export (%s)', (adapter) => {
     const back = await http.post('/admin/tombstones/import').set('authorization', 'Bearer t').set('content-type', 'text/csv').send(exported.text).expect(200);
     expect(back.body).toMatchObject({ rows: records.length, created: 0, updated: records.length, errorCount: 0 });
     expect(await stored(type)).toEqual(expected);
+  });
+
+  it('a CSV export neutralises cells a spreadsheet would run as formulas, and imports back exactly', async () => {
+    const keys = ['=HYPERLINK("https://evil.example","x")', '+1', '-neg', '@cmd', '\tx', "'=q", "'plain", 'safe'];
+    const records = keys.map((key, i) => ({ type, key, kind: 'moved', target: i % 2 === 0 ? `=t${i}` : `t${i}`, reason: i === 0 ? '-reason' : undefined }));
+    const ndjson = records.map((r) => JSON.stringify(r)).join('\n');
+    await http.post('/admin/tombstones/import').set('authorization', 'Bearer t').set('content-type', 'application/x-ndjson').send(ndjson).expect(200);
+    const stored = async () =>
+      (await db.sql.query(`SELECT resource_key, target_key, reason FROM tombstones WHERE resource_type = $1 ORDER BY id`, [type])) as {
+        resource_key: string;
+        target_key: string;
+        reason: string | null;
+      }[];
+    const before = await stored();
+    expect(before.map((r) => r.resource_key)).toEqual(keys);
+
+    const exported = await http.get(`/admin/tombstones/export?type=${encodeURIComponent(type)}&format=csv`).set('authorization', 'Bearer t').expect(200);
+    const cells = (parse(exported.text, { columns: true }) as Record<string, string>[]).flatMap((row) => [row.key, row.target, row.reason]);
+    // No cell starts with a formula character: each such value is behind a quote.
+    expect(cells.filter((cell) => /^[=+\-@\t\r]/.test(cell))).toEqual([]);
+    expect(cells).toContain(`'=HYPERLINK("https://evil.example","x")`);
+    expect(cells).toContain("''=q");
+    expect(cells).toContain("''plain"); // the quote itself is escaped, so that it reads back
+    expect(cells).toContain('safe');
+
+    // NDJSON and JSON exports stay untouched.
+    const asJson = await http.get(`/admin/tombstones/export?type=${encodeURIComponent(type)}&format=json`).set('authorization', 'Bearer t').expect(200);
+    expect((JSON.parse(asJson.text) as { key: string }[]).map((r) => r.key)).toEqual(keys);
+
+    await db.sql.query(`DELETE FROM tombstones WHERE resource_type = $1`, [type]);
+    const back = await http.post('/admin/tombstones/import').set('authorization', 'Bearer t').set('content-type', 'text/csv').send(exported.text).expect(200);
+    expect(back.body).toMatchObject({ rows: keys.length, errorCount: 0 });
+    expect(await stored()).toEqual(before);
   });
 
   it('stores expiresAt as the instant JavaScript reads, years before 1 and past 9999 included', async () => {

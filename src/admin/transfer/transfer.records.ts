@@ -153,8 +153,31 @@ function limited(body: unknown, max: number): Readable {
 
 /** Of the cells at `at` (a column's positions, last first), the first that is not empty. */
 function cell(values: string[], at: number[]): string | undefined {
-  for (const i of at) if (values[i] !== '') return values[i];
+  for (const i of at) if (values[i] !== '') return fromCsvSafe(values[i]);
   return undefined;
+}
+
+/**
+ * First characters that make a spreadsheet read a cell as a formula (OWASP's CSV injection list),
+ * and the quote that neutralises them, which must then be escaped itself.
+ */
+const FORMULA_START = /^[=+\-@\t\r']/;
+
+/**
+ * A text cell as a CSV export writes it: a value a spreadsheet would run as a formula (say, a key
+ * renamed to `=HYPERLINK(…)`) gets a leading `'`, as OWASP recommends. `fromCsvSafe()` undoes it.
+ */
+export function csvSafe(value: string): string {
+  return FORMULA_START.test(value) ? `'${value}` : value;
+}
+
+/**
+ * A CSV cell as the import reads it: the `'` that `csvSafe()` put before a formula character (or
+ * before another `'`) is dropped, so that an export imports back exactly. Any other cell is taken
+ * as it is.
+ */
+export function fromCsvSafe(value: string): string {
+  return value.length > 1 && value.charCodeAt(0) === 39 && FORMULA_START.test(value.slice(1)) ? value.slice(1) : value;
 }
 
 /**

@@ -8,7 +8,7 @@ import { TombstoneTable } from '../../table/tombstone.table.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
 import { invalid } from '../admin.validation.js';
-import { type Fail, type ImportFormat, IMPORT_COLUMNS, READ_ONLY_COLUMNS, readRecords } from './transfer.records.js';
+import { csvSafe, type Fail, type ImportFormat, IMPORT_COLUMNS, READ_ONLY_COLUMNS, readRecords } from './transfer.records.js';
 import { type Batch, checkRow, collapse, copyRows, type Group, groupOf, type ImportRow } from './transfer.rows.js';
 
 export type { ImportFormat };
@@ -227,7 +227,7 @@ export class TombstoneTransferService implements OnModuleInit {
         if (batch.length === 0 && !first) break;
         const records = batch.map(exportRecord);
         if (format === 'csv') {
-          yield stringify(records, { header: first, columns: columns as unknown as string[], cast: { boolean: (v) => String(v) } });
+          yield stringify(records, { header: first, columns: columns as unknown as string[], cast: { boolean: (v) => String(v), string: csvSafe } });
         } else if (format === 'ndjson') {
           if (records.length > 0) yield `${records.map((r) => JSON.stringify(r)).join('\n')}\n`;
         } else if (records.length > 0) {
