@@ -11,9 +11,11 @@ export class AdminTokenGuard implements CanActivate {
 
   canActivate(context: ExecutionContext): boolean {
     const request = context.switchToHttp().getRequest<{ headers: Record<string, string | undefined>; user?: unknown }>();
-    const given = Buffer.from(request.headers.authorization ?? '');
-    const expected = Buffer.from(`Bearer ${this.token}`);
-    if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    // `<scheme> <credentials>`: the scheme is case-insensitive (RFC 9110, section 11.1).
+    const [, scheme = '', credentials = ''] = /^(\S+) +(\S+)$/.exec(request.headers.authorization ?? '') ?? [];
+    const given = Buffer.from(credentials);
+    const expected = Buffer.from(this.token);
+    if (scheme.toLowerCase() !== 'bearer' || given.length !== expected.length || !timingSafeEqual(given, expected)) {
       throw new UnauthorizedException('Send Authorization: Bearer <the admin token the demo printed at start-up>.');
     }
     request.user = { id: 'demo-admin' };

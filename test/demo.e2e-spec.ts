@@ -103,6 +103,12 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
   it('the admin endpoints: 401 without the token; with it, the seeded tombstones and a batch resolve', async () => {
     await http.get('/admin/tombstones').expect(401);
     await http.get('/admin/tombstones').set('authorization', 'Bearer wrong-token-of-same-len').expect(401);
+    await http.get('/admin/tombstones').set('authorization', 'Basic demo-test-token').expect(401);
+    await http.get('/admin/tombstones').set('authorization', 'Bearerdemo-test-token').expect(401);
+    // The scheme is case-insensitive (RFC 9110, section 11.1).
+    for (const scheme of ['bearer', 'BEARER', 'bEaReR']) {
+      await http.get('/admin/tombstones?limit=1').set('authorization', `${scheme} demo-test-token`).expect(200);
+    }
     const auth = { authorization: 'Bearer demo-test-token' };
     const list = await http.get('/admin/tombstones?type=article&kind=deleted').set(auth).expect(200);
     expect(list.body.items.map((t: { key: string }) => t.key)).toContain('summer-sale-2025');
