@@ -5,7 +5,7 @@ import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneMissException, TombstoneMissResolver } from './tombstone.miss.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
 import { type TombstoneFormat, TombstoneRenderer } from './tombstone.renderer.js';
-import { type TombstoneAnswer, type TombstoneRequest } from './tombstone.types.js';
+import { type TombstoneAnswer, type TombstonedSettings, type TombstoneRequest } from './tombstone.types.js';
 
 /**
  * Carries an answer to the filter (throw it from a handler to answer with a tombstone answer of
@@ -49,7 +49,7 @@ export class TombstoneExceptionFilter implements ExceptionFilter<TombstoneMissEx
     if (response.headersSent || response.sent) return;
     if (!runtime) return this.asHandlerDid(exception.outcome, host);
     runtime.resolver.answer(exception.settings, request).then(
-      (answer) => (answer ? runtime.writer.write(answer, request, response) : this.asHandlerDid(exception.outcome, host)),
+      (answer) => (answer ? runtime.writer.write(answer, request, response, exception.settings) : this.asHandlerDid(exception.outcome, host)),
       (error: unknown) => {
         // answer() fails open itself; this is only a last resort that still answers the client.
         this.logger.error(`Could not answer a tombstone miss: ${(error as Error)?.message ?? String(error)}`, (error as Error)?.stack);
@@ -94,18 +94,22 @@ export class TombstoneResponseWriter {
     @Inject(TombstoneRenderer) private readonly renderer: TombstoneRenderer,
   ) {}
 
-  write(answer: TombstoneAnswer, request: TombstoneRequest, response: unknown): void {
+  /** Writes `answer`; `settings` are those of the route that missed (none for a thrown answer). */
+  write(answer: TombstoneAnswer, request: TombstoneRequest, response: unknown, settings?: TombstonedSettings): void {
     const adapter = this.adapterHost.httpAdapter;
     const rendered = this.renderer.render(answer, this.formatFor(request));
 
     adapter.setHeader(response, 'Content-Type', rendered.contentType);
-    adapter.setHeader(response, 'Vary', 'Accept');
+    // Every answer of a route whose scope comes from a header depends on that header, the
+    // unscoped ones included: a shared cache must key them by it (RFC 9110, section 12.5.5).
+    const source = settings?.scope ?? this.options.scope;
+    appendList(adapter, response, 'Vary', source !== undefined && typeof source === 'object' && 'header' in source ? ['Accept', source.header] : ['Accept']);
     adapter.setHeader(response, this.options.requestIdHeader, answer.requestId);
     const cacheControl = this.cacheControl(answer);
     if (cacheControl) adapter.setHeader(response, 'Cache-Control', cacheControl);
     if (answer.location) adapter.setHeader(response, 'Location', answer.location);
     if (answer.error === 'gone' && answer.alternative) {
-      adapter.setHeader(response, 'Link', `<${answer.alternative}>; rel="alternate"`);
+      appendList(adapter, response, 'Link', [`<${answer.alternative}>; rel="alternate"`]);
     }
     adapter.reply(response, JSON.stringify(rendered.body), answer.status);
   }
@@ -139,3 +143,23 @@ export class TombstoneResponseWriter {
   }
 }
 
+/**
+ * Adds `values` to a list header the app may have set already (CORS's `Vary: Origin`, a `Link`
+ * of its own), as one header: values already there are kept, and none is repeated.
+ */
+function appendList(adapter: { setHeader(response: unknown, name: string, value: string): unknown }, response: unknown, name: string, values: string[]): void {
+  const current = (response as { getHeader?: (name: string) => unknown }).getHeader?.(name);
+  // Vary's members are tokens; a Link's URL may hold commas, so links are kept whole.
+  const present = (Array.isArray(current) ? current : current === undefined ? [] : [current])
+    .flatMap((value) => (name === 'Vary' ? String(value).split(',') : [String(value)]))
+    .map((value) => value.trim())
+    .filter((value) => value !== '');
+  if (present.length === 0) {
+    adapter.setHeader(response, name, values.join(', '));
+    return;
+  }
+  const seen = new Set(present.map((value) => value.toLowerCase()));
+  // `Vary: *` already says everything.
+  if (name === 'Vary' && seen.has('*')) return;
+  adapter.setHeader(response, name, [...present, ...values.filter((value) => !seen.has(value.toLowerCase()))].join(', '));
+}

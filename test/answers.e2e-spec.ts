@@ -6,7 +6,7 @@ import {
   ItemsController,
   NumbersController,
   ScopedByFunctionController,
-  TenantDocsController, InheritedItemsController } from './fixtures/items.fixture.js';
+  TenantDocsController, InheritedItemsController, PresetHeadersController } from './fixtures/items.fixture.js';
 import { ADAPTERS, bootApp, settled } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { QueryCounter } from './support/query-counter.js';
@@ -26,7 +26,7 @@ describe.each(ADAPTERS)('HTTP answers (%s)', (adapter) => {
         TypeOrmModule.forRoot({ ...db.options(), logging: true, logger: counter }),
         TombstoneModule.forRoot({ scope: { header: 'x-tenant-id' } }),
       ],
-      controllers: [ItemsController, TenantDocsController, NumbersController, ScopedByFunctionController, InheritedItemsController],
+      controllers: [ItemsController, TenantDocsController, NumbersController, ScopedByFunctionController, InheritedItemsController, PresetHeadersController],
     });
     http = request(app.getHttpServer());
     tombstones = app.get(TombstoneService);
@@ -62,6 +62,36 @@ describe.each(ADAPTERS)('HTTP answers (%s)', (adapter) => {
   // counter.reset() and its count. Written now, nothing is pending: the next timer is armed
   // by a hit in the test itself, and fires long after it.
   beforeEach(() => app.get(TombstoneHitCounter).flush());
+
+  describe('Vary and other list headers', () => {
+    // The module's scope comes from x-tenant-id: every answer depends on it, unscoped ones too.
+    it.each([
+      ['an unknown key', '/items/never-was', {}, 404],
+      ['an unscoped 410', '/items/deleted', {}, 410],
+      ['an unscoped 301', '/items/moved', {}, 301],
+      ["a tenant's 410", '/items/acme-deleted', { 'x-tenant-id': 'acme' }, 410],
+      ['a hidden key', '/items/hidden', {}, 404],
+    ])('%s varies on Accept and the scope header', async (_name, path, headers, status) => {
+      const res = await http.get(path).set(headers).expect(status);
+      expect(res.headers.vary).toBe('Accept, x-tenant-id');
+    });
+
+    it('a route whose scope is a function varies on Accept only (what the function reads is unknown)', async () => {
+      const res = await http.get('/scoped/d2').set('x-user', 'alice').expect(410);
+      expect(res.headers.vary).toBe('Accept');
+    });
+
+    it('appends to a Vary and a Link the app set already, as one header each, without repeating', async () => {
+      await tombstones.recordDeletion('item', 'preset-gone', { alternative: '/items/target' });
+      await settled(app);
+      const res = await http.get('/preset/preset-gone').expect(410);
+      expect(res.headers.vary).toBe('Origin, Accept, x-tenant-id');
+      expect(res.headers.link).toBe('</style.css>; rel="preload"; as="style", </items/target>; rel="alternate"');
+      const unknown = await http.get('/preset/never-was').expect(404);
+      expect(unknown.headers.vary).toBe('Origin, Accept, x-tenant-id');
+      expect(unknown.headers.link).toBe('</style.css>; rel="preload"; as="style"');
+    });
+  });
 
   describe('the handler found its resource', () => {
     it('a controller-level @Tombstoned covers routes the controller inherits', async () => {
@@ -105,7 +135,7 @@ describe.each(ADAPTERS)('HTTP answers (%s)', (adapter) => {
       const res = await http.get('/items/never').expect(404);
       expect(res.headers['content-type']).toBe('application/json; charset=utf-8');
       expect(res.headers['cache-control']).toBe('no-store');
-      expect(res.headers.vary).toBe('Accept');
+      expect(res.headers.vary).toBe('Accept, x-tenant-id'); // the module's scope comes from that header
       expect(res.body).toEqual({
         error: 'not_found',
         message: "Item 'never' was not found",
