@@ -41,6 +41,35 @@ describe.each(ADAPTERS)('admin endpoints: edge cases (%s)', (adapter) => {
 
   });
 
+  describe('__proto__, constructor and prototype are refused like any unknown field', () => {
+    const raw = (method: 'post' | 'patch', path: string, body: string) => as(method, path).set('content-type', 'application/json').send(body);
+
+    it.each(['__proto__', 'constructor', 'prototype'])('%s: a 400 naming it on create, on update and inside metadata; nothing written', async (name) => {
+      const created = await raw('post', '/tombstones', `{"type":"${type}","key":"a","kind":"deleted","${name}":{"x":1}}`);
+      expect(created.status).toBe(400);
+      // Fastify's JSON parser refuses __proto__ itself (its own 400); everything else is ours.
+      if (!(adapter === 'fastify' && name === '__proto__')) expect(created.body.errors).toEqual([{ field: name, reason: `property ${name} should not exist` }]);
+      expect((await as('get', `/tombstones?type=${type}`).expect(200)).body.items).toEqual([]);
+
+      const inMetadata = await raw('post', '/tombstones', `{"type":"${type}","key":"a","kind":"deleted","metadata":{"note":"x","${name}":"builder"}}`);
+      expect(inMetadata.status).toBe(400);
+      if (!(adapter === 'fastify' && name === '__proto__')) {
+        expect(inMetadata.body.errors).toEqual([{ field: `metadata.${name}`, reason: `property ${name} should not exist` }]);
+      }
+      expect((await as('get', `/tombstones?type=${type}`).expect(200)).body.items).toEqual([]);
+
+      const { id } = await create({ key: 'b', kind: 'deleted', reason: 'kept' });
+      const updated = await raw('patch', `/tombstones/${id}`, `{"reason":"changed","${name}":null}`);
+      expect(updated.status).toBe(400);
+      expect((await as('get', `/tombstones/${id}`).expect(200)).body.reason).toBe('kept');
+    });
+
+    it('other metadata keys are stored as they are', async () => {
+      const { id } = await create({ key: 'm', kind: 'deleted', metadata: { note: 'x', constructors: 1, proto: 2 } });
+      expect((await as('get', `/tombstones/${id}`).expect(200)).body.metadata).toEqual({ note: 'x', constructors: 1, proto: 2 });
+    });
+  });
+
   describe('guard', () => {
     it('HEAD and OPTIONS reach nothing without credentials', async () => {
       await create({ key: 'secret', kind: 'deleted', reason: 'secret reason' });

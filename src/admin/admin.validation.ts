@@ -34,6 +34,7 @@ export function validationFailure(errors: ValidationError[]) {
  */
 class AdminValidationPipe extends ValidationPipe {
   override async transform(value: unknown, metadata: Parameters<ValidationPipe['transform']>[1]): Promise<unknown> {
+    if (metadata.type === 'body' || metadata.type === 'query') refuseReservedKeys(value);
     try {
       return await super.transform(value, metadata);
     } catch (error) {
@@ -41,6 +42,27 @@ class AdminValidationPipe extends ValidationPipe {
       // (well within a body limit) overflows the stack. The client's mistake: a 400.
       if (error instanceof RangeError) throw invalid('body', 'is nested too deeply');
       throw error;
+    }
+  }
+}
+
+/** Keys that class-transformer drops without a word: refused instead, like any unknown field. */
+const RESERVED_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
+
+/**
+ * A 400 naming the first `__proto__`, `constructor` or `prototype` key anywhere in a body (the
+ * metadata included). Walked with a stack of its own: nesting depth costs no call stack.
+ */
+function refuseReservedKeys(value: unknown): void {
+  const stack: [unknown, string][] = [[value, '']];
+  while (stack.length > 0) {
+    const [node, path] = stack.pop() as [unknown, string];
+    if (typeof node !== 'object' || node === null) continue;
+    const array = Array.isArray(node);
+    for (const key of Object.keys(node)) {
+      const field = path === '' ? key : array ? `${path}[${key}]` : `${path}.${key}`;
+      if (!array && RESERVED_KEYS.has(key)) throw invalid(field, `property ${key} should not exist`);
+      stack.push([(node as Record<string, unknown>)[key], field]);
     }
   }
 }
