@@ -248,7 +248,13 @@ function refusedByHttpParser(res: Response): boolean {
 
 /** The request line or a header carries bytes Node's HTTP parser may refuse before any app code runs. */
 function parserMayRefuse(spec: RequestSpec): boolean {
-  return /[^\x21-\x7e]/.test(spec.path) || spec.path.length > 8000 || Object.values(spec.headers).some((v) => v.length > 8000);
+  // Node refuses (431) a request line and headers over its maxHeaderSize, 16 KiB, together; the
+  // client adds a few headers of its own (host, content-length, connection), hence the margin.
+  const headerBytes =
+    spec.method.length + Buffer.byteLength(spec.path) + 12 + Object.entries(spec.headers).reduce((n, [k, v]) => n + k.length + Buffer.byteLength(v) + 4, 0);
+  return (
+    /[^\x21-\x7e]/.test(spec.path) || spec.path.length > 8000 || Object.values(spec.headers).some((v) => v.length > 8000) || headerBytes > 16 * 1024 - 512
+  );
 }
 
 /** Admin endpoints whose body goes through the ValidationPipe: create, update, batch resolve, resolve a miss. */
