@@ -10,7 +10,7 @@ import type { ResolvedTombstoneOptions } from '../tombstone.options.js';
 import { NO_TOMBSTONE, type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
 import { isStorableKey, isStorableScope, isValidType } from '../tombstone.validation.js';
 import { TombstoneChanges } from './tombstone.changes.js';
-import { interpret, type LookupRow, rowsOf, type TombstoneRow, toTombstone } from './tombstone.rows.js';
+import { interpret, isRedirect, type LookupRow, rowsOf, type TombstoneRow, toTombstone } from './tombstone.rows.js';
 
 // One round trip whatever the chain: writes keep every target a key that has not moved, so the
 // row and its target's own tombstone (deleted? hidden?) are all there is to read.
@@ -101,14 +101,14 @@ export class TombstoneTable implements OnModuleInit {
     if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_LOOKUP;
     const [row] = await this.lookupRows([scope, type, key]);
     if (!row) return NO_LOOKUP;
-    const redirect = row.kind === 'moved' || row.kind === 'merged';
+    const redirect = isRedirect(row.kind);
     const expiries = [row.expires_at, redirect ? row.final_expires_at : null].filter((d): d is Date => d !== null);
     return {
       resolution: interpret(row),
       via: redirect ? row.target_key : null,
       validUntil: expiries.length === 0 ? null : Math.min(...expiries.map((d) => d.getTime())),
       // A chain that was not collapsed (edited by hand) depends on more than one other key.
-      cacheable: !(redirect && (row.final_kind === 'moved' || row.final_kind === 'merged')),
+      cacheable: !(redirect && isRedirect(row.final_kind)),
     };
   }
 

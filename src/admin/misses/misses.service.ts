@@ -1,8 +1,8 @@
 import { Inject, Injectable, Logger, NotFoundException } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import type { DataSource } from 'typeorm';
-import { TombstoneConfigurationError } from '../../tombstone.exceptions.js';
 import { TombstoneTable } from '../../table/tombstone.table.js';
+import { coreProvider } from '../admin.core.js';
 import { type ListTombstoneMissesQuery, type ResolveTombstoneMissDto, TOMBSTONE_MISS_SORTS, type TombstoneMissSort } from './misses.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
@@ -72,13 +72,7 @@ export class TombstoneMissesAdminService {
   ) {}
 
   private get db(): DataSource {
-    try {
-      return this.moduleRef.get(TombstoneTable, { strict: false }).dataSource;
-    } catch {
-      throw new TombstoneConfigurationError('TombstoneAdminModule needs TombstoneModule.', [
-        'Import TombstoneModule.forRoot() in your application module.',
-      ]);
-    }
+    return coreProvider(this.moduleRef, TombstoneTable).dataSource;
   }
 
   /**

@@ -1,10 +1,11 @@
 import { ConflictException, Inject, Injectable, NotFoundException } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
-import { type TombstoneRow, toTombstone } from '../../table/tombstone.rows.js';
+import { isRedirect, type TombstoneRow, toTombstone } from '../../table/tombstone.rows.js';
+import { coreProvider } from '../admin.core.js';
 import { TombstoneTable } from '../../table/tombstone.table.js';
 import { TombstoneExistsError, type TombstoneFields, TombstoneWriter } from '../../table/tombstone.writer.js';
 import type { Tombstone } from '../../tombstone.entity.js';
-import { preview, TombstoneConfigurationError, TombstoneCycleError } from '../../tombstone.exceptions.js';
+import { preview, TombstoneCycleError } from '../../tombstone.exceptions.js';
 import { isStorableKey, isStorableScope, isValidType, isWellFormed } from '../../tombstone.validation.js';
 import type { CreateTombstoneDto, ListTombstonesQuery, ResolveTombstonesDto, StaleTombstonesQuery, UpdateTombstoneDto } from './tombstones.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
@@ -68,11 +69,11 @@ export class TombstoneAdminService {
   ) {}
 
   private get table(): TombstoneTable {
-    return required(this.moduleRef, TombstoneTable);
+    return coreProvider(this.moduleRef, TombstoneTable);
   }
 
   private get writer(): TombstoneWriter {
-    return required(this.moduleRef, TombstoneWriter);
+    return coreProvider(this.moduleRef, TombstoneWriter);
   }
 
   async list(query: ListTombstonesQuery): Promise<TombstonePage> {
@@ -124,7 +125,7 @@ export class TombstoneAdminService {
   }
 
   async create(dto: CreateTombstoneDto, actor: string | null): Promise<TombstoneView> {
-    const redirect = dto.kind === 'moved' || dto.kind === 'merged';
+    const redirect = isRedirect(dto.kind);
     if (redirect && dto.target === undefined) throw invalid('target', `is required for a ${dto.kind} tombstone`);
     if (!redirect && dto.target !== undefined) throw invalid('target', `only moved and merged tombstones have one, not ${dto.kind}`);
     if (redirect && dto.target === dto.key) throw invalid('target', 'must differ from key');
@@ -147,7 +148,7 @@ export class TombstoneAdminService {
     const updated = await conflicts(() =>
       this.writer.update(id, (current): TombstoneFields => {
         const kind = dto.kind ?? current.kind;
-        const redirect = kind === 'moved' || kind === 'merged';
+        const redirect = isRedirect(kind);
         const target = redirect ? (dto.target ?? current.target) : null;
         if (redirect && target === null) throw invalid('target', `is required for a ${kind} tombstone`);
         if (!redirect && dto.target !== undefined) throw invalid('target', `only moved and merged tombstones have one, not ${kind}`);
@@ -242,17 +243,6 @@ export function view(tombstone: Tombstone): TombstoneView {
     createdAt: tombstone.createdAt.toISOString(),
     updatedAt: tombstone.updatedAt.toISOString(),
   };
-}
-
-/** A provider of TombstoneModule, which the admin module needs. */
-function required<T>(moduleRef: ModuleRef, token: new (...args: never[]) => T): T {
-  try {
-    return moduleRef.get(token, { strict: false });
-  } catch {
-    throw new TombstoneConfigurationError('TombstoneAdminModule needs TombstoneModule.', [
-      'Import TombstoneModule.forRoot() in your application module.',
-    ]);
-  }
 }
 
 /** A write the table refused as a conflict: the key has a tombstone, or the redirect would loop. */

@@ -5,6 +5,7 @@ import type { PoolClient } from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import type { EntityManager } from 'typeorm';
 import { collapseChains } from '../../table/tombstone.chains.js';
+import { isRedirect } from '../../table/tombstone.rows.js';
 import { LIMITS } from '../../tombstone.constants.js';
 import { TOMBSTONE_KINDS, type TombstoneKind } from '../../tombstone.types.js';
 import { isSafeLink, isStorableKey, isStorableScope, isValidType, isWellFormed } from '../../tombstone.validation.js';
@@ -75,7 +76,7 @@ export function checkRow(
   if (!isStorableKey(key)) bad('key', 'must be a key of 1 to 2048 bytes, without NUL characters');
   const kind = KINDS.get(given as string);
   if (!kind) bad('kind', `must be one of ${TOMBSTONE_KINDS.join(', ')}`);
-  const redirect = kind === 'moved' || kind === 'merged';
+  const redirect = isRedirect(kind);
   if (redirect && target === undefined) bad('target', `is required for a ${kind} tombstone`);
   if (target !== undefined) {
     if (!redirect && kind) bad('target', `only moved and merged tombstones have one, not ${kind}`);

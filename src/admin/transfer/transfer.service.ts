@@ -5,6 +5,7 @@ import { stringify } from 'csv-stringify/sync';
 import type { EntityManager } from 'typeorm';
 import { lockTypes } from '../../table/tombstone.lock.js';
 import { TombstoneTable } from '../../table/tombstone.table.js';
+import { coreProvider } from '../admin.core.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
 import { invalid } from '../admin.validation.js';
@@ -93,7 +94,7 @@ export class TombstoneTransferService implements OnModuleInit {
   }
 
   private get db() {
-    return this.moduleRef.get(TombstoneTable, { strict: false }).dataSource;
+    return coreProvider(this.moduleRef, TombstoneTable).dataSource;
   }
 
   /**
