@@ -1,4 +1,4 @@
-import { buildLocation } from './tombstone.answer.js';
+import { buildLocation, hasDotSegment } from './tombstone.answer.js';
 import type { TombstoneRequest } from './tombstone.types.js';
 import { expressRequest, fastifyRequest, ADAPTERS, expectSafeLocation } from '../test/support/requests.js';
 
@@ -114,8 +114,9 @@ describe('buildLocation', () => {
       '＼evil', // fullwidth reverse solidus
       '∕evil', // division slash
       '⁄evil', // fraction slash
-      '..',
       '../..',
+      '...',
+      '.x',
       ' ',
       '\t',
       '\u2028',
@@ -158,6 +159,25 @@ describe('buildLocation', () => {
       expect(at('ünïcödé')).toBe('/articles/%C3%BCn%C3%AFc%C3%B6d%C3%A9');
       expect(at('／evil')).toBe('/articles/%EF%BC%8Fevil');
       expect(at('x'.repeat(10_240))).toBe(`/articles/${'x'.repeat(10_240)}`);
+    });
+
+    it.each(shapes)("%s: a target of '.' or '..' builds no Location (clients would resolve it to another route)", (_shape, setup) => {
+      for (const newKey of ['.', '..']) {
+        const { request, param, oldKey } = setup(newKey);
+        expect({ newKey, location: buildLocation(request, param, oldKey, newKey) }).toEqual({ newKey, location: null });
+      }
+    });
+
+    it('builds no Location when another parameter of the route decodes to a dot segment', () => {
+      for (const dots of ['.', '..']) {
+        const request = expressRequest(`/users/${dots === '.' ? '%2E' : '%2e%2E'}/posts/a`, { user: dots, slug: 'a' }, '/users/:user/posts/:slug');
+        expect(buildLocation(request, 'slug', 'a', 'b')).toBeNull();
+      }
+    });
+
+    it('recognises every spelling of a dot segment', () => {
+      for (const path of ['/a/.', '/a/..', '/a/%2e', '/a/%2E%2e', '/a/.%2E', '/a/../b', '/./a']) expect(hasDotSegment(path)).toBe(true);
+      for (const path of ['/a/...', '/a/.b', '/a/b.', '/a/%2e%2e%2e', '/a/%252e', '/a/..%2F..']) expect(hasDotSegment(path)).toBe(false);
     });
 
     it('a hostile key in the first segment never yields //, /\\ or an absolute URL', () => {

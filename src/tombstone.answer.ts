@@ -70,7 +70,7 @@ export function redirectStatus(method: string, permanent: boolean): 301 | 302 | 
 /**
  * The same route with the key replaced: built from the route template and the request's own
  * params, each URL-encoded, plus the request's query string. Always a same-origin path
- * (`/x...`, never `//x` or `/\x`); `null` when no such URL can be built.
+ * (`/x...`, never `//x` or `/\x`) without dot segments; `null` when no such URL can be built.
  */
 export function buildLocation(request: TombstoneRequest, param: string | undefined, oldKey: string, newKey: string): string | null {
   try {
@@ -80,7 +80,7 @@ export function buildLocation(request: TombstoneRequest, param: string | undefin
       path = fillTemplate(template, request.params ?? {}, param, newKey);
     }
     path ??= replaceSegment(requestPath(request), oldKey, newKey);
-    if (path === null || !isSameOriginPath(path)) return null;
+    if (path === null || !isSameOriginPath(path) || hasDotSegment(path)) return null;
     const query = requestQuery(request);
     return query ? `${path}?${query}` : path;
   } catch {
@@ -90,6 +90,14 @@ export function buildLocation(request: TombstoneRequest, param: string | undefin
 
 export function isSameOriginPath(path: string): boolean {
   return /^\/(?![/\\])[\x21-\x7e]*$/.test(path);
+}
+
+/**
+ * Whether a path has a `.` or `..` segment, percent-encoded dots included: every client removes
+ * them (RFC 3986 §5.2.4; WHATWG URL treats `%2e` as a dot), so `/products/..` leads elsewhere.
+ */
+export function hasDotSegment(path: string): boolean {
+  return /\/(?:\.|%2e){1,2}(?=\/|$)/i.test(path);
 }
 
 /** The client's request id when it is sane, a new UUID otherwise. */

@@ -8,7 +8,7 @@ import { TombstoneContext } from './tombstone.context.js';
 import type { Tombstone } from './tombstone.entity.js';
 import { TombstoneValidationError } from './tombstone.exceptions.js';
 import type { TombstoneKind, TombstoneResolution } from './tombstone.types.js';
-import { assertAlternative, assertDate, assertKey, assertMetadata, assertScope, assertText, assertType } from './tombstone.validation.js';
+import { assertAlternative, assertDate, assertKey, assertMetadata, assertScope, assertTarget, assertText, assertType } from './tombstone.validation.js';
 
 export type { TombstoneMergeOptions, TombstoneMergeResult };
 
@@ -102,6 +102,7 @@ export class TombstoneService {
     if (!Array.isArray(sources) || sources.length === 0) {
       throw new TombstoneValidationError('sources', 'A merge needs at least one source key.');
     }
+    assertTarget(into, 'into');
     return this.recordRedirects(type, [...new Set(sources)].map((from) => ({ from, to: into })), 'merged', options);
   }
 
@@ -164,7 +165,7 @@ export class TombstoneService {
       if (typeof move !== 'object' || move === null) {
         throw new TombstoneValidationError('moves', 'Each move must be an object { from, to }.');
       }
-      return { from: assertKey(move.from, 'from'), to: assertKey(move.to, 'to') };
+      return { from: assertKey(move.from, 'from'), to: assertTarget(move.to, 'to') };
     });
     const fields = this.fields(kind, options);
     const permanent = options.permanent ?? true;

@@ -50,6 +50,25 @@ export function assertKey(key: unknown, field = 'key'): string {
   return key;
 }
 
+/**
+ * Whether a key can be a redirect's target: `.` and `..` cannot, since a URL with such a segment
+ * is resolved by every client to another route (`/products/..` is `/`).
+ */
+export function isTargetKey(key: unknown): key is string {
+  return isStorableKey(key) && key !== '.' && key !== '..';
+}
+
+export function assertTarget(key: unknown, field = 'target'): string {
+  assertKey(key, field);
+  if (!isTargetKey(key)) {
+    throw new TombstoneValidationError(
+      field,
+      `Invalid ${field} ${JSON.stringify(key)}: a redirect's target cannot be '.' or '..', which clients resolve to another URL.`,
+    );
+  }
+  return key;
+}
+
 export function assertScope(scope: unknown): string {
   if (!isStorableScope(scope)) {
     throw new TombstoneValidationError(

@@ -41,6 +41,27 @@ describe.each(ADAPTERS)('admin endpoints: edge cases (%s)', (adapter) => {
 
   });
 
+  describe("a redirect to '.' or '..' is refused (clients would resolve its Location to another route)", () => {
+    it.each(['.', '..'])("'%s': a 400 naming target on create, on update, and in an import; nothing written", async (target) => {
+      const created = await as('post', '/tombstones').send({ type, key: 'a', kind: 'moved', target });
+      expect(created.status).toBe(400);
+      expect(created.body.errors).toEqual([{ field: 'target', reason: "cannot be '.' or '..', which clients resolve to another URL" }]);
+
+      const { id } = await create({ key: 'b', kind: 'moved', target: 'c' });
+      const updated = await as('patch', `/tombstones/${id}`).send({ target });
+      expect(updated.status).toBe(400);
+      expect(updated.body.errors).toEqual([{ field: 'target', reason: "cannot be '.' or '..', which clients resolve to another URL" }]);
+      expect((await as('get', `/tombstones/${id}`).expect(200)).body.target).toBe('c');
+
+      const imported = await as('post', '/tombstones/import')
+        .set('content-type', 'text/csv')
+        .send(`scope,type,key,kind,target,permanent,reason,alternative,expiresAt\n,${type},d,moved,${target},,,,\n`);
+      expect(imported.status).toBe(400);
+      expect(imported.body.errors).toEqual([{ row: 2, field: 'target', reason: "cannot be '.' or '..', which clients resolve to another URL" }]);
+      expect((await as('get', `/tombstones?type=${type}`).expect(200)).body.items.map((t: { key: string }) => t.key)).toEqual(['b']);
+    });
+  });
+
   describe('__proto__, constructor and prototype are refused like any unknown field', () => {
     const raw = (method: 'post' | 'patch', path: string, body: string) => as(method, path).set('content-type', 'application/json').send(body);
 

@@ -290,6 +290,8 @@ describe.each(ADAPTERS)('admin endpoints of the misses log (%s)', (adapter) => {
         ['a target on a deletion', { kind: 'deleted', target: 'x' }, 'target'],
         ['a target that is the key itself', { kind: 'moved', target: 'bad-link' }, 'target'],
         ['a target with NUL', { kind: 'moved', target: 'a\u0000b' }, 'target'],
+        ["a target of '.'", { kind: 'moved', target: '.' }, 'target'],
+        ["a target of '..'", { kind: 'merged', target: '..' }, 'target'],
         ['an alternative on a move', { kind: 'moved', target: 'x', alternative: '/x' }, 'alternative'],
         ['an alternative on a host not allowed', { kind: 'deleted', alternative: 'https://evil.example/x' }, 'alternative'],
         ['a javascript: alternative', { kind: 'deleted', alternative: 'javascript:alert(1)' }, 'alternative'],

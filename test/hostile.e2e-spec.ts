@@ -49,11 +49,14 @@ const HOSTILE_TARGETS = [
   'tab\there',
   '／／evil.example',
   'ünïcödé',
-  '..',
-  '.',
+  '...',
+  '.x',
   ' ',
   'x'.repeat(2048),
 ];
+
+// Targets that would make a Location with a dot segment, which clients resolve to another route.
+const DOT_TARGETS = ['.', '..'];
 
 describe.each(ADAPTERS)('hostile input (%s)', (adapter) => {
   let db: TestDatabase;
@@ -72,6 +75,13 @@ describe.each(ADAPTERS)('hostile input (%s)', (adapter) => {
       await tombstones.recordMove('item', `src-${i}`, target);
     }
     await tombstones.recordDeletion('item', 'ünïcödé-deleted');
+    // Dot targets are refused when written, but a captured rename or psql can still store one.
+    for (const target of DOT_TARGETS) {
+      await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind, target_key) VALUES ('item', $1, 'moved', $2)`, [
+        `dots-${target.length}`,
+        target,
+      ]);
+    }
   });
 
   afterAll(async () => {
@@ -102,6 +112,24 @@ describe.each(ADAPTERS)('hostile input (%s)', (adapter) => {
       expect(res.headers['set-cookie']).toBeUndefined();
     },
   );
+
+  it.each(DOT_TARGETS)("a stored move to '%s' answers exactly the plain 404 of a key that never existed", async (target) => {
+    const key = `dots-${target.length}`;
+    for (const method of ['get', 'patch'] as const) {
+      const moved = await http[method](`/items/${key}`).set('x-request-id', 'r1');
+      const never = await http[method](`/items/never-${target.length}`).set('x-request-id', 'r1');
+      expect(moved.status).toBe(404);
+      expect(moved.headers.location).toBeUndefined();
+      expect({ ...moved.body, id: 'k', path: 'p', message: 'm' }).toEqual({ ...never.body, id: 'k', path: 'p', message: 'm' });
+    }
+  });
+
+  it.each(DOT_TARGETS)("refuses to record a move to '%s'", async (target) => {
+    const tombstones = app.get(TombstoneService);
+    await expect(tombstones.recordMove('item', 'dot-source', target)).rejects.toMatchObject({ name: 'TombstoneValidationError', field: 'to' });
+    await expect(tombstones.recordMerge('item', ['dot-source'], target)).rejects.toMatchObject({ name: 'TombstoneValidationError', field: 'into' });
+    expect(await tombstones.find('item', 'dot-source')).toBeNull();
+  });
 
   it('answers a non-ASCII key', async () => {
     const res = await http.get(`/items/${encodeURIComponent('ünïcödé-deleted')}`).expect(410);
