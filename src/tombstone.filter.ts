@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http';
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Inject, Injectable, Logger } from '@nestjs/common';
 import { BaseExceptionFilter, HttpAdapterHost, ModuleRef } from '@nestjs/core';
 import Negotiator from 'negotiator';
@@ -100,6 +101,8 @@ export class TombstoneResponseWriter {
     const rendered = this.renderer.render(answer, this.formatFor(request));
 
     adapter.setHeader(response, 'Content-Type', rendered.contentType);
+    // The body holds user data (the key, a reason): never let a browser sniff it as HTML.
+    adapter.setHeader(response, 'X-Content-Type-Options', 'nosniff');
     // Every answer of a route whose scope comes from a header depends on that header, the
     // unscoped ones included: a shared cache must key them by it (RFC 9110, section 12.5.5).
     const source = settings?.scope ?? this.options.scope;
@@ -111,7 +114,25 @@ export class TombstoneResponseWriter {
     if (answer.error === 'gone' && answer.alternative) {
       appendList(adapter, response, 'Link', [`<${answer.alternative}>; rel="alternate"`]);
     }
-    adapter.reply(response, JSON.stringify(rendered.body), answer.status);
+    this.send(response, JSON.stringify(rendered.body), answer.status);
+  }
+
+  /**
+   * Sends the body. Express's `send()` would add an ETag of it, and the body holds the request
+   * id: a new ETag on every request, for an answer that conditional requests cannot use anyway
+   * (RFC 9110 §13.2.1 evaluates them only for 2xx answers). So on Express the body is written as
+   * it is, with its length; HEAD gets the headers only, as Node does for any HEAD response.
+   */
+  private send(response: unknown, body: string, status: number): void {
+    const adapter = this.adapterHost.httpAdapter;
+    if (adapter.getType() !== 'express') {
+      adapter.reply(response, body, status);
+      return;
+    }
+    const res = response as ServerResponse;
+    res.statusCode = status;
+    res.setHeader('Content-Length', Buffer.byteLength(body));
+    res.end(body);
   }
 
   private formatFor(request: TombstoneRequest): TombstoneFormat {

@@ -93,6 +93,31 @@ describe.each(ADAPTERS)('HTTP answers (%s)', (adapter) => {
     });
   });
 
+  describe('ETag and nosniff', () => {
+    // The body holds the request id: an ETag of it would change on every request, and conditional
+    // requests are evaluated only for 2xx answers anyway (RFC 9110 §13.2.1).
+    it.each([
+      ['404', '/items/never-was', 404],
+      ['410', '/items/deleted', 410],
+      ['301', '/items/moved', 301],
+    ])('a %s has no ETag and is never sniffed, for GET and HEAD', async (_name, path, status) => {
+      for (const method of ['get', 'head'] as const) {
+        const res = await http[method](path).expect(status);
+        expect(res.headers.etag).toBeUndefined();
+        expect(res.headers['x-content-type-options']).toBe('nosniff');
+      }
+    });
+
+    it('HEAD answers the headers of GET, Content-Length included, without a body', async () => {
+      const get = await http.get('/items/deleted').set('x-request-id', 'same').expect(410);
+      const head = await http.head('/items/deleted').set('x-request-id', 'same').expect(410);
+      expect(head.text ?? '').toBe('');
+      const { date: _d, ...getHeaders } = get.headers;
+      const { date: _h, ...headHeaders } = head.headers;
+      expect(headHeaders).toEqual(getHeaders);
+    });
+  });
+
   describe('the handler found its resource', () => {
     it('a controller-level @Tombstoned covers routes the controller inherits', async () => {
       const res = await http.get('/inherited/deleted').expect(410);
