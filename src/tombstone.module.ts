@@ -38,8 +38,11 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
     { provide: TOMBSTONE_OPTIONS, useFactory: resolveTombstoneOptions, inject: [MODULE_OPTIONS_TOKEN] },
     {
       provide: TombstoneRenderer,
-      useFactory: (options: ResolvedTombstoneOptions, moduleRef: ModuleRef) =>
-        options.renderer ? moduleRef.create(options.renderer) : new TombstoneRenderer(),
+      useFactory: async (options: ResolvedTombstoneOptions, moduleRef: ModuleRef) => {
+        const renderer = options.renderer ? await moduleRef.create(options.renderer) : new TombstoneRenderer();
+        renderer.problemTypeBase = options.problemTypeBase;
+        return renderer;
+      },
       inject: [TOMBSTONE_OPTIONS, ModuleRef],
     },
     {

@@ -46,6 +46,12 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
   }
   if (o.scope !== undefined) validateScopeSource(o.scope, 'scope');
   oneOf('problemDetails', o.problemDetails, ['negotiate', 'always', 'never'], fail);
+  if (typeof o.problemTypeBase !== 'string' || !/^[A-Za-z][A-Za-z0-9+.-]*:[\x21-\x7e]+$/.test(o.problemTypeBase) || /["\\<>`{}|^]/.test(o.problemTypeBase)) {
+    fail(
+      `problemTypeBase must be an absolute URI of printable ASCII, not ${JSON.stringify(o.problemTypeBase)}.`,
+      "e.g. 'https://api.example.com/problems/' (then types are https://api.example.com/problems/gone, …).",
+    );
+  }
   const cacheControl = resolveCacheControl(o.cacheControl, fail);
   whole('lookupTimeoutMs', o.lookupTimeoutMs, fail);
   whole('maxConcurrentLookups', o.maxConcurrentLookups, fail, 'Keep it below the pool size of your DataSource.');

@@ -29,6 +29,7 @@ describe('resolveTombstoneOptions', () => {
       dataSource: undefined,
       scope: undefined,
       problemDetails: 'negotiate',
+      problemTypeBase: 'tag:nestjs-tombstones,2026:',
       cacheControl: {
         gone: 'max-age=86400',
         permanentRedirect: 'max-age=86400',
@@ -82,6 +83,7 @@ describe('resolveTombstoneOptions', () => {
           dataSource: 'tombstones',
           scope,
           problemDetails: 'always',
+          problemTypeBase: 'https://api.example.com/problems/',
           cacheControl: { gone: false, notFound: 'private, max-age=60' },
           lookupTimeoutMs: 250,
           maxConcurrentLookups: 2,
@@ -98,6 +100,7 @@ describe('resolveTombstoneOptions', () => {
         dataSource: 'tombstones',
         scope,
         problemDetails: 'always',
+        problemTypeBase: 'https://api.example.com/problems/',
         cacheControl: {
           gone: false,
           permanentRedirect: 'max-age=86400',
@@ -218,7 +221,7 @@ describe('resolveTombstoneOptions', () => {
       expect(resolve({ ...unset, lookupTimeoutMs: undefined, cache })).toStrictEqual(resolve({ missLog: true }));
     });
 
-    const scalars = ['problemDetails', 'lookupTimeoutMs', 'maxConcurrentLookups', 'preparedStatements', 'requestIdHeader', 'captureCheck'];
+    const scalars = ['problemDetails', 'problemTypeBase', 'lookupTimeoutMs', 'maxConcurrentLookups', 'preparedStatements', 'requestIdHeader', 'captureCheck'];
     it.each(scalars)('checks a null %s instead of taking its default', (name) => {
       expect(configurationErrorOf({ [name]: null })).toMatch(new RegExp(`${name} must be .*not null\\.`));
     });
@@ -235,7 +238,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, maxConcurrentLookups, preparedStatements, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache.',
+        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, preparedStatements, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache.',
       );
     });
 
@@ -348,6 +351,19 @@ describe('resolveTombstoneOptions', () => {
       expect(configurationErrorOf({ lookupTimeoutMs: 1.5 })).toContain('not 1.5.');
       expect(configurationErrorOf({ lookupTimeoutMs: 70_000 })).toContain('not 70000.');
       expect(configurationErrorOf({ lookupTimeoutMs: 0 })).toContain('not 0.');
+    });
+
+    it.each([[''], ['/problems/'], ['problems'], ['https://api.example.com/a b/'], ['https://api.example.com/"x"/'], ['tag:ünï'], ['urn:x\r\n'], [42]])(
+      'rejects problemTypeBase %j',
+      (problemTypeBase) => {
+        const message = configurationErrorOf({ problemTypeBase });
+        expect(message).toContain('problemTypeBase must be an absolute URI of printable ASCII');
+        expect(message).toContain(`not ${JSON.stringify(problemTypeBase)}`);
+      },
+    );
+
+    it.each(['https://api.example.com/problems/', 'https://example.com/errors#', 'tag:example.com,2026:', 'urn:example:problem:'])('accepts problemTypeBase %j', (problemTypeBase) => {
+      expect(resolve({ problemTypeBase }).problemTypeBase).toBe(problemTypeBase);
     });
 
     it.each([['x id'], [''], ['x-id\r\n'], ['x:id'], ['x(id)'], ['ïd'], [42]])('rejects requestIdHeader %j', (requestIdHeader) => {

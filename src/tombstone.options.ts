@@ -123,6 +123,14 @@ export class TombstoneModuleOptions {
    */
   problemDetails?: 'negotiate' | 'always' | 'never' = 'negotiate';
 
+  /**
+   * Base of the problem type URIs of problem details: each answer's `type` is this base followed
+   * by `not-found`, `gone` or `moved`. An absolute URI; an `https://` base that serves your
+   * documentation of each type is best. Default: `'tag:nestjs-tombstones,2026:'` (a tag URI,
+   * RFC 4151: an identifier, never dereferenced).
+   */
+  problemTypeBase?: string = 'tag:nestjs-tombstones,2026:';
+
   /** `Cache-Control` per answer, some of `TombstoneCacheControl`. Default: the defaults of `TombstoneCacheControl`. */
   cacheControl?: TombstoneCacheControl = new TombstoneCacheControl();
 

@@ -122,23 +122,35 @@ describe('TombstoneRenderer', () => {
   });
 
   describe('problem details (RFC 9457)', () => {
-    it.each([
-      [301, 'Moved Permanently'],
-      [302, 'Found'],
-      [307, 'Temporary Redirect'],
-      [308, 'Permanent Redirect'],
-    ] as const)('redirect %i has the title %j', (status, title) => {
+    it.each([301, 302, 307, 308] as const)('redirect %i: the moved type, whose title is the same for every status', (status) => {
       const body = renderer.render({ ...moved, status }, 'problem').body;
-      expect(body.type).toBe('about:blank');
-      expect(body.title).toBe(title);
+      expect(body.type).toBe('tag:nestjs-tombstones,2026:moved');
+      expect(body.title).toBe('Moved');
       expect(body.status).toBe(status);
     });
 
-    it('not_found: about:blank, status phrase, detail, instance and the facts as extensions', () => {
+    it('never about:blank: every answer has extension members, so every answer has a type of its own', () => {
+      const types = [notFound, gone, moved].map((answer) => renderer.render(answer, 'problem').body.type);
+      expect(types).toEqual(['tag:nestjs-tombstones,2026:not-found', 'tag:nestjs-tombstones,2026:gone', 'tag:nestjs-tombstones,2026:moved']);
+    });
+
+    it('types follow the base the module sets, and a subclass can give its own', () => {
+      const based = new TombstoneRenderer();
+      based.problemTypeBase = 'https://api.example.com/problems/';
+      expect(based.render(gone, 'problem').body.type).toBe('https://api.example.com/problems/gone');
+      class Own extends TombstoneRenderer {
+        protected override problemType(answer: TombstoneAnswer): string {
+          return `https://example.com/errors#${answer.error}`;
+        }
+      }
+      expect(new Own().render(notFound, 'problem').body.type).toBe('https://example.com/errors#not_found');
+    });
+
+    it('not_found: its type and title, detail, instance and the facts as extensions', () => {
       const rendered = renderer.render(notFound, 'problem');
       expect(rendered.contentType).toBe(PROBLEM_TYPE);
       expect(rendered.body).toStrictEqual({
-        type: 'about:blank',
+        type: 'tag:nestjs-tombstones,2026:not-found',
         title: 'Not Found',
         status: 404,
         detail: "Article 'hello-world' was not found",
@@ -155,7 +167,7 @@ describe('TombstoneRenderer', () => {
       const rendered = renderer.render(gone, 'problem');
       expect(rendered.contentType).toBe(PROBLEM_TYPE);
       expect(rendered.body).toStrictEqual({
-        type: 'about:blank',
+        type: 'tag:nestjs-tombstones,2026:gone',
         title: 'Gone',
         status: 410,
         detail: "Article 'hello-world' was permanently deleted",
@@ -174,8 +186,8 @@ describe('TombstoneRenderer', () => {
     it('moved (308)', () => {
       const rendered = renderer.render({ ...moved, status: 308 }, 'problem');
       expect(rendered.body).toStrictEqual({
-        type: 'about:blank',
-        title: 'Permanent Redirect',
+        type: 'tag:nestjs-tombstones,2026:moved',
+        title: 'Moved',
         status: 308,
         detail: "Article 'hello-world' has moved to /articles/hello-there?ref=x",
         instance: '/articles/hello-world',

@@ -8,13 +8,17 @@ export interface RenderedAnswer {
   readonly body: Record<string, unknown>;
 }
 
-const TITLES: Record<TombstoneAnswer['status'], string> = {
-  301: 'Moved Permanently',
-  302: 'Found',
-  307: 'Temporary Redirect',
-  308: 'Permanent Redirect',
-  404: 'Not Found',
-  410: 'Gone',
+/** The default base of the problem type URIs: a tag URI (RFC 4151), never dereferenced. */
+export const DEFAULT_PROBLEM_TYPE_BASE = 'tag:nestjs-tombstones,2026:';
+
+/**
+ * One problem type per kind of answer (RFC 9457 §3.1.1): the name appended to the base, and the
+ * title, which summarises the type and so is the same for every status the type answers with.
+ */
+const PROBLEM_TYPES: Record<TombstoneAnswer['error'], { name: string; title: string }> = {
+  not_found: { name: 'not-found', title: 'Not Found' },
+  gone: { name: 'gone', title: 'Gone' },
+  moved: { name: 'moved', title: 'Moved' },
 };
 
 /**
@@ -30,6 +34,9 @@ const TITLES: Record<TombstoneAnswer['status'], string> = {
  */
 @Injectable()
 export class TombstoneRenderer {
+  /** Set by the module from its `problemTypeBase` option. @internal */
+  problemTypeBase = DEFAULT_PROBLEM_TYPE_BASE;
+
   render(answer: TombstoneAnswer, format: TombstoneFormat): RenderedAnswer {
     const facts = this.facts(answer);
     if (format === 'json') {
@@ -38,12 +45,12 @@ export class TombstoneRenderer {
         body: { error: answer.error, message: this.message(answer), ...facts },
       };
     }
-    // RFC 9457: with type about:blank the title is the status phrase; the facts are extensions.
+    // RFC 9457: the members beyond the five standard ones are extensions of the answer's type.
     return {
       contentType: 'application/problem+json; charset=utf-8',
       body: {
-        type: 'about:blank',
-        title: TITLES[answer.status],
+        type: this.problemType(answer),
+        title: PROBLEM_TYPES[answer.error].title,
         status: answer.status,
         detail: this.message(answer),
         instance: answer.path,
@@ -51,6 +58,14 @@ export class TombstoneRenderer {
         ...facts,
       },
     };
+  }
+
+  /**
+   * The problem type URI of an answer: the module's `problemTypeBase` followed by `not-found`,
+   * `gone` or `moved`. Override it to give your own types.
+   */
+  protected problemType(answer: TombstoneAnswer): string {
+    return this.problemTypeBase + PROBLEM_TYPES[answer.error].name;
   }
 
   protected message(answer: TombstoneAnswer): string {

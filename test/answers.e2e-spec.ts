@@ -316,7 +316,7 @@ describe.each(ADAPTERS)('HTTP answers (%s)', (adapter) => {
       expect(res.headers['content-type']).toBe('application/problem+json; charset=utf-8');
       const body = JSON.parse(res.text);
       expect(body).toMatchObject({
-        type: 'about:blank',
+        type: 'tag:nestjs-tombstones,2026:gone',
         title: 'Gone',
         status: 410,
         detail: "Item 'deleted' was permanently deleted",

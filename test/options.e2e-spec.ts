@@ -1,11 +1,11 @@
-import { type CanActivate, Controller, Delete, type DynamicModule, HttpCode, type INestApplication, Injectable, Param } from '@nestjs/common';
+import { type CanActivate, Controller, Delete, type DynamicModule, Get, HttpCode, type INestApplication, Injectable, Param } from '@nestjs/common';
 import { ApplicationConfig } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import request from 'supertest';
 import { TombstoneAdminModule, type TombstoneAdminOptions } from '../src/admin/index.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../src/admin/admin.module-definition.js';
 import { resolveTombstoneAdminOptions } from '../src/admin/admin.options.js';
-import { TombstoneConfigurationError, TombstoneModule, type TombstoneModuleOptions, TombstoneRenderer, TombstoneService } from '../src/index.js';
+import { TombstoneConfigurationError, TombstoneModule, type TombstoneModuleOptions, TombstoneRenderer, TombstoneService, Tombstoned } from '../src/index.js';
 import { TOMBSTONE_OPTIONS } from '../src/tombstone.constants.js';
 import { TombstoneContextInterceptor } from '../src/tombstone.context.js';
 import { resolveTombstoneOptions } from '../src/tombstone.options-resolve.js';
@@ -28,6 +28,12 @@ class ThingsController {
   async remove(@Param('key') key: string): Promise<void> {
     await this.tombstones.recordDeletion(TYPE, key);
   }
+
+  @Get(':key')
+  @Tombstoned(TYPE, { param: 'key' })
+  find(): null {
+    return null;
+  }
 }
 
 class QuietRenderer extends TombstoneRenderer {}
@@ -42,6 +48,7 @@ const CASES: [string, TombstoneModuleOptions][] = [
     {
       scope: { header: 'x-tenant-id' },
       problemDetails: 'always',
+      problemTypeBase: 'https://api.example.com/problems/',
       cacheControl: { gone: false, notFound: 'private, max-age=60' },
       lookupTimeoutMs: 500,
       maxConcurrentLookups: 2,
@@ -123,6 +130,13 @@ describe('options through forRoot and forRootAsync', () => {
           const interceptors = globalInterceptors(app);
           expect(interceptors).toHaveLength(options.actor ? 1 : 0);
           expect(interceptors.every((i) => i instanceof TombstoneContextInterceptor)).toBe(true);
+        });
+
+        it('answers problem details of the configured types (through a custom renderer too)', async () => {
+          const key = `${adapter}-${registration}-${++n}`;
+          await request(app.getHttpServer()).delete(`/things/${key}`).expect(204);
+          const res = await request(app.getHttpServer()).get(`/things/${key}`).set('accept', 'application/problem+json').expect(410);
+          expect(JSON.parse(res.text).type).toBe(`${options.problemTypeBase ?? 'tag:nestjs-tombstones,2026:'}gone`);
         });
       });
     });
