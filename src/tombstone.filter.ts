@@ -49,14 +49,28 @@ export class TombstoneExceptionFilter implements ExceptionFilter<TombstoneMissEx
     // A handler that wrote its own response (@Res()) has already answered.
     if (response.headersSent || response.sent) return;
     if (!runtime) return this.asHandlerDid(exception.outcome, host);
-    runtime.resolver.answer(exception.settings, request).then(
+    let answer: ReturnType<TombstoneMissResolver['answer']>;
+    try {
+      answer = runtime.resolver.answer(exception.settings, request);
+    } catch (error) {
+      return this.lastResort(error, exception, host);
+    }
+    // Answered from memory: written now, in the same tick.
+    if (answer === undefined || !('then' in answer)) {
+      if (answer) runtime.writer.write(answer, request, response, exception.settings);
+      else this.asHandlerDid(exception.outcome, host);
+      return;
+    }
+    answer.then(
       (answer) => (answer ? runtime.writer.write(answer, request, response, exception.settings) : this.asHandlerDid(exception.outcome, host)),
-      (error: unknown) => {
-        // answer() fails open itself; this is only a last resort that still answers the client.
-        this.logger.error(`Could not answer a tombstone miss: ${(error as Error)?.message ?? String(error)}`, (error as Error)?.stack);
-        this.asHandlerDid(exception.outcome, host);
-      },
+      (error: unknown) => this.lastResort(error, exception, host),
     );
+  }
+
+  /** answer() fails open itself (a key function that throws does not): the client still gets an answer. */
+  private lastResort(error: unknown, exception: TombstoneMissException, host: ArgumentsHost): void {
+    this.logger.error(`Could not answer a tombstone miss: ${(error as Error)?.message ?? String(error)}`, (error as Error)?.stack);
+    this.asHandlerDid(exception.outcome, host);
   }
 
   /** Not a keyed route, or the module is missing: the outcome the handler made. */

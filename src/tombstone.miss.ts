@@ -105,43 +105,80 @@ export class TombstoneMissResolver {
     private readonly misses: TombstoneMissLog,
   ) {}
 
-  /** The answer to a miss, or `undefined` for a route whose key cannot be read (not keyed). */
-  async answer(settings: TombstonedSettings, request: TombstoneRequest): Promise<TombstoneAnswer | undefined> {
+  /**
+   * The answer to a miss, or `undefined` for a route whose key cannot be read (not keyed). A
+   * value when memory answered the lookup (no promise, no timer), a promise when the database or
+   * an async scope function is asked.
+   */
+  answer(settings: TombstonedSettings, request: TombstoneRequest): TombstoneAnswer | undefined | Promise<TombstoneAnswer | undefined> {
     const key = settings.key ? settings.key(request) : request.params?.[settings.param];
     if (typeof key !== 'string') return undefined;
-    const { lookup, options } = this;
-    const requestId = requestIdOf(request, options.requestIdHeader);
-    let resolution: TombstoneResolution = NO_TOMBSTONE;
-    let scope = '';
+    const requestId = requestIdOf(request, this.options.requestIdHeader);
+    const source = settings.scope ?? this.options.scope;
+    if (typeof source === 'function') {
+      return (async () => {
+        let scope = '';
+        try {
+          scope = scopeValue(await source(request));
+        } catch (error) {
+          return this.failed(error, settings, request, key, scope, requestId);
+        }
+        return this.lookUp(settings, request, key, scope, requestId);
+      })();
+    }
+    return this.lookUp(settings, request, key, scopeOf(source, request), requestId);
+  }
+
+  private lookUp(settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer | Promise<TombstoneAnswer> {
+    let found: TombstoneResolution | Promise<TombstoneResolution>;
     try {
-      const source = settings.scope ?? options.scope;
-      scope = typeof source === 'function' ? scopeValue(await source(request)) : scopeOf(source, request);
-      const answer = lookup.resolve(settings.type, key, scope);
-      // Answered from memory: no timer, no wait.
-      resolution = 'state' in answer ? answer : await withTimeout(answer, options.lookupTimeoutMs);
-      // Only an answered lookup counts: after a failure nothing is known, and nothing is written.
-      // A hidden key is not counted: it answers exactly as a key that never existed.
+      found = this.lookup.resolve(settings.type, key, scope);
+    } catch (error) {
+      return this.failed(error, settings, request, key, scope, requestId);
+    }
+    // Answered from memory: no timer, no wait.
+    if ('state' in found) return this.answered(found, settings, request, key, scope, requestId);
+    return withTimeout(found, this.options.lookupTimeoutMs).then(
+      (resolution) => this.answered(resolution, settings, request, key, scope, requestId),
+      (error: unknown) => this.failed(error, settings, request, key, scope, requestId),
+    );
+  }
+
+  private answered(resolution: TombstoneResolution, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
+    // Only an answered lookup counts: after a failure nothing is known, and nothing is written.
+    // A hidden key is not counted: it answers exactly as a key that never existed.
+    try {
       if (resolution.state === 'none') this.misses.record(scope, settings.type, key, request.headers.referer);
       else if (resolution.state !== 'hidden') this.hits.record(resolution.id);
     } catch (error) {
-      // A flood of misses while the database is down must not become a flood of log lines.
-      const now = Date.now();
-      this.logBudget = Math.min(LOG_BURST, this.logBudget + (now - this.lastLogged) / LOG_INTERVAL_MS);
-      this.lastLogged = now;
-      if (this.logBudget < 1) {
-        this.unlogged++;
-      } else {
-        const more = this.unlogged > 0 ? ` (and ${this.unlogged} more failed lookups not logged since the last one)` : '';
-        this.logBudget--;
-        this.unlogged = 0;
-        this.logger.error(
-          `Tombstone lookup failed, answering a plain 404: ${(error as Error)?.message ?? String(error)} ` +
-            `(type=${settings.type} key="${preview(key)}" scope="${preview(scope)}" ` +
-            `${request.method} ${preview(requestPath(request))} requestId=${requestId})${more}`,
-          (error as Error)?.stack,
-        );
-      }
+      return this.failed(error, settings, request, key, scope, requestId);
     }
+    return this.answerOf(resolution, settings, request, key, scope, requestId);
+  }
+
+  /** Reads fail open: the plain 404, and the error logged (at a bounded rate). */
+  private failed(error: unknown, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
+    // A flood of misses while the database is down must not become a flood of log lines.
+    const now = Date.now();
+    this.logBudget = Math.min(LOG_BURST, this.logBudget + (now - this.lastLogged) / LOG_INTERVAL_MS);
+    this.lastLogged = now;
+    if (this.logBudget < 1) {
+      this.unlogged++;
+    } else {
+      const more = this.unlogged > 0 ? ` (and ${this.unlogged} more failed lookups not logged since the last one)` : '';
+      this.logBudget--;
+      this.unlogged = 0;
+      this.logger.error(
+        `Tombstone lookup failed, answering a plain 404: ${(error as Error)?.message ?? String(error)} ` +
+          `(type=${settings.type} key="${preview(key)}" scope="${preview(scope)}" ` +
+          `${request.method} ${preview(requestPath(request))} requestId=${requestId})${more}`,
+        (error as Error)?.stack,
+      );
+    }
+    return this.answerOf(NO_TOMBSTONE, settings, request, key, scope, requestId);
+  }
+
+  private answerOf(resolution: TombstoneResolution, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
     return answerFor(resolution, {
       resource: settings.type,
       label: settings.label,

@@ -114,6 +114,18 @@ export abstract class TombstoneBuffer<E extends BufferedEntry> implements Before
     else this.schedule();
   }
 
+  /**
+   * Counts one more event of a key that is waiting already, in place (no allocation): `false`
+   * when the key is not waiting (then `add()` it).
+   */
+  protected bump(key: string, last: number): boolean {
+    const existing = this.entries.get(key);
+    if (existing === undefined) return false;
+    existing.count++;
+    if (last > existing.last) existing.last = last;
+    return true;
+  }
+
   /** Folds `from` into `into`, whichever is older. */
   protected merge(into: E, from: E): void {
     into.count += from.count;

@@ -44,9 +44,12 @@ export class TombstoneHitCounter extends TombstoneBuffer<PendingHits> {
    * Counts one answer of the tombstone `id` (from `TombstoneService.resolve()`), at `at`.
    * Synchronous and O(1): it only touches memory. Ids that are not a tombstone id are ignored.
    */
-  record(id: string, at: Date = new Date()): void {
-    if (!this.enabled || typeof id !== 'string' || !TOMBSTONE_ID.test(id)) return;
-    this.add(id, { id, count: 1, last: timeOf(at) });
+  record(id: string, at?: Date): void {
+    if (!this.enabled || typeof id !== 'string') return;
+    const last = at === undefined ? Date.now() : timeOf(at);
+    // The commonest case, a tombstone answered again before the next write: one map read.
+    if (this.bump(id, last)) return;
+    if (TOMBSTONE_ID.test(id)) this.add(id, { id, count: 1, last });
   }
 
   protected async write(hits: PendingHits[], dataSource: DataSource): Promise<void> {
