@@ -1116,8 +1116,7 @@ Before any measured run, every one of the ${fmt(2 * SEEDED_HTTP_KEYS)} tombstone
 was requested from the module app (GET with the headers autocannon sends: \`Host\`, \`Connection\`,
 no \`Accept\`, the only variant the scenarios use), and so was one random unknown key, for the 404
 template. The hand-written app holds these answers; the headers that Express and Node write
-themselves (\`X-Powered-By\`, \`Content-Length\`, \`ETag\`, \`Date\`, \`Connection\`, \`Keep-Alive\`) it
-leaves to them. Then ${fmt(check.sampled)} requests (${fmt(check.sampled / 3)} each of the P2 and P3 streams) went to both
+themselves (${[...FRAMEWORK_HEADERS].map((name) => `\`${name}\``).join(', ')}) it leaves to them. Then ${fmt(check.sampled)} requests (${fmt(check.sampled / 3)} each of the P2 and P3 streams) went to both
 apps, and their answers were compared: status, header names in order, header values and the body's
 bytes. They were equal, apart from what differs between any two answers of the module app itself:
 ${check.normalised.join('; ')}. The run stops before measuring if they are not.
