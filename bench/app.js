@@ -1,22 +1,26 @@
 // The small Nest app that `npm run bench` (bench/run.js) drives, started by it as a child process
-// so that the app under load never shares an event loop with the load generator or the other app.
+// so that the app under load never shares an event loop with the load generator or the other apps.
 //
-//   BENCH_MODE=module    @Tombstoned routes, TombstoneModule and its admin endpoints, a TypeORM
-//                        DataSource whose logger counts the queries it runs
-//   BENCH_MODE=baseline  the same handlers, no module, no database: a miss is a plain
-//                        NotFoundException
+//   BENCH_MODE=module       @Tombstoned routes, TombstoneModule and its admin endpoints
+//   BENCH_MODE=plain        the same handler, no module: a miss is a plain NotFoundException
+//   BENCH_MODE=handwritten  the same route, no module: a handler that already knows the module's
+//                           answers (captured from the module app by the parent and sent here
+//                           over IPC) and writes them itself, with a fresh request id each time
 //
-// Both listen on 127.0.0.1 on a free port and report it over IPC. The parent asks for the counts
-// of requests, queries and CPU time over IPC too, and has the module app write tombstones (P6),
-// so the apps serve no route of the benchmark's own. The module app reports ready only once its
-// lookup cache listens for changes and its membership filter has loaded: the measured runs never
-// see the start-up path (every miss a query) nor the filter's load queries.
+// All three have the same TypeORM DataSource, whose logger counts the queries it runs, listen on
+// 127.0.0.1 on a free port and report it over IPC. The parent asks for the counts of requests,
+// queries and CPU time over IPC too, and has the module app write tombstones (P6), so the apps
+// serve no route of the benchmark's own. The module app reports ready only once its lookup cache
+// listens for changes and its membership filter has loaded: the measured runs never see the
+// start-up path (every miss a query) nor the filter's load queries.
 // HTTP_ADAPTER=fastify runs them on Fastify instead of Express. Plain JavaScript: decorators are
 // applied by calling them, as TypeScript's output does.
 import 'reflect-metadata';
-import { timingSafeEqual } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Controller, Get, Module, NotFoundException, Param, UnauthorizedException } from '@nestjs/common';
+import { Controller, Get, Module, NotFoundException, Param, Res, UnauthorizedException } from '@nestjs/common';
 import { NestFactory, RouterModule } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import {
@@ -32,14 +36,14 @@ import { TombstoneHitCounter } from '../dist/src/counters/tombstone.hits.js';
 import { TombstoneAdminModule } from '../dist/src/admin/index.js';
 
 const mode = process.env.BENCH_MODE;
-if (mode !== 'module' && mode !== 'baseline') throw new Error('BENCH_MODE must be module or baseline');
+if (!['module', 'plain', 'handwritten'].includes(mode)) throw new Error('BENCH_MODE must be module, plain or handwritten');
 const adapterName = process.env.HTTP_ADAPTER === 'fastify' ? 'fastify' : 'express';
 
 /** Live resources are in memory, as in the test fixtures: the handler's own lookup costs nothing. */
 const LIVE = new Map([['live', { key: 'live', name: 'A live item' }]]);
 for (let i = 0; i < 1000; i++) LIVE.set(`live-${i}`, { key: `live-${i}`, name: `Live item ${i}` });
 
-/** The same handler in both apps: the item, or a plain NotFoundException. */
+/** The handler of the module and plain apps: the item, or a plain NotFoundException. */
 class ItemsController {
   findOne(key) {
     const item = LIVE.get(key);
@@ -50,8 +54,47 @@ class ItemsController {
 Param('key')(ItemsController.prototype, 'findOne', 0);
 Get(':key')(ItemsController.prototype, 'findOne', Object.getOwnPropertyDescriptor(ItemsController.prototype, 'findOne'));
 Controller('items')(ItemsController);
-// The only difference between the two apps' routes.
+// The only difference between the module app's routes and the plain app's.
 if (mode === 'module') Tombstoned('item', { param: 'key' })(ItemsController);
+
+/**
+ * The hand-written app's answers, as the parent captured them from the module app: by key, and a
+ * template for any other key. Each is { status, headers: [[name, parts]], body: parts }, where
+ * `parts` are strings and slots, 0 for the request id and 1 for the key (the template's only).
+ */
+const ANSWERS = new Map();
+let notFound;
+/** Keys that read the same in a path, in JSON and in a header: the template's, as the bench sends them. */
+const PLAIN_KEY = /^[A-Za-z0-9_-]{1,200}$/;
+const fill = (parts, requestId, key) => {
+  if (parts.length === 1 && typeof parts[0] === 'string') return parts[0];
+  let text = '';
+  for (const part of parts) text += part === 0 ? requestId : part === 1 ? key : part;
+  return text;
+};
+let httpAdapter;
+
+/**
+ * What a user who already knew the module's answers would write: look the key up, then the
+ * status, the headers in the module's order and the body, with a fresh request id spliced in
+ * where the module puts one, written through the same HTTP adapter calls as the module's writer
+ * (Express: `res.set()`, `res.status()`, `res.send()`).
+ */
+class HandWrittenItemsController {
+  findOne(key, response) {
+    const item = LIVE.get(key);
+    if (item) return void httpAdapter.reply(response, item, 200);
+    const answer = ANSWERS.get(key) ?? (PLAIN_KEY.test(key) ? notFound : undefined);
+    if (!answer) throw new NotFoundException(`no item ${key}`);
+    const requestId = randomUUID();
+    for (const [name, value] of answer.headers) httpAdapter.setHeader(response, name, fill(value, requestId, key));
+    httpAdapter.reply(response, fill(answer.body, requestId, key), answer.status);
+  }
+}
+Param('key')(HandWrittenItemsController.prototype, 'findOne', 0);
+Res()(HandWrittenItemsController.prototype, 'findOne', 1);
+Get(':key')(HandWrittenItemsController.prototype, 'findOne', Object.getOwnPropertyDescriptor(HandWrittenItemsController.prototype, 'findOne'));
+Controller('items')(HandWrittenItemsController);
 
 /** Counts every statement the module app's DataSource runs (a TypeORM logger gets them all). */
 class QueryCounter {
@@ -88,27 +131,31 @@ const adminGuard = {
   },
 };
 
+/** The same DataSource in every app; only the module app's has any work. */
+const dataSource = () =>
+  TypeOrmModule.forRoot({
+    type: 'postgres',
+    url: process.env.DATABASE_URL,
+    entities: [...TOMBSTONE_ENTITIES],
+    migrations: [...TOMBSTONE_MIGRATIONS],
+    migrationsRun: false, // the parent ran them
+    synchronize: false,
+    logger: counter,
+  });
+
 class AppModule {}
 Module({
-  controllers: [ItemsController],
+  controllers: [mode === 'handwritten' ? HandWrittenItemsController : ItemsController],
   imports:
     mode === 'module'
       ? [
-          TypeOrmModule.forRoot({
-            type: 'postgres',
-            url: process.env.DATABASE_URL,
-            entities: [...TOMBSTONE_ENTITIES],
-            migrations: [...TOMBSTONE_MIGRATIONS],
-            migrationsRun: false, // the parent ran them
-            synchronize: false,
-            logger: counter,
-          }),
+          dataSource(),
           // Every default, as an app that just adds the module gets it (hit counts included).
           TombstoneModule.forRoot({ isGlobal: true }),
           TombstoneAdminModule.forRoot({ guard: adminGuard, maxImportRows: 1_000_000, maxImportBytes: 256 * 1024 * 1024 }),
           RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
         ]
-      : [],
+      : [dataSource()],
 })(AppModule);
 
 async function createApp() {
@@ -123,6 +170,7 @@ const app = await createApp();
 await app.listen(0, '127.0.0.1');
 const server = app.getHttpServer();
 const { port } = server.address();
+httpAdapter = app.getHttpAdapter();
 // Requests the server received, answered or not: autocannon's count leaves out those still in
 // flight when a run ends, whose queries the counter saw.
 let requests = 0;
@@ -162,10 +210,55 @@ async function write({ op, key, to, reason }) {
   else throw new Error(`unknown write ${op}`);
 }
 
+/**
+ * Resolves once no request has arrived for 20 ms (at most 1 s): the end of a measured window.
+ * autocannon closes its connections when its run ends, but requests it had sent may still be
+ * arriving and being answered; their CPU time belongs to the window that counts them.
+ */
+async function settled() {
+  for (let waited = 0, last = -1; last !== requests && waited < 1000; waited += 20) {
+    last = requests;
+    await sleep(20);
+  }
+}
+
+const cpuMicros = () => {
+  const { user, system } = process.cpuUsage();
+  return user + system;
+};
+
+/** A CPU profile of one window (`BENCH_PROFILE`), through the inspector. */
+let profiler;
+const inspect = (method, params) =>
+  new Promise((resolve, reject) => profiler.post(method, params, (error, result) => (error ? reject(error) : resolve(result))));
+
 process.on('message', async (message) => {
   if (message === 'queries') {
-    const { user, system } = process.cpuUsage();
-    process.send({ queries: { requests, total: counter.total, lookups: counter.lookups, loads: counter.loads, cpuMicros: user + system } });
+    await settled();
+    process.send({ queries: { requests, total: counter.total, lookups: counter.lookups, loads: counter.loads, cpuMicros: cpuMicros() } });
+  }
+  // The hand-written app's answers, from the parent.
+  if (message?.answers) {
+    for (const [key, answer] of message.answers.byKey) ANSWERS.set(key, answer);
+    notFound = message.answers.notFound;
+    process.send({ loaded: ANSWERS.size });
+  }
+  if (message?.profile === 'start') {
+    profiler = new Session();
+    profiler.connect();
+    await inspect('Profiler.enable');
+    await inspect('Profiler.setSamplingInterval', { interval: message.intervalMicros });
+    await inspect('Profiler.start');
+    process.send({ profiling: { requests, cpuMicros: cpuMicros() } });
+  }
+  if (message?.profile === 'stop') {
+    await settled();
+    // Read before the profiler hands its profile over, which takes time of its own.
+    const used = cpuMicros();
+    const { profile } = await inspect('Profiler.stop');
+    profiler.disconnect();
+    writeFileSync(message.file, JSON.stringify(profile));
+    process.send({ profiling: { requests, cpuMicros: used } });
   }
   if (message === 'stats') process.send({ stats: lookup?.stats() ?? null });
   if (message?.heard !== undefined) process.send({ heardAt: heard.has(message.heard) ? String(heard.get(message.heard)) : null });
@@ -196,7 +289,7 @@ process.on('message', async (message) => {
 //   'memory'            → { memory }: process.memoryUsage() (bytes), after a full GC when the
 //                         app was started with --expose-gc (`gc` says whether it ran)
 //   'pool'              → { pool }: the DataSource's pg pool: its max size, its clients, the idle
-//                         ones and the callers waiting for one (module app; null for the baseline)
+//                         ones and the callers waiting for one (module app; null for the others)
 //   'cacheSettings'     → { cacheSettings }: the lookup cache's bounds as the module resolved them
 //   { record: change }  → { recorded }: one write through TombstoneService, as `write` above plus
 //                         `hide` (recordHidden) and `merge` ({ keys, to }: recordMerge)
