@@ -43,12 +43,17 @@ const adapterName = process.env.HTTP_ADAPTER === 'fastify' ? 'fastify' : 'expres
 const LIVE = new Map([['live', { key: 'live', name: 'A live item' }]]);
 for (let i = 0; i < 1000; i++) LIVE.set(`live-${i}`, { key: `live-${i}`, name: `Live item ${i}` });
 
-/** The handler of the module and plain apps: the item, or a plain NotFoundException. */
+/**
+ * The handler of the module and plain apps. The module app's returns `null` for a missing item,
+ * as the README teaches (`findOneBy()` gives `null`); the plain app's throws the
+ * NotFoundException that plain Nest needs for a 404. The found path is the same code in both.
+ */
 class ItemsController {
   findOne(key) {
     const item = LIVE.get(key);
-    if (!item) throw new NotFoundException(`no item ${key}`);
-    return item;
+    if (item) return item;
+    if (mode === 'module') return null;
+    throw new NotFoundException(`no item ${key}`);
   }
 }
 Param('key')(ItemsController.prototype, 'findOne', 0);
@@ -77,8 +82,8 @@ let httpAdapter;
 /**
  * What a user who already knew the module's answers would write: look the key up, then the
  * status, the headers in the module's order and the body, with a fresh request id spliced in
- * where the module puts one, written through the same HTTP adapter calls as the module's writer
- * (Express: `res.set()`, `res.status()`, `res.send()`).
+ * where the module puts one, written as the module's writer writes (Express: `res.setHeader()`,
+ * then `res.end()` with the body's length, so no ETag; Fastify: `reply.header()`, `reply.send()`).
  */
 class HandWrittenItemsController {
   findOne(key, response) {
@@ -88,7 +93,11 @@ class HandWrittenItemsController {
     if (!answer) throw new NotFoundException(`no item ${key}`);
     const requestId = randomUUID();
     for (const [name, value] of answer.headers) httpAdapter.setHeader(response, name, fill(value, requestId, key));
-    httpAdapter.reply(response, fill(answer.body, requestId, key), answer.status);
+    const body = fill(answer.body, requestId, key);
+    if (adapterName === 'fastify') return void httpAdapter.reply(response, body, answer.status);
+    response.statusCode = answer.status;
+    response.setHeader('Content-Length', Buffer.byteLength(body));
+    response.end(body);
   }
 }
 Param('key')(HandWrittenItemsController.prototype, 'findOne', 0);

@@ -76,8 +76,9 @@ export function buildLocation(request: TombstoneRequest, param: string | undefin
   try {
     let path: string | null = null;
     const template = routeTemplate(request);
-    if (param !== undefined && template !== undefined && /^[^*{}()?+]*$/.test(template)) {
-      path = fillTemplate(template, request.params ?? {}, param, newKey);
+    if (param !== undefined && template !== undefined) {
+      const compiled = compile(template);
+      if (compiled !== null) path = fillTemplate(compiled, request.params ?? {}, param, newKey);
     }
     path ??= replaceSegment(requestPath(request), oldKey, newKey);
     if (path === null || !isSameOriginPath(path) || hasDotSegment(path)) return null;
@@ -129,17 +130,47 @@ function routeTemplate(request: TombstoneRequest): string | undefined {
   return typeof fastify === 'string' ? fastify : undefined;
 }
 
-function fillTemplate(template: string, params: Record<string, string | undefined>, param: string, newKey: string): string | null {
-  let missing = false;
-  const filled = template.replace(/:([A-Za-z_$][\w$]*)/g, (_, name: string) => {
-    const value = name === param ? newKey : params[name];
-    if (typeof value !== 'string') {
-      missing = true;
-      return '';
+/** A route template as literal text and parameter names, in order; `null` when it has wildcards. */
+type CompiledTemplate = { readonly parts: readonly (string | { readonly name: string })[]; readonly names: ReadonlySet<string> };
+
+/** Compiled templates, by template: as many as the app has routes (bounded all the same). */
+const templates = new Map<string, CompiledTemplate | null>();
+const MAX_TEMPLATES = 1000;
+
+function compile(template: string): CompiledTemplate | null {
+  let compiled = templates.get(template);
+  if (compiled !== undefined) return compiled;
+  compiled = null;
+  if (/^[^*{}()?+]*$/.test(template)) {
+    const parts: (string | { name: string })[] = [];
+    const names = new Set<string>();
+    let last = 0;
+    for (const match of template.matchAll(/:([A-Za-z_$][\w$]*)/g)) {
+      parts.push(template.slice(last, match.index), { name: match[1] });
+      names.add(match[1]);
+      last = match.index + match[0].length;
     }
-    return encodeURIComponent(value);
-  });
-  return missing || !template.includes(`:${param}`) ? null : filled;
+    parts.push(template.slice(last));
+    compiled = { parts, names };
+  }
+  if (templates.size >= MAX_TEMPLATES) templates.clear();
+  templates.set(template, compiled);
+  return compiled;
+}
+
+function fillTemplate(template: CompiledTemplate, params: Record<string, string | undefined>, param: string, newKey: string): string | null {
+  if (!template.names.has(param)) return null;
+  let filled = '';
+  for (const part of template.parts) {
+    if (typeof part === 'string') {
+      filled += part;
+      continue;
+    }
+    const value = part.name === param ? newKey : params[part.name];
+    if (typeof value !== 'string') return null;
+    filled += encodeURIComponent(value);
+  }
+  return filled;
 }
 
 function replaceSegment(path: string, oldKey: string, newKey: string): string | null {

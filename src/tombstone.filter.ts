@@ -111,42 +111,50 @@ export class TombstoneResponseWriter {
 
   /** Writes `answer`; `settings` are those of the route that missed (none for a thrown answer). */
   write(answer: TombstoneAnswer, request: TombstoneRequest, response: unknown, settings?: TombstonedSettings): void {
-    const adapter = this.adapterHost.httpAdapter;
     const rendered = this.renderer.render(answer, this.formatFor(request));
-
-    adapter.setHeader(response, 'Content-Type', rendered.contentType);
+    const http = this.http();
+    http.setHeader(response, 'Content-Type', rendered.contentType);
     // The body holds user data (the key, a reason): never let a browser sniff it as HTML.
-    adapter.setHeader(response, 'X-Content-Type-Options', 'nosniff');
+    http.setHeader(response, 'X-Content-Type-Options', 'nosniff');
     // Every answer of a route whose scope comes from a header depends on that header, the
     // unscoped ones included: a shared cache must key them by it (RFC 9110, section 12.5.5).
     const source = settings?.scope ?? this.options.scope;
-    appendList(adapter, response, 'Vary', source !== undefined && typeof source === 'object' && 'header' in source ? ['Accept', source.header] : ['Accept']);
-    adapter.setHeader(response, this.options.requestIdHeader, answer.requestId);
+    appendList(http, response, 'Vary', source !== undefined && typeof source === 'object' && 'header' in source ? ['Accept', source.header] : ACCEPT);
+    http.setHeader(response, this.options.requestIdHeader, answer.requestId);
     const cacheControl = this.cacheControl(answer);
-    if (cacheControl) adapter.setHeader(response, 'Cache-Control', cacheControl);
-    if (answer.location) adapter.setHeader(response, 'Location', answer.location);
+    if (cacheControl) http.setHeader(response, 'Cache-Control', cacheControl);
+    if (answer.location) http.setHeader(response, 'Location', answer.location);
     if (answer.error === 'gone' && answer.alternative) {
-      appendList(adapter, response, 'Link', [`<${answer.alternative}>; rel="alternate"`]);
+      appendList(http, response, 'Link', [`<${answer.alternative}>; rel="alternate"`]);
     }
-    this.send(response, JSON.stringify(rendered.body), answer.status);
+    http.send(response, JSON.stringify(rendered.body), answer.status);
   }
 
-  /**
-   * Sends the body. Express's `send()` would add an ETag of it, and the body holds the request
-   * id: a new ETag on every request, for an answer that conditional requests cannot use anyway
-   * (RFC 9110 §13.2.1 evaluates them only for 2xx answers). So on Express the body is written as
-   * it is, with its length; HEAD gets the headers only, as Node does for any HEAD response.
-   */
-  private send(response: unknown, body: string, status: number): void {
+  /** How headers and bodies are written on this app's HTTP adapter (decided at the first answer). */
+  private writing?: { setHeader(response: unknown, name: string, value: string): void; send(response: unknown, body: string, status: number): void };
+
+  private http(): NonNullable<TombstoneResponseWriter['writing']> {
+    if (this.writing) return this.writing;
     const adapter = this.adapterHost.httpAdapter;
     if (adapter.getType() !== 'express') {
-      adapter.reply(response, body, status);
-      return;
+      return (this.writing = {
+        setHeader: (response, name, value) => adapter.setHeader(response, name, value),
+        send: (response, body, status) => adapter.reply(response, body, status),
+      });
     }
-    const res = response as ServerResponse;
-    res.statusCode = status;
-    res.setHeader('Content-Length', Buffer.byteLength(body));
-    res.end(body);
+    // Express: Node's own calls. Express's `send()` would add an ETag of the body, and the body
+    // holds the request id: a new ETag on every request, for an answer that conditional requests
+    // cannot use anyway (RFC 9110 §13.2.1 evaluates them only for 2xx answers). So the body is
+    // written as it is, with its length; HEAD gets the headers only, as Node does for any HEAD.
+    return (this.writing = {
+      setHeader: (response, name, value) => (response as ServerResponse).setHeader(name, value),
+      send: (response, body, status) => {
+        const res = response as ServerResponse;
+        res.statusCode = status;
+        res.setHeader('Content-Length', Buffer.byteLength(body));
+        res.end(body);
+      },
+    });
   }
 
   private formatFor(request: TombstoneRequest): TombstoneFormat {
@@ -165,18 +173,32 @@ export class TombstoneResponseWriter {
     }
   }
 
+  /** The `Cache-Control` of each status, unscoped and scoped, worked out once. */
+  private cacheControls?: Map<number, { unscoped: string | false; scoped: string | false }>;
+
   private cacheControl(answer: TombstoneAnswer): string | false {
-    const { cacheControl } = this.options;
-    let value: string | false;
-    if (answer.status === 410) value = cacheControl.gone;
-    else if (answer.status === 301 || answer.status === 308) value = cacheControl.permanentRedirect;
-    else if (answer.status === 302 || answer.status === 307) value = cacheControl.temporaryRedirect;
-    else value = cacheControl.notFound;
-    // A scoped answer depends on who asks: a shared cache must never hand it to another tenant.
-    if (value && answer.scoped && !/\b(private|no-store)\b/.test(value)) value = `private, ${value}`;
-    return value;
+    if (this.cacheControls === undefined) {
+      const { cacheControl } = this.options;
+      const of = (value: string | false) => ({
+        unscoped: value,
+        // A scoped answer depends on who asks: a shared cache must never hand it to another tenant.
+        scoped: value && !/\b(private|no-store)\b/.test(value) ? `private, ${value}` : value,
+      });
+      this.cacheControls = new Map([
+        [410, of(cacheControl.gone)],
+        [301, of(cacheControl.permanentRedirect)],
+        [308, of(cacheControl.permanentRedirect)],
+        [302, of(cacheControl.temporaryRedirect)],
+        [307, of(cacheControl.temporaryRedirect)],
+        [404, of(cacheControl.notFound)],
+      ]);
+    }
+    const values = this.cacheControls.get(answer.status);
+    return values === undefined ? false : answer.scoped ? values.scoped : values.unscoped;
   }
 }
+
+const ACCEPT = ['Accept'];
 
 /**
  * Adds `values` to a list header the app may have set already (CORS's `Vary: Origin`, a `Link`
@@ -184,6 +206,11 @@ export class TombstoneResponseWriter {
  */
 function appendList(adapter: { setHeader(response: unknown, name: string, value: string): unknown }, response: unknown, name: string, values: string[]): void {
   const current = (response as { getHeader?: (name: string) => unknown }).getHeader?.(name);
+  // The commonest case: nothing set yet.
+  if (current === undefined) {
+    adapter.setHeader(response, name, values.length === 1 ? values[0] : values.join(', '));
+    return;
+  }
   // Vary's members are tokens; a Link's URL may hold commas, so links are kept whole.
   const present = (Array.isArray(current) ? current : current === undefined ? [] : [current])
     .flatMap((value) => (name === 'Vary' ? String(value).split(',') : [String(value)]))

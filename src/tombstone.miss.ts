@@ -58,11 +58,14 @@ export function tombstonedHandler(original: (...args: unknown[]) => unknown, set
     }
     return checked(result);
   };
+  // Read at the first empty result, when every decorator has run: @HttpCode() may sit above or
+  // below @Tombstoned().
+  let noContent: boolean | undefined;
   const checked = (value: unknown): unknown => {
     if (value !== null && value !== undefined) return value;
     if (!settings.emptyMeansNotFound) return value;
-    // Read when called: @HttpCode() may sit above or below @Tombstoned().
-    if (Reflect.getMetadata(HTTP_CODE_METADATA, wrapped) === HttpStatus.NO_CONTENT) return value;
+    noContent ??= Reflect.getMetadata(HTTP_CODE_METADATA, wrapped) === HttpStatus.NO_CONTENT;
+    if (noContent) return value;
     throw TombstoneMissException.of(settings, { value: value as null | undefined });
   };
   const missOf = (error: unknown) => (isNotFound(error) ? TombstoneMissException.of(settings, { error }) : error);

@@ -9,7 +9,8 @@ export function isStorableKey(key: unknown): key is string {
     typeof key === 'string' &&
     key.length > 0 &&
     !key.includes('\u0000') &&
-    Buffer.byteLength(key, 'utf8') <= LIMITS.keyBytes &&
+    // A UTF-16 code unit is at most 3 UTF-8 bytes: short keys need no count.
+    (key.length * 3 <= LIMITS.keyBytes || Buffer.byteLength(key, 'utf8') <= LIMITS.keyBytes) &&
     isWellFormed(key)
   );
 }
@@ -149,6 +150,5 @@ export function assertMetadata(value: unknown): Record<string, unknown> {
 
 /** PostgreSQL text must be valid UTF-8; a lone surrogate would make the query fail. */
 export function isWellFormed(value: string): boolean {
-   
-  return !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(value);
+  return value.isWellFormed();
 }
