@@ -13,7 +13,7 @@ import {
   Query,
 } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
-import { ArrayContains, DataSource } from 'typeorm';
+import { ArrayContains, DataSource, IsNull } from 'typeorm';
 import { TombstoneContext, Tombstoned, TombstoneNotifications, TombstoneService } from '../src/index.js';
 import { Article } from './entities.js';
 
@@ -59,11 +59,13 @@ export class ArticlesService {
   /**
    * Deleted for good: 410 from now on. The trigger records the deletion (with the actor and
    * reason of the current `TombstoneContext`); an alternative has no column to come from, so it
-   * is recorded by hand, in the same transaction, over the captured tombstone.
+   * is recorded by hand, in the same transaction, over the captured tombstone. A soft-deleted
+   * article is hidden: `delete()` does not leave soft-deleted rows out as `find` does, so the
+   * criteria must, or deleting it would turn its 404 into a 410 and tell the world it existed.
    */
   async remove(slug: string, options: { alternative?: string } = {}): Promise<boolean> {
     const removed = await this.db.transaction(async (manager) => {
-      const { affected } = await manager.delete(Article, { slug });
+      const { affected } = await manager.delete(Article, { slug, deletedAt: IsNull() });
       if (!affected) return false;
       if (options.alternative !== undefined) {
         await this.tombstones.recordDeletion('article', slug, { alternative: options.alternative, manager });

@@ -3,8 +3,21 @@ import request from 'supertest';
 import { AppModule } from '../example/app.module.js';
 import { ArticlesService } from '../example/articles.js';
 import { seed } from '../example/seed.js';
+import { TombstoneContext } from '../src/index.js';
 import { ADAPTERS, bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
+
+/**
+ * An answer as text, apart from what must differ between two requests: its date, and the key
+ * asked for (compare keys of one length: Content-Length counts them). Send one request id.
+ */
+function shape(res: request.Response, key: string): string {
+  const headers = Object.entries(res.headers)
+    .filter(([name]) => !['date', 'etag'].includes(name))
+    .map(([name, value]) => `${name}: ${String(value)}`)
+    .sort();
+  return `${res.status}\n${headers.join('\n')}\n\n${res.text.split(key).join('<key>')}`;
+}
 
 // The demo's seeded behaviour is a contract checked from outside: keep it answering the same.
 describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
@@ -76,6 +89,40 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
   it('a malformed slug stays a 400, never a 500', async () => {
     await http.get('/articles/a%00b').expect(400);
     await http.get(`/articles/${'x'.repeat(300)}`).expect(adapter === 'fastify' ? 414 : 400);
+  });
+
+  describe('hostile input: 400, 404 or 409, never a 500', () => {
+    // An article of their own, hidden as draft-notes is: a DELETE that took it would change the seed.
+    const hiddenArticle = async (slug: string) => {
+      const articles = app.get(ArticlesService);
+      await articles.create(slug, 'Hidden');
+      await TombstoneContext.run({ reason: 'Unpublished draft' }, () => articles.hide(slug));
+    };
+
+    it('DELETE of a soft-deleted article answers exactly as a slug that never existed, and leaves it hidden', async () => {
+      await hiddenArticle('hidden-delete');
+      const hidden = await http.delete('/articles/hidden-delete').set('X-Request-Id', 'same-id');
+      const never = await http.delete('/articles/absent-delete').set('X-Request-Id', 'same-id');
+      expect(shape(hidden, 'hidden-delete')).toBe(shape(never, 'absent-delete'));
+      expect(hidden.status).toBe(404);
+      // Still hidden (404), not deleted (410), and still in the table.
+      await http.get('/articles/hidden-delete').expect(404);
+      const [row] = await db.sql.query(`SELECT kind FROM tombstones WHERE resource_type = 'article' AND resource_key = 'hidden-delete'`);
+      expect(row).toEqual({ kind: 'hidden' });
+      const [{ count }] = await db.sql.query(`SELECT count(*)::int AS count FROM demo_articles WHERE slug = 'hidden-delete'`);
+      expect(count).toBe(1);
+    });
+
+    it('PATCH of a soft-deleted article answers exactly as a slug that never existed, and changes nothing', async () => {
+      await hiddenArticle('hidden-patch');
+      const hidden = await http.patch('/articles/hidden-patch').set('X-Request-Id', 'same-id').send({ title: 'Found you' });
+      const never = await http.patch('/articles/absent-patch').set('X-Request-Id', 'same-id').send({ title: 'Found you' });
+      expect(shape(hidden, 'hidden-patch')).toBe(shape(never, 'absent-patch'));
+      expect(hidden.status).toBe(404);
+      const [{ title }] = await db.sql.query(`SELECT title FROM demo_articles WHERE slug = 'hidden-patch'`);
+      expect(title).toBe('Hidden');
+    });
+
   });
 
   it('PATCH a moved slug → 308 to the new slug', async () => {
