@@ -123,6 +123,74 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
       expect(title).toBe('Hidden');
     });
 
+    it.each([
+      ['/users/2147483648', 400],
+      ['/users/-2147483649', 400],
+      ['/users/99999999999999999999', 400],
+      ['/users/1e3', 400],
+      ['/users/02', 400], // one URL per user: the tombstone of user 2 is under '2'
+      ['/users/2147483647', 404], // the largest integer: a well-formed id that names no user
+      ['/users/-2147483648', 404],
+      ['/orders/99999999999', 400],
+      ['/orders/2147483648', 400],
+      ['/orders/2147483647', 404],
+    ])('GET %s (the column is a PostgreSQL integer) → %i', async (path, status) => {
+      await http.get(path).set('X-Tenant-Id', 'acme').expect(status);
+    });
+
+    describe('PATCH bodies', () => {
+      // A fresh article per test: one that a broken validation let through changes no other test.
+      let target = '';
+      let created = 0;
+      beforeEach(async () => {
+        target = `patch-target-${++created}`;
+        await app.get(ArticlesService).create(target, 'Unchanged');
+      });
+
+      afterEach(async () => {
+        const res = await http.get(`/articles/${target}`).expect(200);
+        expect(res.body).toMatchObject({ slug: target, title: 'Unchanged' });
+      });
+
+      it.each([
+        ['an empty slug', { slug: '' }],
+        ['a 3,000-character slug', { slug: 'x'.repeat(3000) }],
+        ['a slug holding NUL', { slug: 'a\u0000b' }],
+        ['a slug holding a line break', { slug: 'a\nb' }],
+        ['a slug holding a slash', { slug: 'a/b' }],
+        ['the slug ".."', { slug: '..' }],
+        ['a slug that is not a string', { slug: 42 }],
+        ['an empty title', { title: '' }],
+        ['a 3,000-character title', { title: 'x'.repeat(3000) }],
+        ['a title holding NUL', { title: 'a\u0000b' }],
+        ['a field the API does not have', { name: 'x' }],
+        ['an array', [{ title: 'x' }]],
+        ['a title holding a lone surrogate', { title: 'a\ud800b' }],
+        ['JSON nested 15,000 deep (90 kB)', `${'{"a":'.repeat(15_000)}1${'}'.repeat(15_000)}`],
+        ['a title nested 15,000 deep', `{"title":${'['.repeat(15_000)}1${']'.repeat(15_000)}}`],
+      ])('%s → 400, nothing changed', async (_, body) => {
+        // Strings are sent as they are: JSON.stringify() could not write the deepest ones.
+        const req = http.patch(`/articles/${target}`);
+        const res = await (typeof body === 'string' ? req.set('content-type', 'application/json').send(body) : req.send(body)).expect(400);
+        expect(res.body).toMatchObject({ statusCode: 400, error: 'Bad Request' });
+      });
+
+      it('a slug another article has → 409, nothing changed; a hidden article\'s slug is as taken', async () => {
+        const live = await http.patch(`/articles/${target}`).send({ slug: 'hello-world' }).expect(409);
+        expect(live.body).toEqual({ statusCode: 409, error: 'Conflict', message: "The slug 'hello-world' is taken" });
+        // The UNIQUE constraint holds soft-deleted rows too: the answer says the slug is taken, not by what.
+        const hidden = await http.patch(`/articles/${target}`).send({ slug: 'draft-notes' }).expect(409);
+        expect(hidden.body).toEqual({ ...live.body, message: "The slug 'draft-notes' is taken" });
+        await http.get('/articles/hello-world').expect(200);
+      });
+    });
+
+    it('GET /articles?tag= a NUL, or twice → 400', async () => {
+      await http.get('/articles?tag=a%00b').expect(400);
+      await http.get('/articles?tag=sale&tag=intro').expect(400);
+      const sale = await http.get('/articles?tag=sale&utm_source=x').expect(200);
+      expect(sale.body.map((a: { slug: string }) => a.slug)).toEqual(['current']);
+    });
   });
 
   it('PATCH a moved slug → 308 to the new slug', async () => {
