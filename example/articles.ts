@@ -1,25 +1,31 @@
-import {
-  BadRequestException,
-  Body,
-  Controller,
-  Delete,
-  Get,
-  HttpCode,
-  Injectable,
-  NotFoundException,
-  Param,
-  Patch,
-  type PipeTransform,
-  Query,
-} from '@nestjs/common';
+import { Body, ConflictException, Controller, Delete, Get, HttpCode, Injectable, NotFoundException, Param, Patch, Query } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
-import { ArrayContains, DataSource } from 'typeorm';
+import { IsOptional, IsString, Length, Matches } from 'class-validator';
+import { ArrayContains, DataSource, IsNull, QueryFailedError } from 'typeorm';
 import { TombstoneContext, Tombstoned, TombstoneNotifications, TombstoneService } from '../src/index.js';
 import { Article } from './entities.js';
+import { PLAIN_TEXT, SLUG, SLUG_RULE, SlugPipe, validBody, validQuery } from './validation.js';
 
-export interface ArticleChanges {
+/** The body of `PATCH /articles/:slug`: any other field is a 400. */
+export class ArticleChanges {
+  @IsOptional()
+  @IsString()
+  @Matches(SLUG, { message: `slug must be ${SLUG_RULE}` })
   slug?: string;
+
+  @IsOptional()
+  @IsString()
+  @Length(1, 200)
+  @Matches(PLAIN_TEXT, { message: 'title must not contain control characters or lone surrogates' })
   title?: string;
+}
+
+/** The query of `GET /articles`. */
+export class ArticleFilter {
+  @IsOptional()
+  @IsString()
+  @Matches(SLUG, { message: `tag must be ${SLUG_RULE}` })
+  tag?: string;
 }
 
 @Injectable()
@@ -42,14 +48,26 @@ export class ArticlesService {
     return this.db.getRepository(Article).save({ slug, title, tags });
   }
 
-  /** A slug change: the capture trigger records the redirect from the old slug in the same statement. */
+  /**
+   * A slug change: the capture trigger records the redirect from the old slug in the same
+   * statement. A soft-deleted article is not found (`findOneBy` leaves it out). The slug's
+   * UNIQUE constraint decides whether it is free, soft-deleted articles included: a 409.
+   */
   async update(slug: string, changes: ArticleChanges): Promise<Article | null> {
     const articles = this.db.getRepository(Article);
     const article = await articles.findOneBy({ slug });
     if (!article) return null;
-    if (typeof changes.title === 'string') article.title = changes.title;
-    if (typeof changes.slug === 'string') article.slug = changes.slug;
-    const saved = await articles.save(article);
+    if (changes.title !== undefined) article.title = changes.title;
+    if (changes.slug !== undefined) article.slug = changes.slug;
+    let saved: Article;
+    try {
+      saved = await articles.save(article);
+    } catch (error) {
+      if (error instanceof QueryFailedError && (error.driverError as { constraint?: string }).constraint === 'demo_articles_slug_key') {
+        throw new ConflictException(`The slug '${article.slug}' is taken`);
+      }
+      throw error;
+    }
     // The trigger wrote the redirect: let this instance's cache hear of it before answering, so
     // that the client's next request here sees it.
     await this.notifications.settle();
@@ -59,11 +77,13 @@ export class ArticlesService {
   /**
    * Deleted for good: 410 from now on. The trigger records the deletion (with the actor and
    * reason of the current `TombstoneContext`); an alternative has no column to come from, so it
-   * is recorded by hand, in the same transaction, over the captured tombstone.
+   * is recorded by hand, in the same transaction, over the captured tombstone. A soft-deleted
+   * article is hidden: `delete()` does not leave soft-deleted rows out as `find` does, so the
+   * criteria must, or deleting it would turn its 404 into a 410 and tell the world it existed.
    */
   async remove(slug: string, options: { alternative?: string } = {}): Promise<boolean> {
     const removed = await this.db.transaction(async (manager) => {
-      const { affected } = await manager.delete(Article, { slug });
+      const { affected } = await manager.delete(Article, { slug, deletedAt: IsNull() });
       if (!affected) return false;
       if (options.alternative !== undefined) {
         await this.tombstones.recordDeletion('article', slug, { alternative: options.alternative, manager });
@@ -81,22 +101,14 @@ export class ArticlesService {
   }
 }
 
-/** A malformed slug is the client's mistake: 400, before any query. */
-export class SlugPipe implements PipeTransform<string, string> {
-  transform(value: string): string {
-    if (!/^[\p{L}\p{N}._~-]{1,200}$/u.test(value)) throw new BadRequestException('Malformed slug');
-    return value;
-  }
-}
-
 @Controller('articles')
 export class ArticlesController {
   constructor(private readonly articles: ArticlesService) {}
 
   /** A collection: an empty one is `200 []`, never a 404. */
   @Get()
-  list(@Query('tag') tag?: string): Promise<Article[]> {
-    return this.articles.list(typeof tag === 'string' ? tag : undefined);
+  list(@Query(validQuery) filter: ArticleFilter): Promise<Article[]> {
+    return this.articles.list(filter.tag);
   }
 
   @Get(':slug')
@@ -107,8 +119,8 @@ export class ArticlesController {
 
   @Patch(':slug')
   @Tombstoned('article', { param: 'slug' })
-  update(@Param('slug', SlugPipe) slug: string, @Body() body: ArticleChanges): Promise<Article | null> {
-    return this.articles.update(slug, body ?? {});
+  update(@Param('slug', SlugPipe) slug: string, @Body(validBody) changes: ArticleChanges): Promise<Article | null> {
+    return this.articles.update(slug, changes);
   }
 
   @Delete(':slug')

@@ -2,10 +2,9 @@ import 'reflect-metadata';
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { Logger } from '@nestjs/common';
-import { NestFactory } from '@nestjs/core';
-import { FastifyAdapter } from '@nestjs/platform-fastify';
 import { type EmbeddedPostgresHandle, startEmbeddedPostgres } from '#dev/embedded-postgres';
 import { AppModule } from './app.module.js';
+import { createDemoApp } from './http.js';
 import { seed } from './seed.js';
 
 /**
@@ -27,10 +26,7 @@ async function main(): Promise<void> {
   // The admin endpoints are never open: ADMIN_TOKEN, or a fresh random token printed below.
   const adminToken = process.env.ADMIN_TOKEN || randomBytes(18).toString('base64url');
   const module = AppModule.forRoot(databaseUrl, { adminToken });
-  const app =
-    process.env.HTTP_ADAPTER === 'fastify'
-      ? await NestFactory.create(module, new FastifyAdapter())
-      : await NestFactory.create(module);
+  const app = await createDemoApp(module, process.env.HTTP_ADAPTER === 'fastify' ? 'fastify' : 'express');
   app.enableShutdownHooks();
   // Initialise before seeding: the module hands actors and reasons to the database from its
   // onModuleInit on, and checks the capture triggers there.

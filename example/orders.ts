@@ -1,8 +1,9 @@
-import { Controller, Get, Headers, Injectable, NotFoundException, Param, ParseIntPipe } from '@nestjs/common';
+import { Controller, Get, Headers, Injectable, NotFoundException, Param } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { DataSource } from 'typeorm';
 import { Tombstoned } from '../src/index.js';
 import { Order } from './entities.js';
+import { ParseInt4Pipe } from './validation.js';
 
 @Injectable()
 export class OrdersService {
@@ -30,7 +31,7 @@ export class OrdersController {
 
   @Get(':id')
   @Tombstoned('order', { scope: { header: 'x-tenant-id' } })
-  findOne(@Param('id', ParseIntPipe) id: number, @Headers('x-tenant-id') tenant = ''): Promise<Order> {
+  findOne(@Param('id', ParseInt4Pipe) id: number, @Headers('x-tenant-id') tenant = ''): Promise<Order> {
     return this.orders.findOne(tenant, id);
   }
 }

@@ -1,8 +1,9 @@
-import { Controller, Get, Injectable, Param, ParseIntPipe } from '@nestjs/common';
+import { Controller, Get, Injectable, Param } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { DataSource } from 'typeorm';
 import { Tombstoned, TombstoneService } from '../src/index.js';
 import { User } from './entities.js';
+import { ParseInt4Pipe } from './validation.js';
 
 @Injectable()
 export class UsersService {
@@ -30,9 +31,9 @@ export class UsersService {
 export class UsersController {
   constructor(private readonly users: UsersService) {}
 
-  /** `/users/abc` stays a 400: the pipe rejects it before any lookup. */
+  /** `/users/abc` and `/users/2147483648` (beyond the `integer` column) are 400s: the pipe rejects them before any lookup. */
   @Get(':id')
-  findOne(@Param('id', ParseIntPipe) id: number): Promise<User> {
+  findOne(@Param('id', ParseInt4Pipe) id: number): Promise<User> {
     return this.users.findOne(id);
   }
 }
