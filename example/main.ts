@@ -8,7 +8,8 @@ import { createDemoApp } from './http.js';
 import { seed } from './seed.js';
 
 /**
- * `npm start`: the demo on http://localhost:3000 (PORT overrides). Uses DATABASE_URL when set,
+ * `npm start`: the demo on http://localhost:3000, on the loopback interface only: anyone who can
+ * reach it can edit its articles (PORT and HOST override, e.g. HOST=0.0.0.0 in a container). Uses DATABASE_URL when set,
  * otherwise an embedded PostgreSQL kept in .data/postgres (git-ignored) so restarts keep data.
  * HTTP_ADAPTER=fastify runs it on Fastify instead of Express.
  */
@@ -34,7 +35,7 @@ async function main(): Promise<void> {
   if (await seed(app)) logger.log('Seeded the demo data.');
 
   const port = Number(process.env.PORT ?? 3000);
-  await app.listen(port, '0.0.0.0');
+  await app.listen(port, process.env.HOST || '127.0.0.1');
   const base = `http://localhost:${port}`;
   logger.log(`nestjs-tombstones demo listening on ${base}. Try:
   curl -i ${base}/articles/hello-world          # 200, the article
