@@ -105,26 +105,33 @@ const SWAGGER_API_RESPONSE = 'swagger/apiResponse';
  * response the route documents itself is kept as it is.
  */
 function documentAnswers(label: string): ClassDecorator & MethodDecorator {
-  const body = (error: string) => ({
+  // The JSON body of each answer, member for member (see TombstoneRenderer.facts()).
+  const string = { type: 'string' };
+  const nullable = { type: 'string', nullable: true };
+  const body = (error: string, facts: Record<string, object> = {}) => ({
     type: 'object',
+    required: ['error', 'message', 'resource', 'id', ...Object.keys(facts), 'path', 'requestId'],
     properties: {
-      statusCode: { type: 'integer' },
       error: { type: 'string', example: error },
-      message: { type: 'string' },
-      resource: { type: 'string' },
-      id: { type: 'string' },
-      requestId: { type: 'string' },
+      message: string,
+      resource: string,
+      id: string,
+      ...facts,
+      path: string,
+      requestId: string,
     },
   });
+  const moved = { location: string, movedTo: string };
+  const gone = { deletedAt: { type: 'string', format: 'date-time' }, reason: nullable, alternative: nullable };
   const location = { Location: { description: 'Where the resource lives now', schema: { type: 'string' } } };
   const answers: Record<number, object> = {
-    301: { description: `${label} moved or merged (GET, HEAD; 302 when the move is temporary)`, headers: location, schema: body('moved') },
-    308: { description: `${label} moved or merged (other methods; 307 when the move is temporary)`, headers: location, schema: body('moved') },
+    301: { description: `${label} moved or merged (GET, HEAD; 302 when the move is temporary)`, headers: location, schema: body('moved', moved) },
+    308: { description: `${label} moved or merged (other methods; 307 when the move is temporary)`, headers: location, schema: body('moved', moved) },
     404: { description: `No such ${label}: it never existed, is hidden, or its tombstone expired`, schema: body('not_found') },
     410: {
       description: `${label} deleted for good; the body has deletedAt, reason and alternative`,
       headers: { Link: { description: 'rel="alternate": a replacement, when there is one', schema: { type: 'string' } } },
-      schema: body('gone'),
+      schema: body('gone', gone),
     },
   };
   return (target: object, _key?: string | symbol, descriptor?: PropertyDescriptor): void => {

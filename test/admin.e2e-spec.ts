@@ -5,7 +5,7 @@ import { Test } from '@nestjs/testing';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import request from 'supertest';
 import { TombstoneAdminModule, type TombstoneAdminOptions } from '../src/admin/index.js';
-import { TombstoneConfigurationError, TombstoneModule } from '../src/index.js';
+import { type TombstoneAnswer, TombstoneConfigurationError, TombstoneModule, TombstoneRenderer } from '../src/index.js';
 import { ADMIN_TOKEN, bootAdminApp, TokenGuard } from './fixtures/admin.fixture.js';
 import { ADAPTERS } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
@@ -352,6 +352,20 @@ describe.each(ADAPTERS)('admin endpoints (%s)', (adapter) => {
       expect(Object.keys(paths['/admin/tombstones'].post?.responses ?? {})).toEqual(expect.arrayContaining(['201', '400', '401', '403', '409']));
       expect(document.components?.schemas?.CreateTombstoneDto).toBeDefined();
       expect(Object.keys(paths['/articles/{id}'].get?.responses ?? {})).toEqual(expect.arrayContaining(['301', '308', '404', '410']));
+    });
+
+    it("documents each answer's JSON body member for member, as the renderer writes it", () => {
+      const document = SwaggerModule.createDocument(app, new DocumentBuilder().setTitle('t').build());
+      const responses = (document.paths['/articles/{id}'].get?.responses ?? {}) as Record<string, { content?: Record<string, { schema?: { properties?: object } }> }>;
+      const documented = (status: string) => Object.keys(Object.values(responses[status].content ?? {})[0]?.schema?.properties ?? {});
+      const base = { resource: 'article', label: 'Article', id: 'a', path: '/articles/a', requestId: 'r', scoped: false } as const;
+      const renderer = new TombstoneRenderer();
+      const written = (answer: TombstoneAnswer) => Object.keys(renderer.render(answer, 'json').body);
+      expect(documented('404')).toEqual(written({ ...base, status: 404, error: 'not_found' }));
+      expect(documented('410')).toEqual(written({ ...base, status: 410, error: 'gone', deletedAt: '2026-01-01T00:00:00.000Z', reason: null, alternative: null }));
+      for (const status of ['301', '308'] as const) {
+        expect(documented(status)).toEqual(written({ ...base, status: Number(status) as 301 | 308, error: 'moved', location: '/articles/b', targetId: 'b' }));
+      }
     });
   });
 });
