@@ -6,6 +6,7 @@ import { preview } from './tombstone.exceptions.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
+import { TombstoneCircuitOpenError } from './cache/tombstone.breaker.js';
 import { TombstoneLookup } from './cache/tombstone.lookup.js';
 import { NO_TOMBSTONE, type TombstoneAnswer, type TombstonedSettings, type TombstoneRequest, type TombstoneResolution, type TombstoneScopeSource } from './tombstone.types.js';
 
@@ -88,8 +89,10 @@ export const WRAPPED = Symbol('nestjs-tombstones:wrapped');
 /**
  * Answers a miss of a `@Tombstoned()` route: looks the key up and says what the client gets.
  * Reads fail open: if the lookup breaks or runs out of time, the answer is the plain 404 and the
- * error is logged. A lookup that answered counts a hit of its tombstone, or a miss when no
- * tombstone explained the 404; both only in memory (see `TombstoneHitCounter`, `TombstoneMissLog`).
+ * error is logged; while the circuit breaker is open (`TombstoneBreaker`), the plain 404 at once,
+ * and the breaker logs instead. A lookup that answered counts a hit of its tombstone, or a miss
+ * when no tombstone explained the 404; both only in memory (see `TombstoneHitCounter`,
+ * `TombstoneMissLog`).
  */
 @Injectable()
 export class TombstoneMissResolver {
@@ -117,30 +120,15 @@ export class TombstoneMissResolver {
       const source = settings.scope ?? options.scope;
       scope = typeof source === 'function' ? scopeValue(await source(request)) : scopeOf(source, request);
       const answer = lookup.resolve(settings.type, key, scope);
-      // Answered from memory: no timer, no wait.
-      resolution = 'state' in answer ? answer : await withTimeout(answer, options.lookupTimeoutMs);
+      // Answered from memory: no wait. A lookup that reaches the database ends within lookupTimeoutMs.
+      resolution = 'state' in answer ? answer : await answer;
       // Only an answered lookup counts: after a failure nothing is known, and nothing is written.
       // A hidden key is not counted: it answers exactly as a key that never existed.
       if (resolution.state === 'none') this.misses.record(scope, settings.type, key, request.headers.referer);
       else if (resolution.state !== 'hidden') this.hits.record(resolution.id);
     } catch (error) {
-      // A flood of misses while the database is down must not become a flood of log lines.
-      const now = Date.now();
-      this.logBudget = Math.min(LOG_BURST, this.logBudget + (now - this.lastLogged) / LOG_INTERVAL_MS);
-      this.lastLogged = now;
-      if (this.logBudget < 1) {
-        this.unlogged++;
-      } else {
-        const more = this.unlogged > 0 ? ` (and ${this.unlogged} more failed lookups not logged since the last one)` : '';
-        this.logBudget--;
-        this.unlogged = 0;
-        this.logger.error(
-          `Tombstone lookup failed, answering a plain 404: ${(error as Error)?.message ?? String(error)} ` +
-            `(type=${settings.type} key="${preview(key)}" scope="${preview(scope)}" ` +
-            `${request.method} ${preview(requestPath(request))} requestId=${requestId})${more}`,
-          (error as Error)?.stack,
-        );
-      }
+      // Refused by the open circuit breaker, which logs its changes of state: nothing per request.
+      if (!(error instanceof TombstoneCircuitOpenError)) this.logFailure(error, settings, key, scope, request, requestId);
     }
     return answerFor(resolution, {
       resource: settings.type,
@@ -151,6 +139,26 @@ export class TombstoneMissResolver {
       scoped: scope !== '',
       param: settings.key ? undefined : settings.param,
     });
+  }
+
+  /** A flood of misses while the database is down must not become a flood of log lines. */
+  private logFailure(error: unknown, settings: TombstonedSettings, key: string, scope: string, request: TombstoneRequest, requestId: string): void {
+    const now = Date.now();
+    this.logBudget = Math.min(LOG_BURST, this.logBudget + (now - this.lastLogged) / LOG_INTERVAL_MS);
+    this.lastLogged = now;
+    if (this.logBudget < 1) {
+      this.unlogged++;
+      return;
+    }
+    const more = this.unlogged > 0 ? ` (and ${this.unlogged} more failed lookups not logged since the last one)` : '';
+    this.logBudget--;
+    this.unlogged = 0;
+    this.logger.error(
+      `Tombstone lookup failed, answering a plain 404: ${(error as Error)?.message ?? String(error)} ` +
+        `(type=${settings.type} key="${preview(key)}" scope="${preview(scope)}" ` +
+        `${request.method} ${preview(requestPath(request))} requestId=${requestId})${more}`,
+      (error as Error)?.stack,
+    );
   }
 }
 
@@ -171,13 +179,4 @@ function scopeValue(value: unknown): string {
   if (Array.isArray(value)) value = value[0];
   if (typeof value === 'number') value = String(value);
   return typeof value === 'string' ? value : '';
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`lookup timed out after ${ms} ms`)), ms);
-    timer.unref?.();
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -37,6 +37,7 @@ describe('resolveTombstoneOptions', () => {
       },
       lookupTimeoutMs: 2000,
       maxConcurrentLookups: 4,
+      circuitBreaker: { failures: 5, cooldownMs: 1000, maxCooldownMs: 10_000 },
       preparedStatements: true,
       requestIdHeader: 'x-request-id',
       renderer: undefined,
@@ -85,6 +86,7 @@ describe('resolveTombstoneOptions', () => {
           cacheControl: { gone: false, notFound: 'private, max-age=60' },
           lookupTimeoutMs: 250,
           maxConcurrentLookups: 2,
+          circuitBreaker: { failures: 10 },
           preparedStatements: false,
           requestIdHeader: 'X-Correlation-Id',
           renderer: MyRenderer,
@@ -106,6 +108,7 @@ describe('resolveTombstoneOptions', () => {
         },
         lookupTimeoutMs: 250,
         maxConcurrentLookups: 2,
+        circuitBreaker: { failures: 10, cooldownMs: 1000, maxCooldownMs: 10_000 },
         preparedStatements: false,
         requestIdHeader: 'X-Correlation-Id',
         renderer: MyRenderer,
@@ -235,7 +238,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, maxConcurrentLookups, preparedStatements, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache.',
+        'Use only: dataSource, scope, problemDetails, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache.',
       );
     });
 

@@ -62,6 +62,18 @@ export class TombstoneFilterOptions {
   minCapacity?: number = 100_000;
 }
 
+/** The circuit breaker in front of the lookups that reach the database; see docs/operations.md. */
+export class TombstoneCircuitBreakerOptions {
+  /** Lookups that fail in a row (an error, or no answer within `lookupTimeoutMs`) to open the circuit. Default: `5`. */
+  failures?: number = 5;
+
+  /** How long the circuit stays open before one lookup probes the database. Default: `1000`. */
+  cooldownMs?: number = 1000;
+
+  /** Longest cool-down: each probe that fails doubles it, up to this. Default: `10000`. */
+  maxCooldownMs?: number = 10_000;
+}
+
 /** The lookup cache and what keeps it coherent; see docs/cache.md. */
 export class TombstoneLookupCacheOptions {
   /** Most answers kept (the default store). Default: `10000`. */
@@ -141,6 +153,16 @@ export class TombstoneModuleOptions {
   maxConcurrentLookups?: number = 4;
 
   /**
+   * Fails fast while the database is down: after `failures` lookups in a row fail or time out,
+   * misses that need the database get the plain 404 at once, without a query, for a cool-down;
+   * then one lookup at a time probes the database. Answers from the lookup cache are not
+   * affected. `false` turns it off (every such miss then waits up to `lookupTimeoutMs`); an
+   * object sets some of `TombstoneCircuitBreakerOptions`. Default: `true` (on, with the defaults
+   * of `TombstoneCircuitBreakerOptions`).
+   */
+  circuitBreaker?: boolean | TombstoneCircuitBreakerOptions = true;
+
+  /**
    * Sends the lookup as a named prepared statement, planned once per connection (most of a cold
    * lookup's time is planning). Turn it off behind a pooler that does not keep prepared
    * statements (PgBouncer in transaction mode before 1.21); the module also does so by itself
@@ -206,6 +228,7 @@ type Flat<T> = { [K in keyof T]: T[K] };
 export type ResolvedHitCountOptions = Resolved<TombstoneHitCountOptions>;
 export type ResolvedMissLogOptions = Resolved<TombstoneMissLogOptions>;
 export type ResolvedFilterOptions = Resolved<TombstoneFilterOptions>;
+export type ResolvedCircuitBreakerOptions = Resolved<TombstoneCircuitBreakerOptions>;
 export type ResolvedCacheOptions = Resolved<TombstoneLookupCacheOptions, 'store' | 'listen', { filter: ResolvedFilterOptions | false }>;
 
 /** What the module's parts are given (token `TOMBSTONE_OPTIONS`). Internal. */
@@ -214,6 +237,7 @@ export type ResolvedTombstoneOptions = Resolved<
   'dataSource' | 'scope' | 'renderer' | 'actor',
   {
     cacheControl: Resolved<TombstoneCacheControl>;
+    circuitBreaker: ResolvedCircuitBreakerOptions | false;
     hitCounts: ResolvedHitCountOptions | false;
     missLog: ResolvedMissLogOptions | false;
     cache: ResolvedCacheOptions | false;
