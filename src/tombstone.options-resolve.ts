@@ -33,6 +33,7 @@ const RANGES: Record<string, { min: number; max: number; unit?: string }> = {
   maxBytes: { min: 1024, max: 8 * 1024 ** 3, unit: 'bytes' },
   ttlMs: { min: 1, max: 86_400_000, unit: 'milliseconds' },
   minCapacity: { min: 1000, max: 100_000_000, unit: 'keys' },
+  reloadJitterMs: { min: 0, max: 600_000, unit: 'milliseconds' },
 };
 
 /**
@@ -159,6 +160,7 @@ function resolveCache(value: unknown, fail: Fail): ResolvedCacheOptions | false 
   whole('cache.maxEntries', cache.maxEntries, fail);
   whole('cache.maxBytes', cache.maxBytes, fail);
   whole('cache.ttlMs', cache.ttlMs, fail);
+  whole('cache.reloadJitterMs', cache.reloadJitterMs, fail);
   const store = cache.store as unknown as Record<string, unknown> | null | undefined;
   if (store !== undefined && (typeof store !== 'object' || store === null || ['get', 'set', 'delete', 'clear'].some((m) => typeof store[m] !== 'function'))) {
     fail('cache.store must be an instance of a TombstoneCacheStore (get, set, delete, clear).', 'e.g. cache: { store: new LruTombstoneCacheStore({ maxEntries: 50000 }) }');

@@ -52,6 +52,7 @@ describe('resolveTombstoneOptions', () => {
         store: undefined,
         filter: { falsePositiveRate: 0.01, minCapacity: 100_000 },
         listen: undefined,
+        reloadJitterMs: 5000,
       },
     };
 
@@ -123,6 +124,7 @@ describe('resolveTombstoneOptions', () => {
           store: undefined,
           filter: { falsePositiveRate: 0.001, minCapacity: 100_000 },
           listen: 'postgres://listener@db/app',
+          reloadJitterMs: 5000,
         },
       });
     });

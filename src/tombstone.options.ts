@@ -104,6 +104,14 @@ export class TombstoneLookupCacheOptions {
    * (the DataSource's own settings).
    */
   listen?: string | Record<string, unknown> = undefined;
+
+  /**
+   * After the listening connection comes back (not at start-up), the instance waits a random
+   * delay up to this before it reloads its filter, so that instances that reconnect together
+   * do not all read the table at the same instant. Answers stay right meanwhile (lookups skip the
+   * filter until it has loaded). `0` reloads at once. Default: `5000`.
+   */
+  reloadJitterMs?: number = 5000;
 }
 
 /**

@@ -155,6 +155,36 @@ describe('a database the app stops reaching', () => {
     await http.get('/items/cached').expect(410);
   }, 60_000);
 
+  it('when the listening connection comes back, the filter reloads after a random delay (at start-up, at once); answers stay right meanwhile', async () => {
+    const listening = jest.spyOn(TombstoneLookup.prototype, 'listening');
+    try {
+      const { http, lookup, queries } = await boot({ listen: db.url, reloadJitterMs: 600_000 });
+      expect(listening.mock.calls).toEqual([[0]]);
+      expect(lookup.stats().filter.ready).toBe(true);
+      await http.get('/items/never-was').expect(404);
+      expect(queries).not.toHaveBeenCalled(); // the filter answered
+
+      const random = jest.spyOn(Math, 'random').mockReturnValue(0.5);
+      try {
+        await db.sql.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'nestjs-tombstones listener' AND datname = current_database()`);
+        await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind) VALUES ('item', 'written-while-away', 'deleted')`);
+        await eventually(() => expect(listening).toHaveBeenCalledTimes(2));
+      } finally {
+        random.mockRestore();
+      }
+      // Half of reloadJitterMs: the delay comes from Math.random().
+      expect(listening.mock.calls[1]).toEqual([300_000]);
+      expect(lookup.stats()).toMatchObject({ state: 'coherent', filter: { ready: false } });
+      // Until the filter has reloaded, misses go to the store and the database: nothing stale.
+      await eventually(async () => void (await http.get('/items/written-while-away').expect(410)));
+      queries.mockClear();
+      await http.get('/items/never-was').expect(404);
+      expect(queries).toHaveBeenCalledTimes(1);
+    } finally {
+      listening.mockRestore();
+    }
+  }, 60_000);
+
   it('a connection cut under a running lookup: the plain 404, and the app keeps running', async () => {
     const { http, queries, pool } = await boot({ listen: db.url });
     await eventually(async () => void (await http.get('/items/cached').expect(410)));

@@ -178,6 +178,52 @@ describe('TombstoneLookup', () => {
     }
   });
 
+  it('after a reconnection, loads its filter only after the delay it is given; lookups meanwhile are right', async () => {
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
+    try {
+      const rows = [{ id: '1', scope: '', resource_type: 'item', resource_key: 'a' }];
+      const { lookup, service, queries, gone, answers } = setup({}, rows);
+      lookup.listening();
+      await lookup.loaded();
+      expect(lookup.stats().filter.ready).toBe(true);
+      lookup.deaf();
+      // Written while the instance did not listen: the filter it had does not hold it.
+      rows.push({ id: '2', scope: '', resource_type: 'item', resource_key: 'b' });
+      gone('b');
+      queries.length = 0;
+      lookup.listening(3000);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(queries).toEqual([]);
+      expect(lookup.stats()).toMatchObject({ state: 'coherent', filter: { ready: false } });
+      // Meanwhile: the database, then the store; and changes are heard.
+      expect(await lookup.resolve('item', 'b')).toBe(GONE);
+      expect(lookup.resolve('item', 'b')).toBe(GONE);
+      answers.delete('/item/b');
+      lookup.invalidate({ scope: '', type: 'item', listed: [], unlisted: ['b'] });
+      expect(await lookup.resolve('item', 'b')).toStrictEqual(NONE);
+      await jest.advanceTimersByTimeAsync(2999);
+      expect(queries).toEqual([]);
+      await jest.advanceTimersByTimeAsync(1);
+      await lookup.loaded();
+      expect(queries.length).toBeGreaterThan(0);
+      expect(lookup.stats().filter).toMatchObject({ ready: true, keys: 2 });
+      const before = service.lookups;
+      expect(lookup.resolve('item', 'never-was')).toStrictEqual(NONE);
+      expect(service.lookups).toBe(before);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
+  it.each([
+    [-1, 'cache.reloadJitterMs must be a whole number of milliseconds from 0 to 600000, not -1.'],
+    [1.5, 'cache.reloadJitterMs must be a whole number of milliseconds from 0 to 600000, not 1.5.'],
+    [null, 'cache.reloadJitterMs must be a whole number of milliseconds from 0 to 600000, not null.'],
+  ])('refuses cache.reloadJitterMs %j', (reloadJitterMs, message) => {
+    expect(() => resolveTombstoneOptions({ cache: { reloadJitterMs: reloadJitterMs as number } })).toThrow(`TombstoneModule: ${message}`);
+    expect(resolveTombstoneOptions({ cache: { reloadJitterMs: 0 } }).cache).toMatchObject({ reloadJitterMs: 0 });
+  });
+
   it('grows the filter when more keys are added than it was sized for', async () => {
     const { lookup } = setup({ cache: { filter: { minCapacity: 1000 } } });
     lookup.listening();

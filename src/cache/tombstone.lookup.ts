@@ -51,6 +51,8 @@ export class TombstoneLookup implements OnModuleInit {
   /** (scope, type) pairs reloaded after a change too large to list: the filter skips them. */
   private readonly unsure = new Set<string>();
   private loading: Promise<void> | null = null;
+  /** How long the next run of loads waits before it starts (see `listening()`). */
+  private reloadDelay = 0;
   private pending: { full: 'invalid' | 'grow' | null; pairs: Set<string> } = { full: null, pairs: new Set() };
 
   constructor(
@@ -129,13 +131,18 @@ export class TombstoneLookup implements OnModuleInit {
     if (this.filterValid && this.pending.full === null) this.growIfFull();
   }
 
-  /** The instance listens for changes: from now on, what it keeps stays true. */
-  listening(): void {
+  /**
+   * The instance listens for changes: from now on, what it keeps stays true. The full load of
+   * the filter starts after `reloadDelayMs` (spread over instances that reconnect at the same
+   * time); until it has run, lookups skip the filter, as during any load.
+   */
+  listening(reloadDelayMs = 0): void {
     if (!this.settings || this.state === 'off') return;
     this.generation++;
     this.epoch++;
     this.clear();
     this.state = 'coherent';
+    this.reloadDelay = reloadDelayMs;
     this.requestLoad('invalid');
   }
 
@@ -271,6 +278,9 @@ export class TombstoneLookup implements OnModuleInit {
 
   private async runLoads(): Promise<void> {
     const generation = this.generation;
+    const delay = this.reloadDelay;
+    this.reloadDelay = 0;
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay).unref());
     let failures = 0;
     while (generation === this.generation && (this.pending.full !== null || this.pending.pairs.size > 0)) {
       // Taken off the queue first: a change announced during the load asks for it again.
