@@ -6,6 +6,7 @@ import { preview } from './tombstone.exceptions.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
+import { TombstoneCircuitOpenError } from './cache/tombstone.breaker.js';
 import { TombstoneLookup } from './cache/tombstone.lookup.js';
 import { NO_TOMBSTONE, type TombstoneAnswer, type TombstonedSettings, type TombstoneRequest, type TombstoneResolution, type TombstoneScopeSource } from './tombstone.types.js';
 
@@ -139,9 +140,9 @@ export class TombstoneMissResolver {
     } catch (error) {
       return this.failed(error, settings, request, key, scope, requestId);
     }
-    // Answered from memory: no timer, no wait.
+    // Answered from memory: no wait. A lookup that reaches the database ends within lookupTimeoutMs.
     if ('state' in found) return this.answered(found, settings, request, key, scope, requestId);
-    return withTimeout(found, this.options.lookupTimeoutMs).then(
+    return found.then(
       (resolution) => this.answered(resolution, settings, request, key, scope, requestId),
       (error: unknown) => this.failed(error, settings, request, key, scope, requestId),
     );
@@ -159,9 +160,17 @@ export class TombstoneMissResolver {
     return this.answerOf(resolution, settings, request, key, scope, requestId);
   }
 
-  /** Reads fail open: the plain 404, and the error logged (at a bounded rate). */
+  /**
+   * Reads fail open: the plain 404, and the error logged at a bounded rate (a flood of misses
+   * while the database is down must not become a flood of log lines). A lookup the open circuit
+   * breaker refused is not logged: the breaker logs its changes of state.
+   */
   private failed(error: unknown, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
-    // A flood of misses while the database is down must not become a flood of log lines.
+    if (!(error instanceof TombstoneCircuitOpenError)) this.logFailure(error, settings, request, key, scope, requestId);
+    return this.answerOf(NO_TOMBSTONE, settings, request, key, scope, requestId);
+  }
+
+  private logFailure(error: unknown, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): void {
     const now = Date.now();
     this.logBudget = Math.min(LOG_BURST, this.logBudget + (now - this.lastLogged) / LOG_INTERVAL_MS);
     this.lastLogged = now;
@@ -178,7 +187,6 @@ export class TombstoneMissResolver {
         (error as Error)?.stack,
       );
     }
-    return this.answerOf(NO_TOMBSTONE, settings, request, key, scope, requestId);
   }
 
   private answerOf(resolution: TombstoneResolution, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
@@ -211,13 +219,4 @@ function scopeValue(value: unknown): string {
   if (Array.isArray(value)) value = value[0];
   if (typeof value === 'number') value = String(value);
   return typeof value === 'string' ? value : '';
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`lookup timed out after ${ms} ms`)), ms);
-    timer.unref?.();
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }

@@ -1,9 +1,11 @@
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import {
   type ResolvedCacheOptions,
+  type ResolvedCircuitBreakerOptions,
   type ResolvedFilterOptions,
   type ResolvedTombstoneOptions,
   TombstoneCacheControl,
+  TombstoneCircuitBreakerOptions,
   TombstoneFilterOptions,
   TombstoneHitCountOptions,
   TombstoneLookupCacheOptions,
@@ -20,6 +22,9 @@ const HEADER_VALUE = /^[\u0020-\u007e]*$/;
 const RANGES: Record<string, { min: number; max: number; unit?: string }> = {
   lookupTimeoutMs: { min: 1, max: 60_000, unit: 'milliseconds' },
   maxConcurrentLookups: { min: 1, max: 1000 },
+  failures: { min: 1, max: 1000, unit: 'lookups' },
+  cooldownMs: { min: 1, max: 3_600_000, unit: 'milliseconds' },
+  maxCooldownMs: { min: 1, max: 3_600_000, unit: 'milliseconds' },
   flushIntervalMs: { min: 100, max: 3_600_000, unit: 'milliseconds' },
   maxPending: { min: 1, max: 1_000_000, unit: 'entries' },
   maxRows: { min: 1, max: 100_000_000, unit: 'rows' },
@@ -28,6 +33,7 @@ const RANGES: Record<string, { min: number; max: number; unit?: string }> = {
   maxBytes: { min: 1024, max: 8 * 1024 ** 3, unit: 'bytes' },
   ttlMs: { min: 1, max: 86_400_000, unit: 'milliseconds' },
   minCapacity: { min: 1000, max: 100_000_000, unit: 'keys' },
+  reloadJitterMs: { min: 0, max: 600_000, unit: 'milliseconds' },
 };
 
 /**
@@ -65,6 +71,7 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
   return {
     ...(o as ResolvedTombstoneOptions),
     cacheControl,
+    circuitBreaker: resolveCircuitBreaker(o.circuitBreaker, fail),
     hitCounts: resolveBatching('hitCounts', o.hitCounts, TombstoneHitCountOptions, fail),
     missLog: resolveBatching('missLog', o.missLog, TombstoneMissLogOptions, fail),
     cache: resolveCache(o.cache, fail),
@@ -128,6 +135,20 @@ function resolveBatching<T extends object>(path: string, value: unknown, Default
   return settings as Required<T> | false;
 }
 
+function resolveCircuitBreaker(value: unknown, fail: Fail): ResolvedCircuitBreakerOptions | false {
+  const example = 'e.g. circuitBreaker: { failures: 10, cooldownMs: 5000 }';
+  const breaker = switchable('circuitBreaker', value, TombstoneCircuitBreakerOptions, fail, (fields) => `{ ${fields} }`, example) as ResolvedCircuitBreakerOptions | false;
+  if (!breaker) return false;
+  for (const [key, setting] of Object.entries(breaker)) whole(`circuitBreaker.${key}`, setting, fail, example);
+  if (breaker.maxCooldownMs < breaker.cooldownMs) {
+    fail(
+      `circuitBreaker.maxCooldownMs (${breaker.maxCooldownMs}) must be at least circuitBreaker.cooldownMs (${breaker.cooldownMs}).`,
+      'Raise maxCooldownMs, or lower cooldownMs.',
+    );
+  }
+  return breaker;
+}
+
 function resolveCacheControl(value: unknown, fail: Fail): Required<TombstoneCacheControl> {
   if (typeof value !== 'object' || value === null) fail('cacheControl must be an object.');
   const resolved = withDefaults('cacheControl', TombstoneCacheControl, value as object, fail);
@@ -145,6 +166,7 @@ function resolveCache(value: unknown, fail: Fail): ResolvedCacheOptions | false 
   whole('cache.maxEntries', cache.maxEntries, fail);
   whole('cache.maxBytes', cache.maxBytes, fail);
   whole('cache.ttlMs', cache.ttlMs, fail);
+  whole('cache.reloadJitterMs', cache.reloadJitterMs, fail);
   const store = cache.store as unknown as Record<string, unknown> | null | undefined;
   if (store !== undefined && (typeof store !== 'object' || store === null || ['get', 'set', 'delete', 'clear'].some((m) => typeof store[m] !== 'function'))) {
     fail('cache.store must be an instance of a TombstoneCacheStore (get, set, delete, clear).', 'e.g. cache: { store: new LruTombstoneCacheStore({ maxEntries: 50000 }) }');

@@ -38,6 +38,7 @@ describe('resolveTombstoneOptions', () => {
       },
       lookupTimeoutMs: 2000,
       maxConcurrentLookups: 4,
+      circuitBreaker: { failures: 5, cooldownMs: 1000, maxCooldownMs: 10_000 },
       preparedStatements: true,
       requestIdHeader: 'x-request-id',
       renderer: undefined,
@@ -52,6 +53,7 @@ describe('resolveTombstoneOptions', () => {
         store: undefined,
         filter: { falsePositiveRate: 0.01, minCapacity: 100_000 },
         listen: undefined,
+        reloadJitterMs: 5000,
       },
     };
 
@@ -87,6 +89,7 @@ describe('resolveTombstoneOptions', () => {
           cacheControl: { gone: false, notFound: 'private, max-age=60' },
           lookupTimeoutMs: 250,
           maxConcurrentLookups: 2,
+          circuitBreaker: { failures: 10 },
           preparedStatements: false,
           requestIdHeader: 'X-Correlation-Id',
           renderer: MyRenderer,
@@ -109,6 +112,7 @@ describe('resolveTombstoneOptions', () => {
         },
         lookupTimeoutMs: 250,
         maxConcurrentLookups: 2,
+        circuitBreaker: { failures: 10, cooldownMs: 1000, maxCooldownMs: 10_000 },
         preparedStatements: false,
         requestIdHeader: 'X-Correlation-Id',
         renderer: MyRenderer,
@@ -123,6 +127,7 @@ describe('resolveTombstoneOptions', () => {
           store: undefined,
           filter: { falsePositiveRate: 0.001, minCapacity: 100_000 },
           listen: 'postgres://listener@db/app',
+          reloadJitterMs: 5000,
         },
       });
     });
@@ -238,7 +243,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, preparedStatements, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache.',
+        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache.',
       );
     });
 

@@ -62,6 +62,18 @@ export class TombstoneFilterOptions {
   minCapacity?: number = 100_000;
 }
 
+/** The circuit breaker in front of the lookups that reach the database; see docs/operations.md. */
+export class TombstoneCircuitBreakerOptions {
+  /** Lookups that fail in a row (an error, or no answer within `lookupTimeoutMs`) to open the circuit. Default: `5`. */
+  failures?: number = 5;
+
+  /** How long the circuit stays open before one lookup probes the database. Default: `1000`. */
+  cooldownMs?: number = 1000;
+
+  /** Longest cool-down: each probe that fails doubles it, up to this. Default: `10000`. */
+  maxCooldownMs?: number = 10_000;
+}
+
 /** The lookup cache and what keeps it coherent; see docs/cache.md. */
 export class TombstoneLookupCacheOptions {
   /** Most answers kept (the default store). Default: `10000`. */
@@ -92,6 +104,14 @@ export class TombstoneLookupCacheOptions {
    * (the DataSource's own settings).
    */
   listen?: string | Record<string, unknown> = undefined;
+
+  /**
+   * After the listening connection comes back (not at start-up), the instance waits a random
+   * delay up to this before it reloads its filter, so that instances that reconnect together
+   * do not all read the table at the same instant. Answers stay right meanwhile (lookups skip the
+   * filter until it has loaded). `0` reloads at once. Default: `5000`.
+   */
+  reloadJitterMs?: number = 5000;
 }
 
 /**
@@ -147,6 +167,16 @@ export class TombstoneModuleOptions {
    * Default: `4`.
    */
   maxConcurrentLookups?: number = 4;
+
+  /**
+   * Fails fast while the database is down: after `failures` lookups in a row fail or time out,
+   * misses that need the database get the plain 404 at once, without a query, for a cool-down;
+   * then one lookup at a time probes the database. Answers from the lookup cache are not
+   * affected. `false` turns it off (every such miss then waits up to `lookupTimeoutMs`); an
+   * object sets some of `TombstoneCircuitBreakerOptions`. Default: `true` (on, with the defaults
+   * of `TombstoneCircuitBreakerOptions`).
+   */
+  circuitBreaker?: boolean | TombstoneCircuitBreakerOptions = true;
 
   /**
    * Sends the lookup as a named prepared statement, planned once per connection (most of a cold
@@ -214,6 +244,7 @@ type Flat<T> = { [K in keyof T]: T[K] };
 export type ResolvedHitCountOptions = Resolved<TombstoneHitCountOptions>;
 export type ResolvedMissLogOptions = Resolved<TombstoneMissLogOptions>;
 export type ResolvedFilterOptions = Resolved<TombstoneFilterOptions>;
+export type ResolvedCircuitBreakerOptions = Resolved<TombstoneCircuitBreakerOptions>;
 export type ResolvedCacheOptions = Resolved<TombstoneLookupCacheOptions, 'store' | 'listen', { filter: ResolvedFilterOptions | false }>;
 
 /** What the module's parts are given (token `TOMBSTONE_OPTIONS`). Internal. */
@@ -222,6 +253,7 @@ export type ResolvedTombstoneOptions = Resolved<
   'dataSource' | 'scope' | 'renderer' | 'actor',
   {
     cacheControl: Resolved<TombstoneCacheControl>;
+    circuitBreaker: ResolvedCircuitBreakerOptions | false;
     hitCounts: ResolvedHitCountOptions | false;
     missLog: ResolvedMissLogOptions | false;
     cache: ResolvedCacheOptions | false;

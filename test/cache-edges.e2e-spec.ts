@@ -1,4 +1,3 @@
-import net from 'node:net';
 import type { INestApplication } from '@nestjs/common';
 import { Test } from '@nestjs/testing';
 import { getDataSourceToken, TypeOrmModule } from '@nestjs/typeorm';
@@ -9,6 +8,7 @@ import { ItemsController } from './fixtures/items.fixture.js';
 import { bootApp } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { eventually } from './support/eventually.js';
+import { type Proxy, startProxy } from './support/proxy.js';
 import { type TombstoneInvalidation, type TombstoneLookupResult, type TombstoneResolution } from '../src/tombstone.types.js';
 import { TombstoneLookup } from '../src/cache/tombstone.lookup.js';
 import { TombstoneTable } from '../src/table/tombstone.table.js';
@@ -250,63 +250,9 @@ describe('lookup cache edges: writes never fail because of the cache', () => {
   }, 300_000);
 });
 
-/**
- * A TCP proxy in front of PostgreSQL that can stop answering without closing anything, as a
- * network partition or a stuck middlebox does (`allowHalfOpen`: a FIN is not answered).
- */
-async function startProxy(target: string) {
-  const upstreamUrl = new URL(target);
-  const sockets = new Set<net.Socket>();
-  const state = { freezeNextListen: false, frozen: false };
-  const server = net.createServer({ allowHalfOpen: true }, (client) => {
-    const upstream = net.connect({ host: upstreamUrl.hostname, port: Number(upstreamUrl.port || 5432), allowHalfOpen: true });
-    let frozen = false;
-    const quiet = () => frozen || state.frozen;
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on('error', () => undefined);
-      socket.on('close', () => sockets.delete(socket));
-    }
-    client.on('data', (chunk: Buffer) => {
-      if (quiet()) return;
-      if (state.freezeNextListen && chunk.includes('LISTEN nestjs_tombstones')) {
-        state.freezeNextListen = false;
-        frozen = true;
-        return;
-      }
-      upstream.write(chunk);
-    });
-    upstream.on('data', (chunk: Buffer) => void (quiet() || client.write(chunk)));
-    client.on('end', () => void (quiet() || upstream.end()));
-    upstream.on('end', () => void (quiet() || client.end()));
-    client.on('close', () => upstream.destroy());
-    upstream.on('close', () => void (quiet() || client.destroy()));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  return {
-    state,
-    url(database: string): string {
-      const url = new URL(database);
-      url.hostname = '127.0.0.1';
-      url.port = String(port);
-      return url.toString();
-    },
-    /** Ends the partition: every connection through the proxy is cut. */
-    cut(): void {
-      for (const socket of sockets) socket.destroy();
-    },
-    async close(): Promise<void> {
-      state.frozen = true;
-      for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => server.close(resolve));
-    },
-  };
-}
-
 describe('lookup cache edges: a listening connection that stops answering', () => {
   let db: TestDatabase;
-  let proxy: Awaited<ReturnType<typeof startProxy>>;
+  let proxy: Proxy;
 
   beforeAll(async () => {
     db = await createTestDatabase();

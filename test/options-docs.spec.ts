@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { TombstoneAdminOptions } from '../src/admin/admin.options.js';
 import {
   TombstoneCacheControl,
+  TombstoneCircuitBreakerOptions,
   TombstoneFilterOptions,
   TombstoneHitCountOptions,
   TombstoneLookupCacheOptions,
@@ -32,6 +33,7 @@ const DOCS = fileURLToPath(new URL('../docs/options.md', import.meta.url));
 const MODULE_CLASSES = {
   '': TombstoneModuleOptions,
   cacheControl: TombstoneCacheControl,
+  circuitBreaker: TombstoneCircuitBreakerOptions,
   hitCounts: TombstoneHitCountOptions,
   missLog: TombstoneMissLogOptions,
   cache: TombstoneLookupCacheOptions,

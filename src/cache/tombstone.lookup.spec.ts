@@ -1,4 +1,5 @@
 import { jest } from '@jest/globals';
+import { TombstoneCircuitOpenError } from './tombstone.breaker.js';
 import { LruTombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
 import type { TombstoneModuleOptions } from '../tombstone.options.js';
@@ -177,6 +178,52 @@ describe('TombstoneLookup', () => {
     }
   });
 
+  it('after a reconnection, loads its filter only after the delay it is given; lookups meanwhile are right', async () => {
+    jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
+    try {
+      const rows = [{ id: '1', scope: '', resource_type: 'item', resource_key: 'a' }];
+      const { lookup, service, queries, gone, answers } = setup({}, rows);
+      lookup.listening();
+      await lookup.loaded();
+      expect(lookup.stats().filter.ready).toBe(true);
+      lookup.deaf();
+      // Written while the instance did not listen: the filter it had does not hold it.
+      rows.push({ id: '2', scope: '', resource_type: 'item', resource_key: 'b' });
+      gone('b');
+      queries.length = 0;
+      lookup.listening(3000);
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(queries).toEqual([]);
+      expect(lookup.stats()).toMatchObject({ state: 'coherent', filter: { ready: false } });
+      // Meanwhile: the database, then the store; and changes are heard.
+      expect(await lookup.resolve('item', 'b')).toBe(GONE);
+      expect(lookup.resolve('item', 'b')).toBe(GONE);
+      answers.delete('/item/b');
+      lookup.invalidate({ scope: '', type: 'item', listed: [], unlisted: ['b'] });
+      expect(await lookup.resolve('item', 'b')).toStrictEqual(NONE);
+      await jest.advanceTimersByTimeAsync(2999);
+      expect(queries).toEqual([]);
+      await jest.advanceTimersByTimeAsync(1);
+      await lookup.loaded();
+      expect(queries.length).toBeGreaterThan(0);
+      expect(lookup.stats().filter).toMatchObject({ ready: true, keys: 2 });
+      const before = service.lookups;
+      expect(lookup.resolve('item', 'never-was')).toStrictEqual(NONE);
+      expect(service.lookups).toBe(before);
+    } finally {
+      jest.useRealTimers();
+    }
+  });
+
+  it.each([
+    [-1, 'cache.reloadJitterMs must be a whole number of milliseconds from 0 to 600000, not -1.'],
+    [1.5, 'cache.reloadJitterMs must be a whole number of milliseconds from 0 to 600000, not 1.5.'],
+    [null, 'cache.reloadJitterMs must be a whole number of milliseconds from 0 to 600000, not null.'],
+  ])('refuses cache.reloadJitterMs %j', (reloadJitterMs, message) => {
+    expect(() => resolveTombstoneOptions({ cache: { reloadJitterMs: reloadJitterMs as number } })).toThrow(`TombstoneModule: ${message}`);
+    expect(resolveTombstoneOptions({ cache: { reloadJitterMs: 0 } }).cache).toMatchObject({ reloadJitterMs: 0 });
+  });
+
   it('grows the filter when more keys are added than it was sized for', async () => {
     const { lookup } = setup({ cache: { filter: { minCapacity: 1000 } } });
     lookup.listening();
@@ -209,5 +256,65 @@ describe('TombstoneLookup', () => {
     await lookup.resolve('item', 'soon');
     await lookup.resolve('item', 'soon');
     expect(service.lookups).toBe(2);
+  });
+});
+
+describe('TombstoneLookup and its circuit breaker', () => {
+  /** A lookup whose database fails every query from now on, until `heal()`; its breaker on a clock of the test's. */
+  function broken(options: TombstoneModuleOptions, rows: { id: string; scope: string; resource_type: string; resource_key: string }[] = []) {
+    const built = setup({ ...options, circuitBreaker: { failures: 3, cooldownMs: 1000 } }, rows);
+    const { lookup, service } = built;
+    const logger = (lookup as unknown as { logger: { warn: () => void; log: () => void } }).logger;
+    jest.spyOn(logger, 'warn').mockImplementation(() => undefined);
+    jest.spyOn(logger, 'log').mockImplementation(() => undefined);
+    const clock = jest.spyOn(lookup.breaker, 'now').mockReturnValue(0);
+    const open = async () => {
+      service.lookup.mockRejectedValue(new Error('connection refused'));
+      for (const key of ['x1', 'x2', 'x3']) await expect(lookup.resolve('item', key)).rejects.toThrow('connection refused');
+      expect(lookup.breaker.state).toBe('open');
+      service.lookup.mockClear();
+    };
+    const heal = () => service.lookup.mockImplementation(async () => ({ resolution: GONE, via: null, validUntil: null, cacheable: true }));
+    return { ...built, clock, open, heal };
+  }
+
+  it('refuses, without a query, a miss that needs the database; the filter and the store still answer', async () => {
+    const rows = ['a', 'b', 'x1', 'x2', 'x3'].map((key, i) => ({ id: String(i + 1), scope: '', resource_type: 'item', resource_key: key }));
+    const { lookup, service, gone, open } = broken({}, rows);
+    lookup.listening();
+    await lookup.loaded();
+    gone('a');
+    expect(await lookup.resolve('item', 'a')).toBe(GONE);
+    await open();
+    expect(lookup.resolve('item', 'never-was')).toStrictEqual(NONE); // the filter
+    expect(lookup.resolve('item', 'a')).toBe(GONE); // the store
+    await expect(lookup.resolve('item', 'b')).rejects.toBeInstanceOf(TombstoneCircuitOpenError);
+    expect(service.lookup).not.toHaveBeenCalled();
+  });
+
+  it('refuses every lookup while not listening (nothing in memory is trusted), until a probe answers', async () => {
+    const { lookup, service, clock, open, heal } = broken({});
+    await open();
+    await expect(lookup.resolve('item', 'a')).rejects.toBeInstanceOf(TombstoneCircuitOpenError);
+    expect(service.lookup).not.toHaveBeenCalled();
+    heal();
+    clock.mockReturnValue(1000);
+    expect(await lookup.resolve('item', 'a')).toBe(GONE);
+    expect(lookup.breaker.state).toBe('closed');
+    expect(await lookup.resolve('item', 'b')).toBe(GONE);
+    expect(service.lookup).toHaveBeenCalledTimes(2);
+  });
+
+  it('does not take a key that cannot have a tombstone for the probe', async () => {
+    const { lookup, service, clock, open, heal } = broken({});
+    await open();
+    heal();
+    clock.mockReturnValue(1000);
+    // A NUL in the key: answered `none` without a query, so it says nothing about the database.
+    expect(lookup.resolve('item', 'bad\u0000key')).toStrictEqual(NONE);
+    expect(lookup.breaker.state).toBe('open');
+    expect(await lookup.resolve('item', 'a')).toBe(GONE);
+    expect(lookup.breaker.state).toBe('closed');
+    expect(service.lookup).toHaveBeenCalledTimes(1);
   });
 });

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { BloomFilter } from 'bloomfilter';
+import { TombstoneBreaker } from './tombstone.breaker.js';
 import { TombstoneCacheStore } from './tombstone.cache.js';
 import { estimateKeys, LOAD_BATCH, maxCapacity, readKeys, readPairKeys, type TombstoneLookupStats } from './tombstone.filter-keys.js';
 import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
@@ -11,9 +12,6 @@ import { isStorableKey, isStorableScope, isValidType } from '../tombstone.valida
 import { NO_TOMBSTONE, type TombstoneInvalidation, type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
 
 export type { TombstoneLookupStats };
-
-/** Lookups that may wait for a turn on the database; past it, a lookup fails at once (404). */
-const MAX_WAITING = 10_000;
 
 /**
  * Answers lookups from memory when it can: a membership filter of tombstoned keys answers
@@ -37,11 +35,8 @@ export class TombstoneLookup implements OnModuleInit {
   private readonly dependents = new Map<string, Set<string>>();
   private dependentCount = 0;
   private readonly counters = { filtered: 0, cached: 0, queried: 0 };
-  /** Lookups on the database now, and those waiting for their turn (oldest first). */
-  private active = 0;
-  private readonly queue: { start: () => void; fail: (error: Error) => void; deadline: number }[] = [];
-  private readonly maxActive: number;
-  private readonly waitMs: number;
+  /** Between lookups and the database: their time budget, their share of the pool, the circuit breaker. */
+  readonly breaker: TombstoneBreaker;
 
   /** Keeps an attacker from crafting keys that collide in the filter (FNV is not keyed). */
   private readonly salt = randomBytes(12).toString('base64');
@@ -56,6 +51,8 @@ export class TombstoneLookup implements OnModuleInit {
   /** (scope, type) pairs reloaded after a change too large to list: the filter skips them. */
   private readonly unsure = new Set<string>();
   private loading: Promise<void> | null = null;
+  /** How long the next run of loads waits before it starts (see `listening()`). */
+  private reloadDelay = 0;
   private pending: { full: 'invalid' | 'grow' | null; pairs: Set<string> } = { full: null, pairs: new Set() };
 
   constructor(
@@ -66,8 +63,7 @@ export class TombstoneLookup implements OnModuleInit {
   ) {
     this.settings = options.cache;
     this.state = options.cache ? 'waiting' : 'off';
-    this.maxActive = options.maxConcurrentLookups;
-    this.waitMs = options.lookupTimeoutMs;
+    this.breaker = new TombstoneBreaker(options.circuitBreaker, options.lookupTimeoutMs, options.maxConcurrentLookups, this.logger);
   }
 
   onModuleInit(): void {
@@ -81,8 +77,9 @@ export class TombstoneLookup implements OnModuleInit {
    * promise when the database is asked.
    */
   resolve(type: string, key: string, scope = ''): TombstoneResolution | Promise<TombstoneResolution> {
-    if (this.state !== 'coherent') return this.turn(async () => (await this.table.lookup(type, key, scope)).resolution);
+    // Before the breaker: a key that cannot have a tombstone must not pass for its probe.
     if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_TOMBSTONE;
+    if (this.state !== 'coherent') return this.breaker.run(async () => (await this.table.lookup(type, key, scope)).resolution);
     const id = `${scope}\u0000${type}\u0000${key}`;
     if (this.filter !== null && this.filterValid && (this.unsure.size === 0 || !this.unsure.has(`${scope}\u0000${type}`))) {
       if (!this.filter.test(this.salt + id)) {
@@ -134,13 +131,18 @@ export class TombstoneLookup implements OnModuleInit {
     if (this.filterValid && this.pending.full === null) this.growIfFull();
   }
 
-  /** The instance listens for changes: from now on, what it keeps stays true. */
-  listening(): void {
+  /**
+   * The instance listens for changes: from now on, what it keeps stays true. The full load of
+   * the filter starts after `reloadDelayMs` (spread over instances that reconnect at the same
+   * time); until it has run, lookups skip the filter, as during any load.
+   */
+  listening(reloadDelayMs = 0): void {
     if (!this.settings || this.state === 'off') return;
     this.generation++;
     this.epoch++;
     this.clear();
     this.state = 'coherent';
+    this.reloadDelay = reloadDelayMs;
     this.requestLoad('invalid');
   }
 
@@ -185,42 +187,12 @@ export class TombstoneLookup implements OnModuleInit {
 
   private async load(id: string, type: string, key: string, scope: string): Promise<TombstoneResolution> {
     const epoch = this.epoch;
-    this.counters.queried++;
-    const result = await this.turn(() => this.table.lookup(type, key, scope));
+    const result = await this.breaker.run(() => {
+      this.counters.queried++;
+      return this.table.lookup(type, key, scope);
+    });
     if (epoch === this.epoch && this.state === 'coherent' && this.settings) this.remember(id, result, `${scope}\u0000${type}\u0000`);
     return result.resolution;
-  }
-
-  /**
-   * Runs a database lookup when fewer than `maxConcurrentLookups` are running; otherwise it waits
-   * its turn, and gives up (throws) if that takes longer than `lookupTimeoutMs` or too many wait.
-   * So the module never holds more of the DataSource's pool than that, however slow the database.
-   */
-  private async turn<T>(run: () => Promise<T>): Promise<T> {
-    if (this.active >= this.maxActive) {
-      if (this.queue.length >= MAX_WAITING) throw new Error(`${MAX_WAITING} lookups are already waiting for the database`);
-      // The slot is handed over by the lookup that frees it (see `release`).
-      await new Promise<void>((start, fail) => this.queue.push({ start, fail, deadline: Date.now() + this.waitMs }));
-    } else {
-      this.active++;
-    }
-    try {
-      return await run();
-    } finally {
-      this.release();
-    }
-  }
-
-  private release(): void {
-    for (;;) {
-      const next = this.queue.shift();
-      if (next === undefined) {
-        this.active--;
-        return;
-      }
-      if (Date.now() <= next.deadline) return next.start();
-      next.fail(new Error(`waited more than ${this.waitMs} ms for one of ${this.maxActive} lookup connections`));
-    }
   }
 
   private remember(id: string, result: TombstoneLookupResult, prefix: string): void {
@@ -306,6 +278,9 @@ export class TombstoneLookup implements OnModuleInit {
 
   private async runLoads(): Promise<void> {
     const generation = this.generation;
+    const delay = this.reloadDelay;
+    this.reloadDelay = 0;
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay).unref());
     let failures = 0;
     while (generation === this.generation && (this.pending.full !== null || this.pending.pairs.size > 0)) {
       // Taken off the queue first: a change announced during the load asks for it again.

@@ -143,10 +143,14 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
         return;
       }
       this.client = current;
-      if (this.attempts > 0) this.logger.log('Tombstone lookup cache: listening for changes again.');
+      const again = this.attempts > 0;
+      if (again) this.logger.log('Tombstone lookup cache: listening for changes again.');
       // The backoff resets only once the connection has held (a health check passed): a
       // connection that is accepted and dropped at once does not reconnect in a tight loop.
-      this.lookup.listening();
+      // Every instance reconnects when the database comes back: each reloads its filter after a
+      // delay of its own, not all at the same instant. At start-up, at once.
+      const jitter = this.options.cache ? this.options.cache.reloadJitterMs : 0;
+      this.lookup.listening(again ? Math.floor(Math.random() * jitter) : 0);
     } catch (error) {
       client?.removeAllListeners();
       client?.on('error', () => undefined);

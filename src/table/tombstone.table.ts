@@ -138,6 +138,9 @@ export class TombstoneTable implements OnModuleInit {
     const logger = this.dataSource.logger;
     logger.logQuery(LOOKUP_SQL, params);
     const client = await pool.connect();
+    // A connection that dies under the query rejects it, and also emits 'error': the pool only
+    // listens to its idle connections, and an 'error' nobody listens to ends the process.
+    client.on('error', ignore);
     let broken: Error | undefined;
     try {
       return (await client.query({ name: PREPARED_LOOKUP, text: LOOKUP_SQL, values: params })).rows as LookupRow[];
@@ -155,6 +158,7 @@ export class TombstoneTable implements OnModuleInit {
       }
       throw error;
     } finally {
+      client.off('error', ignore);
       client.release(broken);
     }
   }
@@ -191,5 +195,9 @@ interface PgPool {
   connect(): Promise<{
     query(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: unknown[] }>;
     release(error?: Error): void;
+    on(event: 'error', listener: () => void): void;
+    off(event: 'error', listener: () => void): void;
   }>;
 }
+
+function ignore(): void {}
