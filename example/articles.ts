@@ -14,7 +14,7 @@ import {
 } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
 import { ArrayContains, DataSource } from 'typeorm';
-import { TombstoneContext, Tombstoned, TombstoneNotifications, TombstoneService } from '../src/index.js';
+import { TombstoneContext, Tombstoned, TombstoneService } from '../src/index.js';
 import { Article } from './entities.js';
 
 export interface ArticleChanges {
@@ -27,7 +27,6 @@ export class ArticlesService {
   constructor(
     @InjectDataSource() private readonly db: DataSource,
     private readonly tombstones: TombstoneService,
-    private readonly notifications: TombstoneNotifications,
   ) {}
 
   list(tag?: string): Promise<Article[]> {
@@ -42,18 +41,17 @@ export class ArticlesService {
     return this.db.getRepository(Article).save({ slug, title, tags });
   }
 
-  /** A slug change: the capture trigger records the redirect from the old slug in the same statement. */
+  /**
+   * A slug change: the capture trigger records the redirect from the old slug in the same
+   * statement, and the client's next request to this instance already follows it.
+   */
   async update(slug: string, changes: ArticleChanges): Promise<Article | null> {
     const articles = this.db.getRepository(Article);
     const article = await articles.findOneBy({ slug });
     if (!article) return null;
     if (typeof changes.title === 'string') article.title = changes.title;
     if (typeof changes.slug === 'string') article.slug = changes.slug;
-    const saved = await articles.save(article);
-    // The trigger wrote the redirect: let this instance's cache hear of it before answering, so
-    // that the client's next request here sees it.
-    await this.notifications.settle();
-    return saved;
+    return articles.save(article);
   }
 
   /**
@@ -61,8 +59,8 @@ export class ArticlesService {
    * reason of the current `TombstoneContext`); an alternative has no column to come from, so it
    * is recorded by hand, in the same transaction, over the captured tombstone.
    */
-  async remove(slug: string, options: { alternative?: string } = {}): Promise<boolean> {
-    const removed = await this.db.transaction(async (manager) => {
+  remove(slug: string, options: { alternative?: string } = {}): Promise<boolean> {
+    return this.db.transaction(async (manager) => {
       const { affected } = await manager.delete(Article, { slug });
       if (!affected) return false;
       if (options.alternative !== undefined) {
@@ -70,14 +68,11 @@ export class ArticlesService {
       }
       return true;
     });
-    await this.notifications.settle();
-    return removed;
   }
 
   /** Soft-deleted: hidden, a 404 like a slug that never existed. The trigger records it. */
   async hide(slug: string): Promise<void> {
     await this.db.getRepository(Article).softDelete({ slug });
-    await this.notifications.settle();
   }
 }
 
