@@ -131,9 +131,11 @@ export class TombstoneCaptureWrites implements EntitySubscriberInterface, OnModu
     const reach = this.reachOf(event.metadata);
     if (reach.byColumn.size === 0) return;
     const columns = changedColumns(event);
-    if (columns === null) return this.wrote(event.queryRunner, new Set([...reach.all, ...[...reach.byColumn.values()].flatMap((types) => [...types])]));
-    const types = new Set<string>();
-    for (const column of columns) for (const type of reach.byColumn.get(column) ?? []) types.add(type);
+    // Not known what it set: whatever any column reaches.
+    const types = new Set<string>(columns === null ? reach.all : []);
+    for (const [column, reached] of reach.byColumn) {
+      if (columns === null || columns.includes(column)) for (const type of reached) types.add(type);
+    }
     this.wrote(event.queryRunner, types);
   }
 
