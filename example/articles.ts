@@ -2,7 +2,7 @@ import { Body, ConflictException, Controller, Delete, Get, HttpCode, Injectable,
 import { InjectDataSource } from '@nestjs/typeorm';
 import { IsOptional, IsString, Length, Matches } from 'class-validator';
 import { ArrayContains, DataSource, IsNull, QueryFailedError } from 'typeorm';
-import { TombstoneContext, Tombstoned, TombstoneNotifications, TombstoneService } from '../src/index.js';
+import { TombstoneContext, Tombstoned, TombstoneService } from '../src/index.js';
 import { Article } from './entities.js';
 import { PLAIN_TEXT, SLUG, SLUG_RULE, SlugPipe, validBody, validQuery } from './validation.js';
 
@@ -33,7 +33,6 @@ export class ArticlesService {
   constructor(
     @InjectDataSource() private readonly db: DataSource,
     private readonly tombstones: TombstoneService,
-    private readonly notifications: TombstoneNotifications,
   ) {}
 
   list(tag?: string): Promise<Article[]> {
@@ -50,8 +49,9 @@ export class ArticlesService {
 
   /**
    * A slug change: the capture trigger records the redirect from the old slug in the same
-   * statement. A soft-deleted article is not found (`findOneBy` leaves it out). The slug's
-   * UNIQUE constraint decides whether it is free, soft-deleted articles included: a 409.
+   * statement, and the client's next request to this instance already follows it. A
+   * soft-deleted article is not found (`findOneBy` leaves it out). The slug's UNIQUE constraint
+   * decides whether it is free, soft-deleted articles included: a 409.
    */
   async update(slug: string, changes: ArticleChanges): Promise<Article | null> {
     const articles = this.db.getRepository(Article);
@@ -59,19 +59,14 @@ export class ArticlesService {
     if (!article) return null;
     if (changes.title !== undefined) article.title = changes.title;
     if (changes.slug !== undefined) article.slug = changes.slug;
-    let saved: Article;
     try {
-      saved = await articles.save(article);
+      return await articles.save(article);
     } catch (error) {
       if (error instanceof QueryFailedError && (error.driverError as { constraint?: string }).constraint === 'demo_articles_slug_key') {
         throw new ConflictException(`The slug '${article.slug}' is taken`);
       }
       throw error;
     }
-    // The trigger wrote the redirect: let this instance's cache hear of it before answering, so
-    // that the client's next request here sees it.
-    await this.notifications.settle();
-    return saved;
   }
 
   /**
@@ -81,8 +76,8 @@ export class ArticlesService {
    * article is hidden: `delete()` does not leave soft-deleted rows out as `find` does, so the
    * criteria must, or deleting it would turn its 404 into a 410 and tell the world it existed.
    */
-  async remove(slug: string, options: { alternative?: string } = {}): Promise<boolean> {
-    const removed = await this.db.transaction(async (manager) => {
+  remove(slug: string, options: { alternative?: string } = {}): Promise<boolean> {
+    return this.db.transaction(async (manager) => {
       const { affected } = await manager.delete(Article, { slug, deletedAt: IsNull() });
       if (!affected) return false;
       if (options.alternative !== undefined) {
@@ -90,14 +85,11 @@ export class ArticlesService {
       }
       return true;
     });
-    await this.notifications.settle();
-    return removed;
   }
 
   /** Soft-deleted: hidden, a 404 like a slug that never existed. The trigger records it. */
   async hide(slug: string): Promise<void> {
     await this.db.getRepository(Article).softDelete({ slug });
-    await this.notifications.settle();
   }
 }
 

@@ -1,6 +1,9 @@
 /** Token of the resolved (validated, defaulted) module options. Internal. */
 export const TOMBSTONE_OPTIONS = Symbol('TOMBSTONE_OPTIONS');
 
+/** The channel the migration `CreateTombstoneNotify1764115200000` announces changes on. */
+export const TOMBSTONE_CHANNEL = 'nestjs_tombstones';
+
 /** The table every tombstone lives in. */
 export const TOMBSTONE_TABLE = 'tombstones';
 

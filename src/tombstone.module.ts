@@ -7,6 +7,7 @@ import { TombstoneMissResolver } from './tombstone.miss.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import { TombstoneLookup } from './cache/tombstone.lookup.js';
+import { TombstoneFences } from './cache/tombstone.fences.js';
 import { TombstoneNotifications } from './cache/tombstone.notifications.js';
 import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN, type OPTIONS_TYPE } from './tombstone.module-definition.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
@@ -15,6 +16,7 @@ import { TombstoneContextInterceptor } from './tombstone.context.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
 import { TombstoneService } from './tombstone.service.js';
 import { TombstoneCaptureCheck } from './capture/tombstone.capture-check.js';
+import { TombstoneCaptureWrites } from './capture/tombstone.capture-writes.js';
 import { TombstoneChanges } from './table/tombstone.changes.js';
 import { TombstoneTable } from './table/tombstone.table.js';
 import { TombstoneWriter } from './table/tombstone.writer.js';
@@ -64,6 +66,8 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
     TombstoneWriter,
     TombstoneCaptureCheck,
     TombstoneService,
+    TombstoneFences,
+    TombstoneCaptureWrites,
     TombstoneLookup,
     TombstoneNotifications,
     TombstoneResponseWriter,

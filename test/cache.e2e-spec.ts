@@ -11,7 +11,7 @@ import { QueryCounter } from './support/query-counter.js';
 import { TombstoneHitCounter } from '../src/counters/tombstone.hits.js';
 import { TombstoneLookup } from '../src/cache/tombstone.lookup.js';
 import { LruTombstoneCacheStore } from '../src/cache/tombstone.cache.js';
-import { TOMBSTONE_CHANNEL } from '../src/cache/tombstone.notifications.js';
+import { TOMBSTONE_CHANNEL } from '../src/tombstone.constants.js';
 
 
 // Two instances of one app on one database: a write on one must change the other's answers,

@@ -1,6 +1,7 @@
 import { jest } from '@jest/globals';
 import { TombstoneCircuitOpenError } from './tombstone.breaker.js';
 import { LruTombstoneCacheStore } from './tombstone.cache.js';
+import { TombstoneFences } from './tombstone.fences.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
 import type { TombstoneModuleOptions } from '../tombstone.options.js';
 import { resolveTombstoneOptions } from '../tombstone.options-resolve.js';
@@ -46,6 +47,7 @@ function setup(options: TombstoneModuleOptions = {}, rows: { id: string; scope: 
       query: jest.fn(async (sql: string, params: unknown[]) => {
         queries.push(sql);
         if (/reltuples/.test(sql)) return [{ n: String(rows.length) }];
+        if (/pg_notify/.test(sql)) return [{ fence: JSON.parse(params[1] as string).barrier }];
         if (failLoads > 0) {
           failLoads--;
           throw new Error('connection refused');
@@ -61,10 +63,12 @@ function setup(options: TombstoneModuleOptions = {}, rows: { id: string; scope: 
   };
   const resolved = resolveTombstoneOptions(options);
   const store = new LruTombstoneCacheStore({ maxEntries: resolved.cache ? resolved.cache.maxEntries : 1 });
-  const lookup = new TombstoneLookup(resolved, service as unknown as TombstoneTable, new TombstoneChanges(), store);
+  const fences = new TombstoneFences(service as unknown as TombstoneTable);
+  const lookup = new TombstoneLookup(resolved, service as unknown as TombstoneTable, new TombstoneChanges(), store, fences);
   lookup.onModuleInit();
   return {
     lookup,
+    fences,
     service,
     store,
     answers,
@@ -94,6 +98,36 @@ describe('TombstoneLookup', () => {
     expect(lookup.resolve('item', 'a')).toBe(GONE); // a value, not a promise
     expect(service.lookups).toBe(1);
     expect(lookup.stats()).toMatchObject({ filtered: 1, cached: 1, queried: 1 });
+  });
+
+  it('asks the database for a type written here until its fence comes back: unshared, not kept', async () => {
+    const { lookup, service, fences, gone } = setup({ cache: { filter: false } });
+    lookup.listening();
+    fences.started();
+    gone('a');
+    expect(await lookup.resolve('item', 'a')).toBe(GONE);
+    expect(await lookup.resolve('other', 'a')).toBe(NONE);
+    // A lookup from before the write, still on its way: what follows the write does not share it.
+    const slow = deferred<TombstoneLookupResult>();
+    service.lookup.mockImplementationOnce(() => slow.promise);
+    const early = lookup.resolve('item', 'b');
+    fences.written(['item']);
+    const sent = service.dataSource.query.mock.calls.filter(([sql]) => /pg_notify/.test(sql));
+    expect(sent).toHaveLength(1);
+    const token = JSON.parse(sent[0][1][1] as string).barrier as string;
+    expect(await lookup.resolve('item', 'a')).toBe(GONE);
+    expect(await lookup.resolve('item', 'a')).toBe(GONE);
+    expect(await lookup.resolve('item', 'b')).toBe(NONE);
+    expect(service.lookup).toHaveBeenCalledTimes(6);
+    // Other types keep the store.
+    expect(lookup.resolve('other', 'a')).toBe(NONE);
+    fences.heard('another-instance/1');
+    expect(fences.unsure('item')).toBe(true);
+    fences.heard(token);
+    slow.resolve({ resolution: NONE, via: null, validUntil: null, cacheable: true });
+    await early;
+    expect(lookup.resolve('item', 'a')).toBe(GONE);
+    expect(service.lookup).toHaveBeenCalledTimes(6);
   });
 
   it('does not keep an answer read before an invalidation that came while it was read', async () => {

@@ -3,6 +3,7 @@ import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { BloomFilter } from 'bloomfilter';
 import { TombstoneBreaker } from './tombstone.breaker.js';
 import { TombstoneCacheStore } from './tombstone.cache.js';
+import { TombstoneFences } from './tombstone.fences.js';
 import { estimateKeys, LOAD_BATCH, maxCapacity, readKeys, readPairKeys, type TombstoneLookupStats } from './tombstone.filter-keys.js';
 import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import type { ResolvedCacheOptions, ResolvedTombstoneOptions } from '../tombstone.options.js';
@@ -60,6 +61,7 @@ export class TombstoneLookup implements OnModuleInit {
     private readonly table: TombstoneTable,
     private readonly changes: TombstoneChanges,
     private readonly store: TombstoneCacheStore,
+    private readonly fences: TombstoneFences,
   ) {
     this.settings = options.cache;
     this.state = options.cache ? 'waiting' : 'off';
@@ -74,12 +76,13 @@ export class TombstoneLookup implements OnModuleInit {
   /**
    * What a request for (scope, type, key) is answered: from the filter or the store when they
    * know, or from one query (shared by concurrent lookups of the same key). A value, or a
-   * promise when the database is asked.
+   * promise when the database is asked. A type written here whose notification may still be on
+   * its way is asked of the database, unshared and not kept (see `TombstoneFences`).
    */
   resolve(type: string, key: string, scope = ''): TombstoneResolution | Promise<TombstoneResolution> {
     // Before the breaker: a key that cannot have a tombstone must not pass for its probe.
     if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_TOMBSTONE;
-    if (this.state !== 'coherent') return this.breaker.run(async () => (await this.table.lookup(type, key, scope)).resolution);
+    if (this.state !== 'coherent' || this.fences.unsure(type)) return this.breaker.run(async () => (await this.table.lookup(type, key, scope)).resolution);
     const id = `${scope}\u0000${type}\u0000${key}`;
     if (this.filter !== null && this.filterValid && (this.unsure.size === 0 || !this.unsure.has(`${scope}\u0000${type}`))) {
       if (!this.filter.test(this.salt + id)) {

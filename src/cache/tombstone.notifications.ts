@@ -1,14 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import type { Client, ClientConfig, Notification } from 'pg';
-import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
+import { TOMBSTONE_CHANNEL, TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
+import { TombstoneFences } from './tombstone.fences.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
 import type { ResolvedTombstoneOptions } from '../tombstone.options.js';
 import { TombstoneTable } from '../table/tombstone.table.js';
 import { type TombstoneInvalidation } from '../tombstone.types.js';
-
-/** The channel the migration `CreateTombstoneNotify1764115200000` announces changes on. */
-export const TOMBSTONE_CHANNEL = 'nestjs_tombstones';
 
 const NOTIFY_TRIGGERS = ['tombstones_notify_ins', 'tombstones_notify_upd', 'tombstones_notify_del', 'tombstones_notify_trunc'];
 const TRIGGERS_SQL = `
@@ -48,6 +46,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
     @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
     private readonly tombstones: TombstoneTable,
     private readonly lookup: TombstoneLookup,
+    private readonly fences: TombstoneFences,
   ) {}
 
   async onApplicationBootstrap(): Promise<void> {
@@ -73,6 +72,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
     const client = this.client;
     this.client = null;
     this.lookup.deaf();
+    this.fences.stopped();
     if (client) await close(client);
   }
 
@@ -84,13 +84,16 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
   /**
    * Resolves once this instance has heard every change committed before the call: it sends a
    * notification of its own and waits for it to come back (notifications arrive in commit
-   * order). Call it after a write made outside `TombstoneService` (SQL, capture, an import) when
-   * the next request to this instance must see it. Best effort: it waits at most `timeoutMs`,
-   * and returns at once when the instance is not listening (its cache is not used then).
+   * order). Writes through `TombstoneService`, the admin endpoints, and TypeORM's repositories,
+   * entity managers and query builders on tracked entities need none: this instance sees them
+   * once they commit. Call it after a write it cannot see (raw SQL through `query()`, a
+   * function, another process) when the next request to this instance must see it. Best
+   * effort: it waits at most `timeoutMs`, and returns at once when the instance is not listening
+   * (its cache is not used then).
    *
    * @example
-   * await articles.delete({ slug });   // captured by the triggers
-   * await notifications.settle();      // this instance now answers 410 for it
+   * await dataSource.query(`DELETE FROM articles WHERE slug = $1`, [slug]); // raw SQL: captured, not seen
+   * await notifications.settle();                                           // this instance now answers 410 for it
    */
   async settle(timeoutMs = 1_000): Promise<void> {
     if (this.client === null) return;
@@ -151,6 +154,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
       // delay of its own, not all at the same instant. At start-up, at once.
       const jitter = this.options.cache ? this.options.cache.reloadJitterMs : 0;
       this.lookup.listening(again ? Math.floor(Math.random() * jitter) : 0);
+      this.fences.started();
     } catch (error) {
       client?.removeAllListeners();
       client?.on('error', () => undefined);
@@ -181,7 +185,10 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
     if (message.channel !== TOMBSTONE_CHANNEL) return;
     const change = parse(message.payload);
     // Some instance's barrier: nothing changed.
-    if ('barrier' in change) return this.barriers.get(change.barrier)?.();
+    if ('barrier' in change) {
+      this.fences.heard(change.barrier);
+      return this.barriers.get(change.barrier)?.();
+    }
     this.lookup.invalidate(change);
   }
 
@@ -189,6 +196,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
     if (this.client !== client) return;
     this.client = null;
     this.lookup.deaf();
+    this.fences.stopped();
     client.removeAllListeners();
     client.on('error', () => undefined);
     void close(client);

@@ -39,8 +39,9 @@ export async function filterLoaded(app: INestApplication): Promise<void> {
 }
 
 /**
- * Waits until the app has heard every change committed before the call (a write in SQL, by
- * capture or by another instance): `TombstoneNotifications.settle()`, which sends a notification
+ * Waits until the app has heard every change committed before the call: a write in SQL or by
+ * another instance, or the notification of a write of its own, which would otherwise arrive in
+ * the middle of a count of queries. `TombstoneNotifications.settle()`, which sends a notification
  * of its own and waits for it to come back. With the cache off there is nothing to wait for; a
  * cache that is not listening fails, where settle() would return at once and a test would go on
  * before the change arrived.
