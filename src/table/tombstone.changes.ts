@@ -1,6 +1,6 @@
 import { Injectable, Logger } from '@nestjs/common';
 import type { EntityManager, EntitySubscriberInterface, QueryRunner, TransactionCommitEvent, TransactionRollbackEvent } from 'typeorm';
-import type { TombstoneChange } from '../tombstone.types.js';
+import type { TombstoneInvalidation } from '../tombstone.types.js';
 
 /**
  * Tells this instance's listeners (the lookup cache) which keys a write of the module changed,
@@ -11,17 +11,17 @@ import type { TombstoneChange } from '../tombstone.types.js';
 @Injectable()
 export class TombstoneChanges implements EntitySubscriberInterface {
   private readonly logger = new Logger('TombstoneModule');
-  private readonly listeners = new Set<(change: TombstoneChange) => void>();
-  private readonly pending = new WeakMap<QueryRunner, TombstoneChange[]>();
+  private readonly listeners = new Set<(change: TombstoneInvalidation) => void>();
+  private readonly pending = new WeakMap<QueryRunner, TombstoneInvalidation[]>();
 
   /** Calls `listener` with every change; answers the function that stops it. */
-  subscribe(listener: (change: TombstoneChange) => void): () => void {
+  subscribe(listener: (change: TombstoneInvalidation) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
 
   /** A write through `manager` changed `change`'s keys. */
-  emit(manager: EntityManager, change: TombstoneChange): void {
+  emit(manager: EntityManager, change: TombstoneInvalidation): void {
     if (this.listeners.size === 0) return;
     const runner = manager.queryRunner;
     if (runner?.isTransactionActive) {
@@ -43,7 +43,7 @@ export class TombstoneChanges implements EntitySubscriberInterface {
     if (!event.queryRunner.isTransactionActive) this.pending.delete(event.queryRunner);
   }
 
-  private announce(change: TombstoneChange): void {
+  private announce(change: TombstoneInvalidation): void {
     for (const listener of this.listeners) {
       try {
         listener(change);

@@ -3,6 +3,7 @@ import { Inject, Injectable, type OnModuleInit, UnsupportedMediaTypeException } 
 import { HttpAdapterHost, ModuleRef } from '@nestjs/core';
 import { stringify } from 'csv-stringify/sync';
 import type { EntityManager } from 'typeorm';
+import { TombstoneChanges } from '../../table/tombstone.changes.js';
 import { lockTypes } from '../../table/tombstone.lock.js';
 import { TombstoneTable } from '../../table/tombstone.table.js';
 import { coreProvider } from '../admin.core.js';
@@ -204,6 +205,12 @@ export class TombstoneTransferService implements OnModuleInit {
       return answer(updated);
     });
     if (!dryRun && report.errorCount > 0) throw rejected(report);
+    if (!dryRun && rows.length > 0) {
+      // Committed: this instance's cache drops what it knew of the (scope, type) pairs written,
+      // before the answer goes back (other instances hear the table's notifications).
+      const changes = coreProvider(this.moduleRef, TombstoneChanges);
+      for (const { scope, type } of batch.values()) changes.emit(this.db.manager, { scope, type, all: true });
+    }
     return report;
   }
 
