@@ -1083,14 +1083,16 @@ cannot answer costs is P4's cold lookup.
   share its ${cpus.length} CPUs: absolute numbers are this machine's, the ratios are the point. All
   three have the same routes and the same TypeORM DataSource (\`bench/app.js\`):
   - **module**: the handler under \`@Tombstoned('item', { param: 'key' })\` and
-    \`TombstoneModule.forRoot()\` with its defaults (and the admin endpoints);
-  - **plain**: the same handler, no module: a miss throws a plain \`NotFoundException\`;
+    \`TombstoneModule.forRoot()\` with its defaults (and the admin endpoints); a miss returns \`null\`,
+    as the README teaches;
+  - **plain**: the same handler, no module: a miss throws a plain \`NotFoundException\`, as plain
+    Nest needs for a 404;
   - **hand-written**: what a user who already knew the module's answers would write, the fair
     anchor for 410, 301 and 404 answers: a handler (\`@Res()\`) that looks the key up in a \`Map\`
     of the module app's own answers (status, headers in order, body), makes a new request id
     (\`randomUUID()\`), splices it into the header and the body where the module puts one, and writes
-    them through the same HTTP adapter calls as the module's writer (Express: \`res.set()\`,
-    \`res.status()\`, \`res.send()\`). A key it does not hold gets the module's 404, from a template in
+    them as the module's writer does (Express: \`res.setHeader()\`, then \`res.end()\` with the body's
+    length, so neither sends an ETag; Fastify: \`reply.header()\`, \`reply.send()\`). A key it does not hold gets the module's 404, from a template in
     which the key varies.
 
 ## Targets
