@@ -1,6 +1,6 @@
 // Jest runs the ESM build of NestJS 12 natively (node --experimental-vm-modules, see `npm test`).
 const transform = {
-  '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json' }],
+  '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.jest.json' }],
 };
 const common = {
   extensionsToTreatAsEsm: ['.ts'],
