@@ -45,12 +45,21 @@ export class ParseInt4Pipe extends ParseIntPipe {
   }
 }
 
+/** Names class-transformer drops without a word, where any other unknown field is a 400. */
+const RESERVED = ['__proto__', 'constructor', 'prototype'];
+
 /**
  * `ValidationPipe`, and a 400 for JSON nested too deeply: class-transformer recurses, so a body
- * nested thousands of levels deep (90 kB is enough) overflows the stack, a 500 otherwise.
+ * nested thousands of levels deep (90 kB is enough) overflows the stack, a 500 otherwise. A body
+ * field named `__proto__`, `constructor` or `prototype` is refused like any unknown field (the
+ * transformer would drop it silently), as the module's admin endpoints refuse it.
  */
 class DemoValidationPipe extends ValidationPipe {
   override async transform(value: unknown, metadata: ArgumentMetadata): Promise<unknown> {
+    if (metadata.type === 'body' && typeof value === 'object' && value !== null) {
+      const reserved = RESERVED.find((name) => Object.prototype.hasOwnProperty.call(value, name));
+      if (reserved !== undefined) throw new BadRequestException([`property ${reserved} should not exist`]);
+    }
     try {
       return await super.transform(value, metadata);
     } catch (error) {

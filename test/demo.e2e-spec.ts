@@ -185,10 +185,15 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
         ['a title holding a lone surrogate', { title: 'a\ud800b' }],
         ['JSON nested 15,000 deep (90 kB)', `${'{"a":'.repeat(15_000)}1${'}'.repeat(15_000)}`],
         ['a title nested 15,000 deep', `{"title":${'['.repeat(15_000)}1${']'.repeat(15_000)}}`],
-      ])('%s → 400, nothing changed', async (_, body) => {
+        ['a __proto__ field', '{"title":"x","__proto__":{"title":"y"}}'],
+        ['a constructor field', '{"title":"x","constructor":"y"}'],
+        ['a prototype field', '{"title":"x","prototype":"y"}'],
+      ])('%s → 400, nothing changed', async (name, body) => {
         // Strings are sent as they are: JSON.stringify() could not write the deepest ones.
         const req = http.patch(`/articles/${target}`);
         const res = await (typeof body === 'string' ? req.set('content-type', 'application/json').send(body) : req.send(body)).expect(400);
+        // Fastify's JSON parser refuses __proto__ itself, with a 400 of its own.
+        if (adapter === 'fastify' && name === 'a __proto__ field') return;
         expect(res.body).toMatchObject({ statusCode: 400, error: 'Bad Request' });
       });
 
