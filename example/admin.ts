@@ -16,6 +16,8 @@ export class AdminTokenGuard implements CanActivate {
     const given = Buffer.from(credentials);
     const expected = Buffer.from(this.token);
     if (scheme.toLowerCase() !== 'bearer' || given.length !== expected.length || !timingSafeEqual(given, expected)) {
+      // A 401 names the scheme it wants (RFC 9110, section 15.5.2). Express and Fastify both have header().
+      context.switchToHttp().getResponse<{ header(name: string, value: string): unknown }>().header('WWW-Authenticate', 'Bearer realm="tombstones-admin"');
       throw new UnauthorizedException('Send Authorization: Bearer <the admin token the demo printed at start-up>.');
     }
     request.user = { id: 'demo-admin' };

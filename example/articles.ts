@@ -1,19 +1,22 @@
 import { Body, ConflictException, Controller, Delete, Get, HttpCode, Injectable, NotFoundException, Param, Patch, Query } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
-import { IsOptional, IsString, Length, Matches } from 'class-validator';
+import { IsOptional, IsString, Length, Matches, ValidateIf } from 'class-validator';
 import { ArrayContains, DataSource, IsNull, QueryFailedError } from 'typeorm';
 import { TombstoneContext, Tombstoned, TombstoneService } from '../src/index.js';
 import { Article } from './entities.js';
 import { PLAIN_TEXT, SLUG, SLUG_RULE, SlugPipe, validBody, validQuery } from './validation.js';
 
-/** The body of `PATCH /articles/:slug`: any other field is a 400. */
+/**
+ * The body of `PATCH /articles/:slug`: any other field is a 400. A field may be left out, not
+ * sent as `null` (`@IsOptional()` would let `null` through, to the NOT NULL column: a 500).
+ */
 export class ArticleChanges {
-  @IsOptional()
+  @ValidateIf((_, value) => value !== undefined)
   @IsString()
   @Matches(SLUG, { message: `slug must be ${SLUG_RULE}` })
   slug?: string;
 
-  @IsOptional()
+  @ValidateIf((_, value) => value !== undefined)
   @IsString()
   @Length(1, 200)
   @Matches(PLAIN_TEXT, { message: 'title must not contain control characters or lone surrogates' })

@@ -176,7 +176,7 @@ describe('buildLocation', () => {
     });
 
     it('recognises every spelling of a dot segment', () => {
-      for (const path of ['/a/.', '/a/..', '/a/%2e', '/a/%2E%2e', '/a/.%2E', '/a/../b', '/./a']) expect(hasDotSegment(path)).toBe(true);
+      for (const path of ['/a/.', '/a/..', '/a/%2e', '/a/%2E%2e', '/a/.%2E', '/a/../b', '/./a', '/a\\..\\b', '/a\\..', '/a/..\\b']) expect(hasDotSegment(path)).toBe(true);
       for (const path of ['/a/...', '/a/.b', '/a/b.', '/a/%2e%2e%2e', '/a/%252e', '/a/..%2F..']) expect(hasDotSegment(path)).toBe(false);
     });
 

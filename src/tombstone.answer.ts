@@ -94,11 +94,12 @@ export function isSameOriginPath(path: string): boolean {
 }
 
 /**
- * Whether a path has a `.` or `..` segment, percent-encoded dots included: every client removes
+ * Whether a path has a `.` or `..` segment, percent-encoded dots and `\` separators included: every client removes
  * them (RFC 3986 §5.2.4; WHATWG URL treats `%2e` as a dot), so `/products/..` leads elsewhere.
  */
 export function hasDotSegment(path: string): boolean {
-  return /\/(?:\.|%2e){1,2}(?=\/|$)/i.test(path);
+  // Browsers read `\` as `/` in http(s) URLs.
+  return /[/\\](?:\.|%2e){1,2}(?=[/\\]|$)/i.test(path);
 }
 
 /** The client's request id when it is sane, a new UUID otherwise. */

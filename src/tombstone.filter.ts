@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Inject, Injectable, Logger } from '@nestjs/common';
+import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Inject, Injectable, Logger, NotFoundException } from '@nestjs/common';
 import { BaseExceptionFilter, HttpAdapterHost, ModuleRef } from '@nestjs/core';
 import Negotiator from 'negotiator';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
@@ -53,24 +53,38 @@ export class TombstoneExceptionFilter implements ExceptionFilter<TombstoneMissEx
     try {
       answer = runtime.resolver.answer(exception.settings, request);
     } catch (error) {
-      return this.lastResort(error, exception, host);
+      return this.lastResort(error, exception, request, response, host);
     }
     // Answered from memory: written now, in the same tick.
-    if (answer === undefined || !('then' in answer)) {
-      if (answer) runtime.writer.write(answer, request, response, exception.settings);
-      else this.asHandlerDid(exception.outcome, host);
-      return;
-    }
+    if (answer === undefined || !('then' in answer)) return this.deliver(answer, exception, request, response, host);
     answer.then(
-      (answer) => (answer ? runtime.writer.write(answer, request, response, exception.settings) : this.asHandlerDid(exception.outcome, host)),
-      (error: unknown) => this.lastResort(error, exception, host),
+      (answer) => this.deliver(answer, exception, request, response, host),
+      (error: unknown) => this.lastResort(error, exception, request, response, host),
     );
   }
 
-  /** answer() fails open itself (a key function that throws does not): the client still gets an answer. */
-  private lastResort(error: unknown, exception: TombstoneMissException, host: ArgumentsHost): void {
+  private deliver(answer: TombstoneAnswer | undefined, exception: TombstoneMissException, request: TombstoneRequest, response: { headersSent?: boolean }, host: ArgumentsHost): void {
+    if (answer === undefined) return this.asHandlerDid(exception.outcome, host);
+    try {
+      this.runtime!.writer.write(answer, request, response, exception.settings);
+    } catch (error) {
+      this.lastResort(error, exception, request, response, host);
+    }
+  }
+
+  /**
+   * Something failed while answering a keyed miss (a key function that throws, an answer that
+   * cannot be written): the plain 404 all the same, as reads fail open, and the error logged.
+   */
+  private lastResort(error: unknown, exception: TombstoneMissException, request: TombstoneRequest, response: { headersSent?: boolean }, host: ArgumentsHost): void {
     this.logger.error(`Could not answer a tombstone miss: ${(error as Error)?.message ?? String(error)}`, (error as Error)?.stack);
-    this.asHandlerDid(exception.outcome, host);
+    if (response.headersSent) return;
+    try {
+      this.runtime!.writer.write(this.runtime!.resolver.plain(exception.settings, request), request, response, exception.settings);
+    } catch (again) {
+      this.logger.error(`Could not answer a tombstone miss with a plain 404 either: ${(again as Error)?.message ?? String(again)}`);
+      this.asHandlerDid({ error: new NotFoundException() }, host);
+    }
   }
 
   /** Not a keyed route, or the module is missing: the outcome the handler made. */

@@ -149,15 +149,28 @@ export class TombstoneMissResolver {
   }
 
   private answered(resolution: TombstoneResolution, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
+    const answer = this.answerOf(resolution, settings, request, key, scope, requestId);
     // Only an answered lookup counts: after a failure nothing is known, and nothing is written.
-    // A hidden key is not counted: it answers exactly as a key that never existed.
+    // A hidden key is not counted: it answers exactly as a key that never existed; nor is a
+    // redirect whose URL could not be built (a plain 404 too).
     try {
       if (resolution.state === 'none') this.misses.record(scope, settings.type, key, request.headers.referer);
-      else if (resolution.state !== 'hidden') this.hits.record(resolution.id);
+      else if (resolution.state !== 'hidden' && answer.status !== 404) this.hits.record(resolution.id);
     } catch (error) {
       return this.failed(error, settings, request, key, scope, requestId);
     }
-    return this.answerOf(resolution, settings, request, key, scope, requestId);
+    return answer;
+  }
+
+  /** The plain 404 of a keyed miss, whatever the lookup would say: the last resort of the filter. */
+  plain(settings: TombstonedSettings, request: TombstoneRequest): TombstoneAnswer {
+    let key: unknown;
+    try {
+      key = settings.key ? settings.key(request) : request.params?.[settings.param];
+    } catch {
+      key = undefined;
+    }
+    return this.answerOf(NO_TOMBSTONE, settings, request, typeof key === 'string' ? key : '', '', requestIdOf(request, this.options.requestIdHeader));
   }
 
   /**

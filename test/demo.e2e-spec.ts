@@ -185,6 +185,8 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
         ['a title holding a lone surrogate', { title: 'a\ud800b' }],
         ['JSON nested 15,000 deep (90 kB)', `${'{"a":'.repeat(15_000)}1${'}'.repeat(15_000)}`],
         ['a title nested 15,000 deep', `{"title":${'['.repeat(15_000)}1${']'.repeat(15_000)}}`],
+        ['a null title', { title: null }],
+        ['a null slug', { slug: null }],
         ['a __proto__ field', '{"title":"x","__proto__":{"title":"y"}}'],
         ['a constructor field', '{"title":"x","constructor":"y"}'],
         ['a prototype field', '{"title":"x","prototype":"y"}'],
@@ -267,7 +269,8 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
   });
 
   it('the admin endpoints: 401 without the token; with it, the seeded tombstones and a batch resolve', async () => {
-    await http.get('/admin/tombstones').expect(401);
+    const refused = await http.get('/admin/tombstones').expect(401);
+    expect(refused.headers['www-authenticate']).toBe('Bearer realm="tombstones-admin"');
     await http.get('/admin/tombstones').set('authorization', 'Bearer wrong-token-of-same-len').expect(401);
     await http.get('/admin/tombstones').set('authorization', 'Basic demo-test-token').expect(401);
     await http.get('/admin/tombstones').set('authorization', 'Bearerdemo-test-token').expect(401);

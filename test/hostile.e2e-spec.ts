@@ -1,9 +1,10 @@
 import type { INestApplication } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import request from 'supertest';
+import { TombstoneHitCounter } from '../src/counters/tombstone.hits.js';
 import { TombstoneModule, TombstoneService } from '../src/index.js';
 import { ItemsController } from './fixtures/items.fixture.js';
-import { ADAPTERS, bootApp } from './support/app.js';
+import { ADAPTERS, bootApp, settled } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 
 /** A Location must stay on this origin: a path, never `//host` or `/\host`, nothing off-ASCII. */
@@ -122,6 +123,40 @@ describe.each(ADAPTERS)('hostile input (%s)', (adapter) => {
       expect(moved.headers.location).toBeUndefined();
       expect({ ...moved.body, id: 'k', path: 'p', message: 'm' }).toEqual({ ...never.body, id: 'k', path: 'p', message: 'm' });
     }
+  });
+
+  it('a redirect answered with the plain 404 (its URL cannot be built) counts no hit', async () => {
+    for (let i = 0; i < 3; i++) await http.get('/items/dots-2').expect(404);
+    await app.get(TombstoneHitCounter).flush();
+    const [row] = await db.sql.query(`SELECT hit_count FROM tombstones WHERE resource_type = 'item' AND resource_key = 'dots-2'`);
+    expect(Number(row.hit_count)).toBe(0);
+  });
+
+  describe('rows written with SQL that the module would not write', () => {
+    beforeAll(async () => {
+      await db.sql.query(
+        `INSERT INTO tombstones (resource_type, resource_key, kind, alternative) VALUES
+           ('item', 'sql-alt-euro', 'deleted', '/items/€uro'), ('item', 'sql-alt-crlf', 'deleted', E'/items/x\r\nX-Injected: 1'),
+           ('item', 'sql-alt-js', 'deleted', 'javascript:alert(1)')`,
+      );
+      await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind, occurred_at) VALUES ('item', 'sql-infinity', 'deleted', 'infinity')`);
+      await settled(app);
+    });
+
+    it.each(['sql-alt-euro', 'sql-alt-crlf', 'sql-alt-js'])('%s: a 410 without the alternative it cannot send safely, and the app keeps serving', async (key) => {
+      const res = await http.get(`/items/${key}`).expect(410);
+      expect(res.headers.link).toBeUndefined();
+      expect(res.headers['x-injected']).toBeUndefined();
+      expect(res.body.alternative).toBeNull();
+      await http.get('/items/never').expect(404);
+    });
+
+    it('a deletion dated infinity: the plain 404, never a 200 with no body', async () => {
+      const res = await http.get('/items/sql-infinity').set('x-request-id', 'r1');
+      const never = await http.get('/items/sql-infinit').set('x-request-id', 'r1');
+      expect(res.status).toBe(404);
+      expect({ ...res.body, id: 'k', path: 'p', message: 'm' }).toEqual({ ...never.body, id: 'k', path: 'p', message: 'm' });
+    });
   });
 
   it.each(DOT_TARGETS)("refuses to record a move to '%s'", async (target) => {

@@ -1,5 +1,6 @@
 import { Tombstone } from '../tombstone.entity.js';
 import { NO_TOMBSTONE, type TombstoneKind, type TombstoneResolution } from '../tombstone.types.js';
+import { isSafeLink } from '../tombstone.validation.js';
 
 /**
  * A row of the tombstone table as node-postgres reads it. The one place where the columns meet
@@ -86,7 +87,7 @@ export function interpret(row: LookupRow): TombstoneResolution {
     case 'hidden':
       return { state: 'hidden', id };
     case 'deleted':
-      return { state: 'gone', id, deletedAt: row.occurred_at, reason: row.reason, alternative: row.alternative };
+      return { state: 'gone', id, deletedAt: row.occurred_at, reason: row.reason, alternative: answerable(row.alternative) };
     case 'moved':
     case 'merged':
       break;
@@ -103,7 +104,7 @@ export function interpret(row: LookupRow): TombstoneResolution {
         id,
         deletedAt: row.final_occurred_at as Date,
         reason: row.final_reason,
-        alternative: row.final_alternative,
+        alternative: answerable(row.final_alternative),
       };
     case 'moved':
     case 'merged':
@@ -118,4 +119,12 @@ export function interpret(row: LookupRow): TombstoneResolution {
     default:
       return { state: 'moved', id, target: row.target_key as string, permanent: row.permanent, merged: row.kind === 'merged' };
   }
+}
+
+/**
+ * An alternative as answers carry it (a `Link` header, the body): one that is not a safe link
+ * (written with SQL: non-ASCII, a line break, another scheme) is left out, never sent.
+ */
+function answerable(alternative: string | null): string | null {
+  return typeof alternative === 'string' && isSafeLink(alternative) ? alternative : null;
 }
