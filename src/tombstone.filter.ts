@@ -121,7 +121,12 @@ export class TombstoneResponseWriter {
     private readonly adapterHost: HttpAdapterHost,
     @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
     @Inject(TombstoneRenderer) private readonly renderer: TombstoneRenderer,
-  ) {}
+  ) {
+    this.cacheControls = cacheControlsOf(options.cacheControl);
+  }
+
+  /** The `Cache-Control` of each status, unscoped and scoped, worked out once. */
+  private readonly cacheControls: Map<number, { unscoped: string | false; scoped: string | false }>;
 
   /** Writes `answer`; `settings` are those of the route that missed (none for a thrown answer). */
   write(answer: TombstoneAnswer, request: TombstoneRequest, response: unknown, settings?: TombstonedSettings): void {
@@ -187,29 +192,27 @@ export class TombstoneResponseWriter {
     }
   }
 
-  /** The `Cache-Control` of each status, unscoped and scoped, worked out once. */
-  private cacheControls?: Map<number, { unscoped: string | false; scoped: string | false }>;
-
   private cacheControl(answer: TombstoneAnswer): string | false {
-    if (this.cacheControls === undefined) {
-      const { cacheControl } = this.options;
-      const of = (value: string | false) => ({
-        unscoped: value,
-        // A scoped answer depends on who asks: a shared cache must never hand it to another tenant.
-        scoped: value && !/\b(private|no-store)\b/.test(value) ? `private, ${value}` : value,
-      });
-      this.cacheControls = new Map([
-        [410, of(cacheControl.gone)],
-        [301, of(cacheControl.permanentRedirect)],
-        [308, of(cacheControl.permanentRedirect)],
-        [302, of(cacheControl.temporaryRedirect)],
-        [307, of(cacheControl.temporaryRedirect)],
-        [404, of(cacheControl.notFound)],
-      ]);
-    }
     const values = this.cacheControls.get(answer.status);
     return values === undefined ? false : answer.scoped ? values.scoped : values.unscoped;
   }
+}
+
+/** The `Cache-Control` of each status, unscoped and scoped. */
+function cacheControlsOf(cacheControl: ResolvedTombstoneOptions['cacheControl']): Map<number, { unscoped: string | false; scoped: string | false }> {
+  const of = (value: string | false) => ({
+    unscoped: value,
+    // A scoped answer depends on who asks: a shared cache must never hand it to another tenant.
+    scoped: value && !/\b(private|no-store)\b/.test(value) ? `private, ${value}` : value,
+  });
+  return new Map([
+    [410, of(cacheControl.gone)],
+    [301, of(cacheControl.permanentRedirect)],
+    [308, of(cacheControl.permanentRedirect)],
+    [302, of(cacheControl.temporaryRedirect)],
+    [307, of(cacheControl.temporaryRedirect)],
+    [404, of(cacheControl.notFound)],
+  ]);
 }
 
 const ACCEPT = ['Accept'];

@@ -59,12 +59,15 @@ export function isTargetKey(key: unknown): key is string {
   return isStorableKey(key) && key !== '.' && key !== '..';
 }
 
+/** Why a target of `.` or `..` is refused, as the admin endpoints and the import say it. */
+export const DOT_TARGET_REASON = "cannot be '.' or '..', which clients resolve to another URL";
+
 export function assertTarget(key: unknown, field = 'target'): string {
   assertKey(key, field);
   if (!isTargetKey(key)) {
     throw new TombstoneValidationError(
       field,
-      `Invalid ${field} ${JSON.stringify(key)}: a redirect's target cannot be '.' or '..', which clients resolve to another URL.`,
+      `Invalid ${field} ${JSON.stringify(key)}: a redirect's target ${DOT_TARGET_REASON}.`,
     );
   }
   return key;

@@ -6,7 +6,7 @@ import { TombstoneTable } from '../../table/tombstone.table.js';
 import { TombstoneExistsError, type TombstoneFields, TombstoneWriter } from '../../table/tombstone.writer.js';
 import type { Tombstone } from '../../tombstone.entity.js';
 import { preview, TombstoneCycleError } from '../../tombstone.exceptions.js';
-import { isStorableKey, isStorableScope, isTargetKey, isValidType, isWellFormed } from '../../tombstone.validation.js';
+import { DOT_TARGET_REASON, isStorableKey, isStorableScope, isTargetKey, isValidType, isWellFormed } from '../../tombstone.validation.js';
 import type { CreateTombstoneDto, ListTombstonesQuery, ResolveTombstonesDto, StaleTombstonesQuery, UpdateTombstoneDto } from './tombstones.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
@@ -59,7 +59,6 @@ export interface TombstoneResolveResult {
 }
 
 const METADATA_MAX_CHARS = 8192;
-const DOT_TARGET = "cannot be '.' or '..', which clients resolve to another URL";
 
 /** The admin endpoints' reads and writes of the tombstone table. */
 @Injectable()
@@ -130,7 +129,7 @@ export class TombstoneAdminService {
     if (redirect && dto.target === undefined) throw invalid('target', `is required for a ${dto.kind} tombstone`);
     if (!redirect && dto.target !== undefined) throw invalid('target', `only moved and merged tombstones have one, not ${dto.kind}`);
     if (redirect && dto.target === dto.key) throw invalid('target', 'must differ from key');
-    if (redirect && !isTargetKey(dto.target)) throw invalid('target', DOT_TARGET);
+    if (redirect && !isTargetKey(dto.target)) throw invalid('target', DOT_TARGET_REASON);
     this.checkAlternative(dto.kind, dto.alternative);
     const fields: TombstoneFields = {
       kind: dto.kind,
@@ -155,7 +154,7 @@ export class TombstoneAdminService {
         if (redirect && target === null) throw invalid('target', `is required for a ${kind} tombstone`);
         if (!redirect && dto.target !== undefined) throw invalid('target', `only moved and merged tombstones have one, not ${kind}`);
         if (target === current.key) throw invalid('target', 'must differ from key');
-        if (dto.target !== undefined && redirect && !isTargetKey(target)) throw invalid('target', DOT_TARGET);
+        if (dto.target !== undefined && redirect && !isTargetKey(target)) throw invalid('target', DOT_TARGET_REASON);
         if (dto.alternative !== undefined && dto.alternative !== null) this.checkAlternative(kind, dto.alternative);
         return {
           kind,

@@ -8,7 +8,7 @@ import { collapseChains } from '../../table/tombstone.chains.js';
 import { isRedirect } from '../../table/tombstone.rows.js';
 import { LIMITS } from '../../tombstone.constants.js';
 import { TOMBSTONE_KINDS, type TombstoneKind } from '../../tombstone.types.js';
-import { isSafeLink, isStorableKey, isStorableScope, isTargetKey, isValidType, isWellFormed } from '../../tombstone.validation.js';
+import { DOT_TARGET_REASON, isSafeLink, isStorableKey, isStorableScope, isTargetKey, isValidType, isWellFormed } from '../../tombstone.validation.js';
 import { type Fail, KNOWN_COLUMNS } from './transfer.records.js';
 
 /** Rows per piece of COPY data handed to the connection. */
@@ -81,7 +81,7 @@ export function checkRow(
   if (target !== undefined) {
     if (!redirect && kind) bad('target', `only moved and merged tombstones have one, not ${kind}`);
     if (!isStorableKey(target)) bad('target', 'must be a key of 1 to 2048 bytes, without NUL characters');
-    else if (!isTargetKey(target)) bad('target', "cannot be '.' or '..', which clients resolve to another URL");
+    else if (!isTargetKey(target)) bad('target', DOT_TARGET_REASON);
     if (target === key) bad('target', 'must differ from key');
   }
   let permanent = true;
