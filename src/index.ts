@@ -4,6 +4,7 @@ import { CreateTombstones1763769600000 } from '../migrations/1763769600000-creat
 import { CreateTombstoneCapture1763856000000 } from '../migrations/1763856000000-create-tombstone-capture.js';
 import { CreateTombstoneMisses1764028800000 } from '../migrations/1764028800000-create-tombstone-misses.js';
 import { CreateTombstoneNotify1764115200000 } from '../migrations/1764115200000-create-tombstone-notify.js';
+import { CreateTombstoneEvents1764979200000 } from '../migrations/1764979200000-create-tombstone-events.js';
 import { Tombstone } from './tombstone.entity.js';
 
 /** Entities to add to your DataSource's `entities`. */
@@ -15,6 +16,7 @@ export const TOMBSTONE_MIGRATIONS = [
   CreateTombstoneCapture1763856000000,
   CreateTombstoneMisses1764028800000,
   CreateTombstoneNotify1764115200000,
+  CreateTombstoneEvents1764979200000,
 ] as const;
 
 // The module and its routes
