@@ -1,5 +1,7 @@
 // What automatic capture costs the writes of a tracked table, against the same table without
-// triggers, measured in the same run. Not a test: timings are printed, never asserted.
+// triggers, and what the events outbox adds to captured writes (one event sink registered, so
+// every tombstone written also writes its event and a delivery), measured in the same run. Not a
+// test: timings are printed, never asserted.
 //
 //   npm run bench:capture                       (embedded PostgreSQL)
 //   DATABASE_URL=postgres://... npm run bench:capture
@@ -49,7 +51,14 @@ const fill = (table) =>
 const reset = async (table) => {
   await db.query(`TRUNCATE ${table}`);
   await db.query(`DELETE FROM tombstones`);
+  await db.query(`TRUNCATE tombstone_event_deliveries, tombstone_events, tombstone_event_sinks`);
 };
+/** The three ways a write is measured: no triggers; capture; capture with the outbox writing events for one sink. */
+const VARIANTS = [
+  { name: 'plain', table: 'bench_plain', sinks: 0 },
+  { name: 'captured', table: 'bench_captured', sinks: 0 },
+  { name: 'captured + outbox', table: 'bench_captured', sinks: 1 },
+];
 
 const scenarios = {
   [`bulk INSERT of ${ROWS} rows`]: async (table) => time(() => fill(table)),
@@ -85,22 +94,24 @@ const scenarios = {
 };
 
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
-const lines = ['| scenario | plain (ms) | captured (ms) | captured / plain |', '|---|---:|---:|---:|'];
+const lines = [
+  '| scenario | plain (ms) | captured (ms) | captured + outbox (ms) | captured / plain | captured + outbox / captured |',
+  '|---|---:|---:|---:|---:|---:|',
+];
 for (const [name, run] of Object.entries(scenarios)) {
-  const plain = [];
-  const captured = [];
+  const times = VARIANTS.map(() => []);
   for (let round = 0; round < ROUNDS; round++) {
-    // Alternate, so that drift on a shared machine hits both sides alike.
-    for (const [table, sink] of round % 2 === 0
-      ? [['bench_plain', plain], ['bench_captured', captured]]
-      : [['bench_captured', captured], ['bench_plain', plain]]) {
+    // Each variant in each place in turn, so that drift on a shared machine hits all alike.
+    for (let i = 0; i < VARIANTS.length; i++) {
+      const v = (i + round) % VARIANTS.length;
+      const { table, sinks } = VARIANTS[v];
       await reset(table);
-      sink.push(await run(table));
+      if (sinks > 0) await db.query(`INSERT INTO tombstone_event_sinks (name) SELECT 'bench-' || g FROM generate_series(1, $1) g`, [sinks]);
+      times[v].push(await run(table));
     }
   }
-  const p = median(plain);
-  const c = median(captured);
-  lines.push(`| ${name} | ${p.toFixed(1)} | ${c.toFixed(1)} | ${(c / p).toFixed(2)}× |`);
+  const [p, c, o] = times.map(median);
+  lines.push(`| ${name} | ${p.toFixed(1)} | ${c.toFixed(1)} | ${o.toFixed(1)} | ${(c / p).toFixed(2)}× | ${(o / c).toFixed(2)}× |`);
 }
 const [{ server_version: version }] = await db.query(`SHOW server_version`);
 console.log(`PostgreSQL ${version}, median of ${ROUNDS} alternating rounds\n`);

@@ -17,6 +17,7 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const ENTRIES = [
   { name: 'nestjs-tombstones', config: 'api-extractor.json', cap: 30 },
   { name: 'nestjs-tombstones/admin', config: 'api-extractor.admin.json', cap: 10 },
+  { name: 'nestjs-tombstones/events', config: 'api-extractor.events.json', cap: 15 },
 ];
 
 const mode = process.argv[2];

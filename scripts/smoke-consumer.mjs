@@ -23,6 +23,7 @@ if (!existsSync(tarball)) {
 const EXPECTED = {
   [pkg.name]: ['TombstoneModule', 'Tombstoned', 'TombstoneService', 'TOMBSTONE_MIGRATIONS'],
   [`${pkg.name}/admin`]: ['TombstoneAdminModule'],
+  [`${pkg.name}/events`]: ['TombstoneEventsModule', 'OnTombstoneEvent'],
 };
 
 const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')).packages;
@@ -88,6 +89,7 @@ if (missing.length) {
 import { Controller, type DynamicModule, Get, Module, Param } from '@nestjs/common';
 import { TOMBSTONE_MIGRATIONS, TombstoneModule, Tombstoned, TombstoneService } from '${pkg.name}';
 import { TombstoneAdminModule } from '${pkg.name}/admin';
+import { OnTombstoneEvent, type TombstoneEvent, TombstoneEventsModule } from '${pkg.name}/events';
 
 @Controller('articles')
 class ArticlesController {
@@ -103,6 +105,17 @@ class ArticlesController {
 const tombstones: DynamicModule = TombstoneModule.forRoot();
 export const migrations: readonly (abstract new (...args: never[]) => object)[] = TOMBSTONE_MIGRATIONS;
 export const admin: typeof TombstoneAdminModule = TombstoneAdminModule;
+
+class SearchIndexer {
+  readonly seen: string[] = [];
+
+  @OnTombstoneEvent('tombstone.created')
+  onCreated(event: TombstoneEvent): void {
+    this.seen.push(event.key);
+  }
+}
+export const events: DynamicModule = TombstoneEventsModule.forRoot({ maxAttempts: 5 });
+export const indexer = new SearchIndexer();
 
 @Module({ imports: [tombstones], controllers: [ArticlesController] })
 export class AppModule {}

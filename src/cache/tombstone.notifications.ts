@@ -40,6 +40,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
   private readonly instance = randomUUID();
   private barrierCount = 0;
   private readonly barriers = new Map<string, () => void>();
+  private readonly heard = new Set<() => void>();
 
   /** @internal Nest creates it: inject it. */
   constructor(
@@ -74,6 +75,16 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
     this.lookup.deaf();
     this.fences.stopped();
     if (client) await close(client);
+  }
+
+  /**
+   * Calls `listener` after every change this instance hears of, and whenever it starts listening
+   * again (changes may have gone unheard meanwhile); answers the function that stops it.
+   * @internal The events' dispatcher wakes on it.
+   */
+  onChange(listener: () => void): () => void {
+    this.heard.add(listener);
+    return () => this.heard.delete(listener);
   }
 
   /** Whether the instance is listening now. */
@@ -155,6 +166,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
       const jitter = this.options.cache ? this.options.cache.reloadJitterMs : 0;
       this.lookup.listening(again ? Math.floor(Math.random() * jitter) : 0);
       this.fences.started();
+      if (again) this.changed();
     } catch (error) {
       client?.removeAllListeners();
       client?.on('error', () => undefined);
@@ -190,6 +202,17 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
       return this.barriers.get(change.barrier)?.();
     }
     this.lookup.invalidate(change);
+    this.changed();
+  }
+
+  private changed(): void {
+    for (const listener of this.heard) {
+      try {
+        listener();
+      } catch (error) {
+        this.logger.error(`Tombstone change listener failed: ${(error as Error)?.message}`, (error as Error)?.stack);
+      }
+    }
   }
 
   private lost(client: Client, error?: Error): void {

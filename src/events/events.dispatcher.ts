@@ -1,0 +1,194 @@
+import { Logger } from '@nestjs/common';
+import type { ClaimedDelivery, RetryPolicy, TombstoneOutbox } from './events.outbox.js';
+import type { ResolvedTombstoneEventsOptions } from './events.options.js';
+import type { TombstoneEventSink } from './events.types.js';
+
+/** How often delivered events and old dead letters are deleted. */
+const SWEEP_INTERVAL_MS = 10 * 60_000;
+/** How long a delivery under way may finish when the app stops, before it is aborted and given back. */
+const SHUTDOWN_GRACE_MS = 2000;
+/** Deliveries that fail are logged up to this many per sink per minute. */
+const LOG_PER_MINUTE = 10;
+
+/** What this instance did since it started, per sink. */
+export interface TombstoneSinkCounters {
+  delivered: number;
+  failed: number;
+}
+
+/** Deliveries one worker has under way, to abort or give back when the app stops. */
+interface InFlight {
+  readonly sink: string;
+  readonly sequences: readonly string[];
+  readonly controller: AbortController;
+  stopping: boolean;
+}
+
+/**
+ * Delivers the outbox: one worker per sink takes due deliveries (`TombstoneOutbox.claim()`),
+ * hands them to the sink in batches, and settles each batch (delivered, retried later, or dead).
+ * A worker with nothing due waits for a change notification or `pollIntervalMs`, whichever
+ * comes first.
+ */
+export class TombstoneDispatcher {
+  private readonly logger = new Logger('TombstoneEvents');
+  private readonly waiting = new Set<() => void>();
+  private readonly inFlight = new Set<InFlight>();
+  private readonly logged = new Map<string, { minute: number; count: number }>();
+  readonly counters = new Map<string, TombstoneSinkCounters>();
+  private workers: Promise<void>[] = [];
+  private sweepTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
+  /** Set by `wake()` while workers are busy, so that a notification is never lost between two claims. */
+  private woken = false;
+
+  constructor(
+    private readonly outbox: TombstoneOutbox,
+    private readonly options: ResolvedTombstoneEventsOptions,
+  ) {}
+
+  private get policy(): RetryPolicy {
+    return this.options;
+  }
+
+  start(sinks: readonly TombstoneEventSink[]): void {
+    for (const sink of sinks) {
+      this.counters.set(sink.name, { delivered: 0, failed: 0 });
+      this.workers.push(this.work(sink));
+    }
+    this.sweepTimer = setInterval(() => void this.sweep(), SWEEP_INTERVAL_MS);
+    this.sweepTimer.unref();
+    void this.sweep();
+  }
+
+  /** Something may be due: every waiting worker looks now. */
+  wake(): void {
+    this.woken = true;
+    for (const resolve of this.waiting) resolve();
+  }
+
+  /** Stops taking deliveries; those under way get a moment to finish, then are aborted and given back. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.sweepTimer);
+    this.wake();
+    const grace = setTimeout(() => {
+      for (const flight of this.inFlight) {
+        flight.stopping = true;
+        flight.controller.abort(new Error('the application is shutting down'));
+      }
+    }, SHUTDOWN_GRACE_MS);
+    grace.unref();
+    await Promise.all(this.workers);
+    clearTimeout(grace);
+  }
+
+  private async work(sink: TombstoneEventSink): Promise<void> {
+    const batchSize = sink.batchSize ?? 1;
+    const concurrency = sink.concurrency ?? 4;
+    while (!this.stopped) {
+      this.woken = false;
+      let claimed: ClaimedDelivery[];
+      try {
+        claimed = await this.outbox.claim(sink.name, Math.max(this.options.claimSize, batchSize), this.options.leaseMs);
+      } catch (error) {
+        this.log(sink.name, `could not read the outbox: ${messageOf(error)}`);
+        await this.idle();
+        continue;
+      }
+      if (claimed.length === 0) {
+        await this.idle();
+        continue;
+      }
+      const batches: ClaimedDelivery[][] = [];
+      for (let i = 0; i < claimed.length; i += batchSize) batches.push(claimed.slice(i, i + batchSize));
+      let next = 0;
+      const lane = async () => {
+        while (next < batches.length) await this.deliver(sink, batches[next++]);
+      };
+      await Promise.all(Array.from({ length: Math.min(concurrency, batches.length) }, lane));
+    }
+  }
+
+  /** One batch: delivered, or failed (retried later or dead), or given back when the app stops. */
+  private async deliver(sink: TombstoneEventSink, batch: readonly ClaimedDelivery[]): Promise<void> {
+    const sequences = batch.map((delivery) => delivery.event.sequence);
+    const flight: InFlight = { sink: sink.name, sequences, controller: new AbortController(), stopping: false };
+    // Past its lease another instance may take the batch: abort first (a margin before it).
+    const lease = setTimeout(
+      () => flight.controller.abort(new Error(`the delivery ran past its lease (${this.options.leaseMs} ms)`)),
+      Math.max(500, this.options.leaseMs - 1000),
+    );
+    this.inFlight.add(flight);
+    const counters = this.counters.get(sink.name)!;
+    try {
+      try {
+        await sink.deliver(
+          batch.map((delivery) => delivery.event),
+          flight.controller.signal,
+        );
+      } catch (error) {
+        if (flight.stopping) {
+          await this.outbox.release(sink.name, sequences);
+          return;
+        }
+        counters.failed += batch.length;
+        const attempt = Math.max(...batch.map((delivery) => delivery.attempt));
+        const last = attempt >= this.options.maxAttempts;
+        this.log(
+          sink.name,
+          `delivery of ${batch.length} event(s) failed (attempt ${attempt} of ${this.options.maxAttempts}${last ? ', now a dead letter' : ''}): ${messageOf(error)}`,
+        );
+        await this.outbox.failed(sink.name, sequences, messageOf(error), this.policy);
+        return;
+      }
+      counters.delivered += batch.length;
+      await this.outbox.delivered(sink.name, sequences);
+    } catch (error) {
+      // The outbox could not be told: the lease runs out and the batch is delivered again.
+      this.log(sink.name, `could not record a delivery in the outbox (it will be delivered again): ${messageOf(error)}`);
+    } finally {
+      clearTimeout(lease);
+      this.inFlight.delete(flight);
+    }
+  }
+
+  /** Waits for a wake-up or `pollIntervalMs`; at once when woken since the last claim. */
+  private idle(): Promise<void> {
+    if (this.stopped || this.woken) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiting.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, this.options.pollIntervalMs);
+      this.waiting.add(done);
+    });
+  }
+
+  private async sweep(): Promise<void> {
+    const day = 86_400_000;
+    try {
+      await this.outbox.sweep(this.options.retentionDays * day, this.options.deadLetterRetentionDays * day);
+    } catch (error) {
+      this.log('retention', `could not delete old events: ${messageOf(error)}`);
+    }
+  }
+
+  /** Logs a sink's trouble at a bounded rate: a receiver that is down must not flood the logs. */
+  private log(sink: string, message: string): void {
+    const minute = Math.floor(Date.now() / 60_000);
+    const seen = this.logged.get(sink);
+    const entry = seen && seen.minute === minute ? seen : { minute, count: 0 };
+    this.logged.set(sink, entry);
+    if (++entry.count <= LOG_PER_MINUTE) this.logger.warn(`${sink}: ${message}`);
+    else if (entry.count === LOG_PER_MINUTE + 1) this.logger.warn(`${sink}: more failures this minute are not logged.`);
+  }
+}
+
+function messageOf(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  // One printable line: it goes to logs and to the outbox's `last_error`.
+  return text.replace(/\p{Cc}+/gu, ' ').slice(0, 500);
+}

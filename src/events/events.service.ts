@@ -1,0 +1,102 @@
+import { type BeforeApplicationShutdown, Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
+import { DiscoveryService, MetadataScanner, ModuleRef } from '@nestjs/core';
+import { TombstoneNotifications } from '../cache/tombstone.notifications.js';
+import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
+import { TombstoneTable } from '../table/tombstone.table.js';
+import { type TombstoneSinkCounters, TombstoneDispatcher } from './events.dispatcher.js';
+import { eventEmitterSink, listenerSinks } from './events.listeners.js';
+import { TOMBSTONE_EVENTS_OPTIONS } from './events.module-definition.js';
+import type { ResolvedTombstoneEventsOptions } from './events.options.js';
+import { TombstoneOutbox, type TombstoneSinkStats } from './events.outbox.js';
+import type { TombstoneEventSink } from './events.types.js';
+
+/** Where each sink stands: the outbox's numbers (all instances) and this instance's since it started. */
+export interface TombstoneEventsStats {
+  readonly sinks: readonly (TombstoneSinkStats & { readonly configured: boolean; readonly thisInstance: TombstoneSinkCounters | null })[];
+}
+
+/**
+ * Runs the outbox for this instance: registers its sinks at start (from then on, every change of
+ * a tombstone writes an event for each), delivers their events while the app runs, and stops
+ * taking new ones when it shuts down.
+ */
+@Injectable()
+export class TombstoneEventsService implements OnApplicationBootstrap, BeforeApplicationShutdown {
+  private readonly logger = new Logger('TombstoneEvents');
+  private dispatcher: TombstoneDispatcher | undefined;
+  private outbox: TombstoneOutbox | undefined;
+  private configured: readonly TombstoneEventSink[] = [];
+  private unsubscribe: (() => void) | undefined;
+
+  /** @internal Nest creates it: inject it. */
+  constructor(
+    @Inject(TOMBSTONE_EVENTS_OPTIONS) private readonly options: ResolvedTombstoneEventsOptions,
+    private readonly tombstones: TombstoneTable,
+    private readonly notifications: TombstoneNotifications,
+    private readonly moduleRef: ModuleRef,
+    private readonly discovery: DiscoveryService,
+    private readonly scanner: MetadataScanner,
+  ) {}
+
+  async onApplicationBootstrap(): Promise<void> {
+    const sinks = await this.sinks();
+    this.outbox = new TombstoneOutbox(this.tombstones.dataSource);
+    this.configured = sinks;
+    if (sinks.length === 0) {
+      this.logger.warn('No event sinks: no webhook, purge, listener or sink of your own is configured, so no event is written.');
+      return;
+    }
+    await this.outbox.register(sinks.map((sink) => sink.name));
+    const names = new Set(sinks.map((sink) => sink.name));
+    const strangers = (await this.outbox.sinks()).filter((sink) => !names.has(sink.name));
+    for (const stranger of strangers) {
+      this.logger.warn(
+        `Event sink "${stranger.name}" is registered in the database but not configured in this instance: events keep being ` +
+          `written for it. If it is gone for good, remove it (DELETE /events/sinks/:name on the admin endpoints).`,
+      );
+    }
+    if (!this.options.deliver) return;
+    this.dispatcher = new TombstoneDispatcher(this.outbox, this.options);
+    this.unsubscribe = this.notifications.onChange(() => this.dispatcher?.wake());
+    this.dispatcher.start(sinks);
+    this.logger.log(`Delivering tombstone events to ${sinks.map((sink) => sink.name).join(', ')}.`);
+  }
+
+  /** Stops before the DataSource closes, so that deliveries under way can be settled. */
+  async beforeApplicationShutdown(): Promise<void> {
+    this.unsubscribe?.();
+    await this.dispatcher?.stop();
+  }
+
+  /** Pending and dead deliveries and the lag of every sink registered in the database. */
+  async stats(): Promise<TombstoneEventsStats> {
+    const outbox = this.outbox ?? new TombstoneOutbox(this.tombstones.dataSource);
+    const names = new Set(this.configured.map((sink) => sink.name));
+    return {
+      sinks: (await outbox.stats()).map((stats) => ({
+        ...stats,
+        configured: names.has(stats.sink),
+        thisInstance: this.dispatcher?.counters.get(stats.sink) ?? null,
+      })),
+    };
+  }
+
+  /** Every sink of this instance, each name once. */
+  private async sinks(): Promise<TombstoneEventSink[]> {
+    const sinks = [
+      ...(this.options.listeners ? listenerSinks(this.discovery, this.scanner) : []),
+      ...[await eventEmitterSink(this.options.eventEmitter, this.moduleRef)].filter((sink) => sink !== undefined),
+      ...this.options.sinks,
+    ];
+    const seen = new Set<string>();
+    for (const sink of sinks) {
+      if (seen.has(sink.name)) {
+        throw new TombstoneConfigurationError(`TombstoneEventsModule: two event sinks are named "${sink.name}".`, [
+          'Sink names keep their deliveries in the outbox: give each webhook, purge or listener a name of its own (the `name` option).',
+        ]);
+      }
+      seen.add(sink.name);
+    }
+    return sinks;
+  }
+}
