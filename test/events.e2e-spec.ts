@@ -1,5 +1,9 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Injectable, type INestApplication } from '@nestjs/common';
 import pg from 'pg';
+import { Webhook } from 'standardwebhooks';
 import { OnTombstoneEvent, type TombstoneEvent, TombstoneEventsService } from '../src/events/index.js';
 import { TombstoneService } from '../src/index.js';
 import { bootEventsApp, RecordingSink } from './fixtures/events.fixture.js';
@@ -322,4 +326,70 @@ describe('1,000 concurrent changes, a third rolled back, a third of the backends
       await app.close();
     }
   }, 120_000);
+});
+
+describe('webhooks through the outbox', () => {
+  let db: TestDatabase;
+  let server: Server;
+  let url: string;
+  const secret = `whsec_${randomBytes(32).toString('base64')}`;
+  /** Requests the receiver verified, in arrival order; `down` answers 503 without looking. */
+  const verified: { id: string; body: { type: string; data: TombstoneEvent } }[] = [];
+  let refused = 0;
+  let down = false;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const webhook = new Webhook(secret);
+    server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => {
+        if (down) {
+          refused++;
+          res.writeHead(503).end('down for maintenance');
+          return;
+        }
+        const body = Buffer.concat(chunks).toString('utf8');
+        try {
+          const payload = webhook.verify(body, req.headers as Record<string, string>) as { type: string; data: TombstoneEvent };
+          verified.push({ id: String(req.headers['webhook-id']), body: payload });
+          res.writeHead(204).end();
+        } catch {
+          res.writeHead(400).end('bad signature');
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks/tombstones`;
+  });
+  afterAll(async () => {
+    await new Promise((resolve) => server.close(resolve));
+    await db.drop();
+  });
+
+  it('POSTs each event signed (verified with the standardwebhooks package); a receiver that is down gets it once it is back', async () => {
+    const app = await bootEventsApp(db, { webhooks: [{ url, secret, name: 'search' }], ...FAST, maxAttempts: 50 });
+    try {
+      const service = app.get(TombstoneService);
+      await service.recordMove('article', 'old-hello', 'hello-world', { reason: 'Renamed' });
+      await eventually(() => expect(verified.map((entry) => entry.body.data.key)).toEqual(['old-hello']));
+      expect(verified[0]).toMatchObject({ body: { type: 'tombstone.created', data: { resourceType: 'article', after: { kind: 'moved', target: 'hello-world' } } } });
+      expect(verified[0].id).toBe(verified[0].body.data.id);
+
+      down = true;
+      await service.recordDeletion('article', 'while-down');
+      await eventually(() => expect(refused).toBeGreaterThanOrEqual(3));
+      const [row] = (await db.sql.query(
+        `SELECT d.state, d.attempts, d.last_error FROM tombstone_event_deliveries d JOIN tombstone_events e ON e.id = d.event_id
+          WHERE d.sink = 'webhook:search' AND e.resource_key = 'while-down'`,
+      )) as { state: string; attempts: number; last_error: string }[];
+      expect(row.state).toBe('pending');
+      expect(row.last_error).toContain('503');
+      down = false;
+      await eventually(() => expect(verified.map((entry) => entry.body.data.key)).toEqual(['old-hello', 'while-down']));
+    } finally {
+      await app.close();
+    }
+  });
 });

@@ -1,5 +1,6 @@
 import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
 import type { TombstoneEventSink } from './events.types.js';
+import { type TombstoneWebhookOptions, validateWebhookOptions } from './events.webhooks.js';
 
 /**
  * Options of `TombstoneEventsModule.forRoot()`, or what `forRootAsync()`'s factory returns. Each
@@ -23,6 +24,12 @@ export class TombstoneEventsOptions {
    * `EventEmitterModule`, `false` never, `true` fails at start without it. Default: `'auto'`.
    */
   eventEmitter?: boolean | 'auto' = 'auto';
+
+  /**
+   * Webhook endpoints, each a sink (`webhook:<name>`) that POSTs every event signed per the
+   * Standard Webhooks specification (see docs/webhooks.md). Default: `[]`.
+   */
+  webhooks?: TombstoneWebhookOptions[] = [];
 
   /** Sinks of your own (see `TombstoneEventSink`). Default: `[]`. */
   sinks?: TombstoneEventSink[] = [];
@@ -102,6 +109,8 @@ export function resolveTombstoneEventsOptions(options: TombstoneEventsOptions | 
   if (resolved.eventEmitter !== 'auto' && typeof resolved.eventEmitter !== 'boolean') {
     throw new TombstoneConfigurationError("TombstoneEventsModule: `eventEmitter` must be true, false or 'auto'.");
   }
+  if (!Array.isArray(resolved.webhooks)) throw new TombstoneConfigurationError('TombstoneEventsModule: `webhooks` must be an array.');
+  resolved.webhooks.forEach((webhook, i) => validateWebhookOptions(webhook, `TombstoneEventsModule \`webhooks[${i}]\``));
   if (!Array.isArray(resolved.sinks)) throw new TombstoneConfigurationError('TombstoneEventsModule: `sinks` must be an array.');
   for (const sink of resolved.sinks) validateSink(sink, 'TombstoneEventsModule `sinks`');
   return resolved;

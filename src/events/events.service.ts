@@ -9,6 +9,7 @@ import { TOMBSTONE_EVENTS_OPTIONS } from './events.module-definition.js';
 import type { ResolvedTombstoneEventsOptions } from './events.options.js';
 import { TombstoneOutbox, type TombstoneSinkStats } from './events.outbox.js';
 import type { TombstoneEventSink } from './events.types.js';
+import { TombstoneWebhookSink } from './events.webhooks.js';
 
 /** Where each sink stands: the outbox's numbers (all instances) and this instance's since it started. */
 export interface TombstoneEventsStats {
@@ -86,6 +87,7 @@ export class TombstoneEventsService implements OnApplicationBootstrap, BeforeApp
     const sinks = [
       ...(this.options.listeners ? listenerSinks(this.discovery, this.scanner) : []),
       ...[await eventEmitterSink(this.options.eventEmitter, this.moduleRef)].filter((sink) => sink !== undefined),
+      ...this.options.webhooks.map((webhook) => new TombstoneWebhookSink(webhook)),
       ...this.options.sinks,
     ];
     const seen = new Set<string>();

@@ -6,3 +6,4 @@ export type { TombstoneEventsOptions } from './events.options.js';
 export { TombstoneEventsService, type TombstoneEventsStats } from './events.service.js';
 export { OnTombstoneEvent, type OnTombstoneEventOptions } from './events.listeners.js';
 export type { TombstoneEvent, TombstoneEventSink, TombstoneEventState, TombstoneEventType } from './events.types.js';
+export type { TombstoneWebhookOptions } from './events.webhooks.js';
