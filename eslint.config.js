@@ -16,6 +16,9 @@ export default tseslint.config(
   {
     // Benchmarks print their tables.
     files: ['bench/**/*.js'],
+    languageOptions: {
+      globals: { setTimeout: 'readonly', clearTimeout: 'readonly', AbortController: 'readonly', performance: 'readonly' },
+    },
     rules: { 'no-console': 'off' },
   },
   {

@@ -34,6 +34,7 @@ import {
 import { TombstoneLookup } from '../dist/src/cache/tombstone.lookup.js';
 import { TombstoneHitCounter } from '../dist/src/counters/tombstone.hits.js';
 import { TombstoneAdminModule } from '../dist/src/admin/index.js';
+import { TombstoneEventsModule } from '../dist/src/events/index.js';
 
 const mode = process.env.BENCH_MODE;
 if (!['module', 'plain', 'handwritten'].includes(mode)) throw new Error('BENCH_MODE must be module, plain or handwritten');
@@ -163,6 +164,10 @@ Module({
           TombstoneModule.forRoot({ isGlobal: true }),
           TombstoneAdminModule.forRoot({ guard: adminGuard, maxImportRows: 1_000_000, maxImportBytes: 256 * 1024 * 1024 }),
           RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
+          // P7: the outbox purges the tags of every change at a generic purge endpoint (the parent's).
+          ...(process.env.BENCH_PURGE_URL
+            ? [TombstoneEventsModule.forRoot({ purge: [{ provider: 'http', url: process.env.BENCH_PURGE_URL }], listeners: false, eventEmitter: false })]
+            : []),
         ]
       : [dataSource()],
 })(AppModule);

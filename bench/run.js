@@ -26,7 +26,7 @@ import 'reflect-metadata';
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { Agent, get as httpGet } from 'node:http';
+import { Agent, createServer, get as httpGet } from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -57,6 +57,9 @@ const LOOKUPS = 2_000;
 // P6: writes timed, and how long the other instance may take to show one before it counts as lost.
 const P6_WRITES = 200;
 const P6_TIMEOUT_MS = 5_000;
+// P7: writes timed from commit to the CDN purge request, one at a time and then all at once.
+const P7_WRITES = Number(process.env.BENCH_PURGE_WRITES ?? 200);
+const P7_TIMEOUT_MS = 10_000;
 const OUTPUT = process.env.BENCH_OUTPUT ?? 'BENCHMARKS.md';
 const PROFILE_DIR = process.env.BENCH_PROFILE;
 // The profiler's sampling interval (µs): fine enough for answers that take 100–300 µs of CPU.
@@ -131,9 +134,10 @@ async function main() {
   const invalidation = await invalidationScenario(apps.module, adminToken);
   const imports = await importScenario(apps.module, adminToken);
   await apps.module.stop();
+  const purges = await purgeScenario(adminToken);
   const lookups = await lookupScenario();
 
-  const report = render({ pgVersion, http, check, invalidation, imports, lookups });
+  const report = render({ pgVersion, http, check, invalidation, imports, lookups, purges });
   writeFileSync(OUTPUT, report);
   console.log(`\n${report}`);
   log(`written to ${OUTPUT}`);
@@ -142,9 +146,9 @@ async function main() {
 // ---------------------------------------------------------------------------------------------
 // The apps, each in its own process.
 
-function startApp(mode, adminToken) {
+function startApp(mode, adminToken, env = {}) {
   const child = fork(fileURLToPath(new URL('./app.js', import.meta.url)), [], {
-    env: { ...process.env, BENCH_MODE: mode, DATABASE_URL: dbUrl, BENCH_ADMIN_TOKEN: adminToken, HTTP_ADAPTER: ADAPTER },
+    env: { ...process.env, BENCH_MODE: mode, DATABASE_URL: dbUrl, BENCH_ADMIN_TOKEN: adminToken, HTTP_ADAPTER: ADAPTER, ...env },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   children.push(child);
@@ -611,6 +615,74 @@ async function invalidationScenario(writer, adminToken) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// P7: CDN purge latency. A module app with the events module purges at a generic purge endpoint
+// (this process's); each write is timed from the instant its TombstoneService call resolved (the
+// change committed, and its event with it) to the arrival of the purge request that names its
+// tag. First one write at a time, then P7_WRITES writes at once (a burst: the outbox batches).
+
+async function purgeScenario(adminToken) {
+  const arrivals = new Map();
+  const waiters = new Map();
+  const receiver = createServer((req, res) => {
+    const chunks = [];
+    req.on('data', (chunk) => chunks.push(chunk));
+    req.on('end', () => {
+      const at = process.hrtime.bigint();
+      try {
+        for (const tag of JSON.parse(Buffer.concat(chunks).toString()).tags) {
+          if (arrivals.has(tag)) continue;
+          arrivals.set(tag, at);
+          waiters.get(tag)?.();
+        }
+      } catch {
+        // Counted as never arrived.
+      }
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+    });
+  });
+  await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  const url = `http://127.0.0.1:${receiver.address().port}/purge`;
+  const app = await startApp('module', adminToken, { BENCH_PURGE_URL: url });
+  log(`P7: the module app :${app.port} purges at ${url}`);
+  const tagOf = (key) => `item/${encodeURIComponent(key)}`;
+  /** When the purge of `tag` arrived, or null when it did not within P7_TIMEOUT_MS. */
+  const waitFor = async (tag) => {
+    if (!arrivals.has(tag)) {
+      const timeout = new AbortController();
+      await Promise.race([new Promise((resolve) => waiters.set(tag, resolve)), sleep(P7_TIMEOUT_MS, undefined, { signal: timeout.signal }).catch(() => undefined)]);
+      timeout.abort();
+      waiters.delete(tag);
+    }
+    return arrivals.get(tag) ?? null;
+  };
+  const timed = async (key) => {
+    const written = await app.write({ op: 'delete', key, reason: 'Deleted by P7' });
+    if (written.error) throw new Error(`P7 write of ${key} failed: ${written.error}`);
+    return BigInt(written.resolvedAt);
+  };
+  const latency = (resolvedAt, arrivedAt) => (arrivedAt === null ? Infinity : Number(arrivedAt - resolvedAt) / 1e6);
+  try {
+    const sequential = [];
+    for (let i = 0; i < P7_WRITES; i++) {
+      const key = `p7-one-${i}`;
+      const resolvedAt = await timed(key);
+      sequential.push(latency(resolvedAt, await waitFor(tagOf(key))));
+    }
+    const keys = Array.from({ length: P7_WRITES }, (_, i) => `p7-burst-${i}`);
+    const resolved = await Promise.all(keys.map(timed));
+    const burst = [];
+    for (let i = 0; i < keys.length; i++) burst.push(latency(resolved[i], await waitFor(tagOf(keys[i]))));
+    log(`P7: one at a time p99 ${fmt(percentiles(sequential).p99, 1)} ms; burst of ${P7_WRITES} p99 ${fmt(percentiles(burst).p99, 1)} ms`);
+    return { sequential, burst };
+  } finally {
+    await app.stop();
+    receiver.close();
+    // The app registered its sink: later scenarios must write no events.
+    await db.query(`TRUNCATE tombstone_event_deliveries, tombstone_events, tombstone_event_sinks`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // P5: bulk import through the admin endpoint of the module app.
 
 async function importScenario(app, adminToken) {
@@ -823,9 +895,9 @@ function verdict(measured, target, higherIsBetter) {
   return `**missed**: ${fmt(measured / target, 1)}× the limit`;
 }
 
-function render({ pgVersion, http, check, invalidation, imports, lookups }) {
+function render({ pgVersion, http, check, invalidation, imports, lookups, purges }) {
   const cpus = os.cpus();
-  const envSet = ['BENCH_DURATION', 'BENCH_CONNECTIONS', 'BENCH_ROUNDS', 'BENCH_IMPORT_ROUNDS', 'BENCH_SEED_ROWS', 'BENCH_IMPORT_ROWS', 'HTTP_ADAPTER']
+  const envSet = ['BENCH_DURATION', 'BENCH_CONNECTIONS', 'BENCH_ROUNDS', 'BENCH_IMPORT_ROUNDS', 'BENCH_SEED_ROWS', 'BENCH_IMPORT_ROWS', 'BENCH_PURGE_WRITES', 'HTTP_ADAPTER']
     .filter((name) => process.env[name] !== undefined)
     .map((name) => `${name}=${process.env[name]}`);
   const command = [...envSet, 'npm run bench'].join(' ');
@@ -975,6 +1047,13 @@ function render({ pgVersion, http, check, invalidation, imports, lookups }) {
     row(`P6 cross-instance invalidation p99, ${writes.length} writes`, `${fmt(p6.p99, 1)} ms (p50 ${fmt(p6.p50, 1)}, max ${fmt(p6.max, 1)})`, '≤ 100 ms',
       lost > 0 || stale > 0 ? `**missed**: ${lost} lost, ${stale} stale again` : verdict(p6.p99, 100, false),
       why(p6.p99 <= 100 && lost === 0 && stale === 0, p6Why)),
+    ...[['one at a time', purges.sequential], [`a burst of ${purges.burst.length} at once`, purges.burst]].map(([how, values]) => {
+      const p7 = percentiles(values);
+      const missing = values.filter((ms) => ms === Infinity).length;
+      return row(`P7 CDN purge latency p99 (commit → purge request), ${values.length} writes ${how}`, `${fmt(p7.p99, 1)} ms (p50 ${fmt(p7.p50, 1)}, max ${fmt(p7.max, 1)})`, '≤ 1,000 ms',
+        missing > 0 ? `**missed**: ${missing} purges never arrived` : verdict(p7.p99, 1000, false),
+        why(p7.p99 <= 1000 && missing === 0, `the outbox's worker for the purge sink wakes on the change notification; a burst is delivered in batches of up to 100 events per purge request`));
+    }),
   ];
 
   const MODES = ['plain', 'handwritten', 'module'];
@@ -1200,6 +1279,16 @@ the notification reached B before A's own call had resolved. A's writes took p50
 p50 ${fmt(invalidation.get.p50, 2)} ms, p99 ${fmt(invalidation.get.p99, 2)} ms (200 GETs of a key B answers from memory).
 
 ${p6Table.join('\n')}
+
+## P7: CDN purge latency
+
+A module app with \`TombstoneEventsModule.forRoot({ purge: [{ provider: 'http', url }] })\`, where
+\`url\` is a generic purge endpoint served by this process, which notes with \`process.hrtime\` when
+the first purge request naming each tag arrived. The app deletes keys through its
+\`TombstoneService\`, asked over IPC, and notes the instant each call resolved (the change and its
+event committed). The latency is from that instant to the purge request's arrival: first
+${purges.sequential.length} writes one at a time (each waits for its purge), then ${purges.burst.length} writes at once.
+A purge that did not arrive within ${fmt(P7_TIMEOUT_MS)} ms would count as infinite.
 `;
 }
 

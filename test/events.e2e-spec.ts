@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Injectable, type INestApplication } from '@nestjs/common';
+import { EventEmitterModule, OnEvent } from '@nestjs/event-emitter';
 import pg from 'pg';
 import { Webhook } from 'standardwebhooks';
 import { OnTombstoneEvent, type TombstoneEvent, TombstoneEventsService } from '../src/events/index.js';
@@ -391,5 +392,50 @@ describe('webhooks through the outbox', () => {
     } finally {
       await app.close();
     }
+  });
+});
+
+@Injectable()
+class EmitterListener {
+  readonly created: string[] = [];
+  failures = 0;
+
+  @OnEvent('tombstone.created', { suppressErrors: false })
+  async onCreated(event: TombstoneEvent): Promise<void> {
+    if (this.failures > 0) {
+      this.failures--;
+      throw new Error('not yet');
+    }
+    this.created.push(event.key);
+  }
+}
+
+describe('@nestjs/event-emitter and start-up checks', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it('emits each event on EventEmitter2 when the app has it, and retries a listener that throws', async () => {
+    const app = await bootEventsApp(db, { ...FAST }, { imports: [EventEmitterModule.forRoot()], providers: [EmitterListener] });
+    try {
+      const listener = app.get(EmitterListener);
+      listener.failures = 2;
+      await app.get(TombstoneService).recordDeletion('emitted', 'e-1');
+      await eventually(() => expect(listener.created).toEqual(['e-1']));
+      const [row] = await deliveries(db, 'event-emitter');
+      expect(row).toMatchObject({ state: 'delivered', attempts: 3 });
+    } finally {
+      await app.close();
+    }
+  });
+
+  it('eventEmitter: true fails at start without EventEmitterModule; two sinks of one name fail too', async () => {
+    await expect(bootEventsApp(db, { eventEmitter: true })).rejects.toThrow(/needs @nestjs\/event-emitter/);
+    await expect(bootEventsApp(db, { sinks: [new RecordingSink('twice'), new RecordingSink('twice')] })).rejects.toThrow(/two event sinks are named "twice"/);
   });
 });

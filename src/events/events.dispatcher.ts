@@ -16,6 +16,12 @@ export interface TombstoneSinkCounters {
   failed: number;
 }
 
+/** A worker's wake-up: `woken` since its last claim, and how to end its wait. */
+interface WorkerState {
+  woken: boolean;
+  resolve: (() => void) | undefined;
+}
+
 /** Deliveries one worker has under way, to abort or give back when the app stops. */
 interface InFlight {
   readonly sink: string;
@@ -32,15 +38,13 @@ interface InFlight {
  */
 export class TombstoneDispatcher {
   private readonly logger = new Logger('TombstoneEvents');
-  private readonly waiting = new Set<() => void>();
+  private readonly workerStates = new Set<WorkerState>();
   private readonly inFlight = new Set<InFlight>();
   private readonly logged = new Map<string, { minute: number; count: number }>();
   readonly counters = new Map<string, TombstoneSinkCounters>();
   private workers: Promise<void>[] = [];
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
-  /** Set by `wake()` while workers are busy, so that a notification is never lost between two claims. */
-  private woken = false;
 
   constructor(
     private readonly outbox: TombstoneOutbox,
@@ -61,10 +65,12 @@ export class TombstoneDispatcher {
     void this.sweep();
   }
 
-  /** Something may be due: every waiting worker looks now. */
+  /** Something may be due: every worker looks now (a busy one as soon as it is done). */
   wake(): void {
-    this.woken = true;
-    for (const resolve of this.waiting) resolve();
+    for (const state of this.workerStates) {
+      state.woken = true;
+      state.resolve?.();
+    }
   }
 
   /** Stops taking deliveries; those under way get a moment to finish, then are aborted and given back. */
@@ -86,18 +92,20 @@ export class TombstoneDispatcher {
   private async work(sink: TombstoneEventSink): Promise<void> {
     const batchSize = sink.batchSize ?? 1;
     const concurrency = sink.concurrency ?? 4;
+    const state: WorkerState = { woken: false, resolve: undefined };
+    this.workerStates.add(state);
     while (!this.stopped) {
-      this.woken = false;
+      state.woken = false;
       let claimed: ClaimedDelivery[];
       try {
         claimed = await this.outbox.claim(sink.name, Math.max(this.options.claimSize, batchSize), this.options.leaseMs);
       } catch (error) {
         this.log(sink.name, `could not read the outbox: ${messageOf(error)}`);
-        await this.idle();
+        await this.idle(state);
         continue;
       }
       if (claimed.length === 0) {
-        await this.idle();
+        await this.idle(state);
         continue;
       }
       const batches: ClaimedDelivery[][] = [];
@@ -108,6 +116,7 @@ export class TombstoneDispatcher {
       };
       await Promise.all(Array.from({ length: Math.min(concurrency, batches.length) }, lane));
     }
+    this.workerStates.delete(state);
   }
 
   /** One batch: delivered, or failed (retried later or dead), or given back when the app stops. */
@@ -153,17 +162,16 @@ export class TombstoneDispatcher {
     }
   }
 
-  /** Waits for a wake-up or `pollIntervalMs`; at once when woken since the last claim. */
-  private idle(): Promise<void> {
-    if (this.stopped || this.woken) return Promise.resolve();
+  /** Waits for a wake-up or `pollIntervalMs`; at once when woken since the worker's last claim. */
+  private idle(state: WorkerState): Promise<void> {
+    if (this.stopped || state.woken) return Promise.resolve();
     return new Promise<void>((resolve) => {
-      const done = () => {
+      const timer = setTimeout(() => state.resolve?.(), this.options.pollIntervalMs);
+      state.resolve = () => {
         clearTimeout(timer);
-        this.waiting.delete(done);
+        state.resolve = undefined;
         resolve();
       };
-      const timer = setTimeout(done, this.options.pollIntervalMs);
-      this.waiting.add(done);
     });
   }
 
