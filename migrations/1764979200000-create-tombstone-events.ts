@@ -9,8 +9,8 @@ import type { MigrationInterface, QueryRunner } from 'typeorm';
  *   registered, nothing is written: an app that does not use events pays one index probe per
  *   statement.
  * - `tombstone_events`: one row per change of one tombstone, whoever made it (the recording API,
- *   capture triggers, the admin endpoints, an import, psql), written by statement triggers on
- *   the tombstone table in the transaction that made the change: a rolled-back change leaves no
+ *   capture triggers, the admin endpoints, an import, psql), written by triggers on the tombstone
+ *   table in the transaction that made the change: a rolled-back change leaves no
  *   event, a committed one is never lost. A change of a tombstone's scope, type or key is two
  *   events (removed, created); an update that changes nothing but hit counts and timestamps is
  *   none. The events of one key are numbered (`id`) in commit order: a second writer of a key
@@ -97,43 +97,23 @@ export class CreateTombstoneEvents1764979200000 implements MigrationInterface {
       ['scope', 'resource_type', 'resource_key', 'kind', 'target_key', 'permanent', 'reason', 'alternative', 'actor', 'occurred_at', 'expires_at', 'metadata']
         .map((column) => `${row}.${column}`)
         .join(', ');
-    // (type, scope, resource_type, resource_key, before, after, actor, reason, row id, order)
-    const changes: Record<'INSERT' | 'UPDATE' | 'DELETE' | 'TRUNCATE', string> = {
-      INSERT: `
-        SELECT 'tombstone.created', n.scope, n.resource_type, n.resource_key, NULL::jsonb, ${state('n')},
-               coalesce($1, n.actor), n.reason, n.id, 0
-          FROM new_rows n`,
-      DELETE: `
-        SELECT 'tombstone.removed', o.scope, o.resource_type, o.resource_key, ${state('o')}, NULL::jsonb,
-               $1, o.reason, o.id, 0
-          FROM old_rows o`,
-      TRUNCATE: `
-        SELECT 'tombstone.removed', o.scope, o.resource_type, o.resource_key, ${state('o')}, NULL::jsonb,
-               $1, o.reason, o.id, 0
-          FROM ${s}."tombstones" o`,
-      UPDATE: `
-        SELECT e.* FROM new_rows n JOIN old_rows o ON o.id = n.id
-         CROSS JOIN LATERAL (VALUES
-           ('tombstone.changed', n.scope, n.resource_type, n.resource_key, ${state('o')}, ${state('n')}, coalesce($1, n.actor), n.reason, n.id, 0),
-           ('tombstone.removed', o.scope, o.resource_type, o.resource_key, ${state('o')}, NULL::jsonb, $1, o.reason, n.id, 1),
-           ('tombstone.created', n.scope, n.resource_type, n.resource_key, NULL::jsonb, ${state('n')}, coalesce($1, n.actor), n.reason, n.id, 2)
-         ) AS e(type, scope, resource_type, resource_key, before, after, actor, reason, row_id, ord)
-         WHERE (${columns('n')}) IS DISTINCT FROM (${columns('o')})
-           AND ((n.scope, n.resource_type, n.resource_key) IS NOT DISTINCT FROM (o.scope, o.resource_type, o.resource_key)) = (e.ord = 0)`,
-    };
-    // EXECUTE: planned at each call, for the sizes of that statement's transition tables.
-    const write = (op: keyof typeof changes) => `
-      EXECUTE $q$
-        WITH c(type, scope, resource_type, resource_key, before, after, actor, reason, row_id, ord) AS (${changes[op]}),
-        e AS (
-          INSERT INTO ${s}."tombstone_events" ("type", "scope", "resource_type", "resource_key", "before", "after", "actor", "reason")
-          SELECT c.type, c.scope, c.resource_type, c.resource_key, c.before, c.after, c.actor, c.reason
-            FROM c ORDER BY c.row_id, c.ord
-          RETURNING "id", "scope", "resource_type", "resource_key")
-        INSERT INTO ${s}."tombstone_event_deliveries" ("sink", "event_id", "scope", "resource_type", "resource_key")
-        SELECT k.name, e.id, e.scope, e.resource_type, e.resource_key
-          FROM e CROSS JOIN ${s}."tombstone_event_sinks" k
-      $q$ USING who;`;
+    // Writes the events `source` selects, as (type, scope, resource_type, resource_key, before,
+    // after, actor, reason, row id), in the order of their rows, and a delivery of each for every
+    // registered sink.
+    const write = (source: string) => `
+      WITH e AS (
+        INSERT INTO ${s}."tombstone_events" ("type", "scope", "resource_type", "resource_key", "before", "after", "actor", "reason")
+        SELECT c.type, c.scope, c.resource_type, c.resource_key, c.before, c.after, c.actor, c.reason
+          FROM (${source}) AS c(type, scope, resource_type, resource_key, before, after, actor, reason, row_id)
+         ORDER BY c.row_id
+        RETURNING "id", "scope", "resource_type", "resource_key")
+      INSERT INTO ${s}."tombstone_event_deliveries" ("sink", "event_id", "scope", "resource_type", "resource_key")
+      SELECT k.name, e.id, e.scope, e.resource_type, e.resource_key
+        FROM e CROSS JOIN ${s}."tombstone_event_sinks" k;`;
+    const removed = (row: string) => `'tombstone.removed', ${row}.scope, ${row}.resource_type, ${row}.resource_key, ${state(row)}, NULL::jsonb, who, ${row}.reason, ${row}.id`;
+    const created = (row: string) => `'tombstone.created', ${row}.scope, ${row}.resource_type, ${row}.resource_key, NULL::jsonb, ${state(row)}, coalesce(who, ${row}.actor), ${row}.reason, ${row}.id`;
+    // Statement triggers for INSERT and DELETE (one INSERT … SELECT over the transition table,
+    // planned once: a scan, whatever its size) and TRUNCATE (the rows still there, BEFORE it).
     await queryRunner.query(`
       CREATE FUNCTION ${s}.tombstones_events() RETURNS trigger
       LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
@@ -143,23 +123,45 @@ export class CreateTombstoneEvents1764979200000 implements MigrationInterface {
         IF NOT EXISTS (SELECT 1 FROM ${s}."tombstone_event_sinks") THEN
           RETURN NULL;
         END IF;
-        IF TG_OP = 'INSERT' THEN ${write('INSERT')}
-        ELSIF TG_OP = 'DELETE' THEN ${write('DELETE')}
-        ELSIF TG_OP = 'UPDATE' THEN ${write('UPDATE')}
-        ELSE ${write('TRUNCATE')}
+        IF TG_OP = 'INSERT' THEN ${write(`SELECT ${created('n')} FROM new_rows n`)}
+        ELSIF TG_OP = 'DELETE' THEN ${write(`SELECT ${removed('o')} FROM old_rows o`)}
+        ELSE ${write(`SELECT ${removed('o')} FROM ${s}."tombstones" o`)}
+        END IF;
+        RETURN NULL;
+      END
+      $fn$`);
+    // A row trigger for UPDATE, fired only (WHEN) for rows whose tombstone changed: hit counts and
+    // timestamps cost no call. Pairing old and new rows of a statement's transition tables would
+    // need a join whose plan, kept from a first small statement, turns quadratic on a large one.
+    await queryRunner.query(`
+      CREATE FUNCTION ${s}.tombstones_events_update() RETURNS trigger
+      LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
+      DECLARE
+        who text := nullif(current_setting('nestjs_tombstones.actor', true), '');
+      BEGIN
+        IF NOT EXISTS (SELECT 1 FROM ${s}."tombstone_event_sinks") THEN
+          RETURN NULL;
+        END IF;
+        IF (NEW.scope, NEW.resource_type, NEW.resource_key) IS NOT DISTINCT FROM (OLD.scope, OLD.resource_type, OLD.resource_key) THEN
+          ${write(`SELECT 'tombstone.changed', NEW.scope, NEW.resource_type, NEW.resource_key, ${state('OLD')}, ${state('NEW')}, coalesce(who, NEW.actor), NEW.reason, 0`)}
+        ELSE
+          ${write(`SELECT ${removed('OLD')} UNION ALL SELECT ${created('NEW')}`)}
         END IF;
         RETURN NULL;
       END
       $fn$`);
     for (const [name, event, tables] of [
       ['tombstones_events_ins', 'INSERT', 'NEW TABLE AS new_rows'],
-      ['tombstones_events_upd', 'UPDATE', 'OLD TABLE AS old_rows NEW TABLE AS new_rows'],
       ['tombstones_events_del', 'DELETE', 'OLD TABLE AS old_rows'],
     ]) {
       await queryRunner.query(`
         CREATE TRIGGER ${name} AFTER ${event} ON ${s}."tombstones"
           REFERENCING ${tables} FOR EACH STATEMENT EXECUTE FUNCTION ${s}.tombstones_events()`);
     }
+    await queryRunner.query(`
+      CREATE TRIGGER tombstones_events_upd AFTER UPDATE ON ${s}."tombstones" FOR EACH ROW
+        WHEN ((${columns('OLD')}) IS DISTINCT FROM (${columns('NEW')}))
+        EXECUTE FUNCTION ${s}.tombstones_events_update()`);
     // Before: the rows a TRUNCATE removes are still there to be named.
     await queryRunner.query(`
       CREATE TRIGGER tombstones_events_trunc BEFORE TRUNCATE ON ${s}."tombstones"
@@ -177,6 +179,7 @@ export class CreateTombstoneEvents1764979200000 implements MigrationInterface {
       await queryRunner.query(`DROP TRIGGER IF EXISTS ${name} ON ${s}."tombstones"`);
     }
     await queryRunner.query(`DROP FUNCTION IF EXISTS ${s}.tombstones_events()`);
+    await queryRunner.query(`DROP FUNCTION IF EXISTS ${s}.tombstones_events_update()`);
     await queryRunner.query(`DROP TABLE IF EXISTS "tombstone_event_deliveries"`);
     await queryRunner.query(`DROP TABLE IF EXISTS "tombstone_events"`);
     await queryRunner.query(`DROP TABLE IF EXISTS "tombstone_event_sinks"`);
