@@ -1,4 +1,6 @@
 import { type DynamicModule, Module } from '@nestjs/common';
+import { TombstoneEventsAdminController } from './events/events.controller.js';
+import { TombstoneEventsAdminService } from './events/events.service.js';
 import { TombstoneMissesAdminController } from './misses/misses.controller.js';
 import { TombstoneMissesAdminService } from './misses/misses.service.js';
 import { TombstoneAdminController } from './tombstones/tombstones.controller.js';
@@ -16,8 +18,9 @@ import { TombstoneTransferService } from './transfer/transfer.service.js';
 
 /**
  * Admin endpoints for tombstones: list, read, create, update, delete, batch resolve, the stale
- * view, import and export; and over the misses log: list, read, resolve into a tombstone, delete,
- * purge. Refuses to start without an access control. Needs `TombstoneModule`, and
+ * view, import and export; over the misses log: list, read, resolve into a tombstone, delete,
+ * purge; and over the events outbox: events and their deliveries, dead letters to retry or
+ * discard, sinks to unregister. Refuses to start without an access control. Needs `TombstoneModule`, and
  * `class-validator`, `class-transformer` and `@nestjs/swagger` installed.
  *
  * @example
@@ -31,15 +34,16 @@ import { TombstoneTransferService } from './transfer/transfer.service.js';
  * export class AppModule {}
  */
 @Module({
-  controllers: [TombstoneAdminController, TombstoneMissesAdminController],
+  controllers: [TombstoneAdminController, TombstoneMissesAdminController, TombstoneEventsAdminController],
   providers: [
     { provide: TOMBSTONE_ADMIN_OPTIONS, useFactory: resolveTombstoneAdminOptions, inject: [ADMIN_MODULE_OPTIONS] },
     TombstoneAdminService,
     TombstoneTransferService,
     TombstoneMissesAdminService,
+    TombstoneEventsAdminService,
     TombstoneAdminWrites,
   ],
-  exports: [TombstoneAdminService, TombstoneTransferService, TombstoneMissesAdminService],
+  exports: [TombstoneAdminService, TombstoneTransferService, TombstoneMissesAdminService, TombstoneEventsAdminService],
 })
 export class TombstoneAdminModule extends ConfigurableAdminModuleClass {
   static override forRoot(options: typeof ADMIN_OPTIONS_TYPE): DynamicModule {

@@ -99,6 +99,39 @@ export class TombstoneMissIdPipe implements PipeTransform<string, string> {
   }
 }
 
+const EVENT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** An event id of the outbox (`tombstone_events.event_id`): a UUID in its canonical form. */
+export class TombstoneEventIdPipe implements PipeTransform<string, string> {
+  transform(value: string): string {
+    if (typeof value !== 'string' || !EVENT_ID.test(value)) throw invalid('id', 'must be an event id (a UUID)');
+    return value.toLowerCase();
+  }
+}
+
+// Control and format characters (CR, LF, NUL, DEL, bidi overrides, zero-width), line and
+// paragraph separators: a sink name is shown in logs and tables, where they would forge lines.
+const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/u;
+
+export const SINK_NAME_REASON = 'must be a sink name: 1 to 200 printable characters';
+
+/** Whether `value` can name a sink: 1 to 200 characters (as the table counts them), all printable. */
+export function isSinkName(value: unknown): value is string {
+  // At most 2 UTF-16 units per character: the length bounds the work before counting.
+  if (typeof value !== 'string' || value.length === 0 || value.length > 400 || !value.isWellFormed()) return false;
+  return [...value].length <= 200 && !UNPRINTABLE.test(value);
+}
+
+/** A sink name in a path. */
+export class TombstoneSinkNamePipe implements PipeTransform<string, string> {
+  constructor(private readonly field = 'sink') {}
+
+  transform(value: string): string {
+    if (!isSinkName(value)) throw invalid(this.field, SINK_NAME_REASON);
+    return value;
+  }
+}
+
 /** The responses every admin endpoint may give, for `@ApiResponse()`. */
 export const ADMIN_ERROR_RESPONSES = {
   400: { status: 400, description: 'Invalid input: `errors` lists each field and why' },

@@ -27,7 +27,7 @@ const check = (name: string, test: (value: unknown) => boolean, message: string)
   ValidateBy({ name, validator: { validate: test, defaultMessage: () => message } }, options);
 
 /** A resource key: 1 to 2048 bytes of UTF-8, no NUL. */
-const IsTombstoneKey = check('isTombstoneKey', isStorableKey, '$property must be a key of 1 to 2048 bytes, without NUL characters');
+export const IsTombstoneKey = check('isTombstoneKey', isStorableKey, '$property must be a key of 1 to 2048 bytes, without NUL characters');
 /** A scope: at most 256 bytes, no NUL. */
 const IsTombstoneScope = check('isTombstoneScope', isStorableScope, '$property must be a scope of at most 256 bytes, without NUL characters');
 /** A resource type as `@Tombstoned()` names it. */
