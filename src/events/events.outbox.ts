@@ -177,6 +177,7 @@ export class TombstoneOutbox {
            SELECT e.id FROM tombstone_events e
             WHERE e.occurred_at < now() - $1 * interval '1 millisecond'
               AND NOT EXISTS (SELECT 1 FROM tombstone_event_deliveries d WHERE d.event_id = e.id)
+            ORDER BY e.id
             LIMIT $2)`,
         [Math.min(deliveredMs, deadMs), batch],
       )) as [unknown, number];
