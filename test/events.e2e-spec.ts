@@ -5,6 +5,7 @@ import { Injectable, type INestApplication } from '@nestjs/common';
 import { EventEmitterModule, OnEvent } from '@nestjs/event-emitter';
 import pg from 'pg';
 import { Webhook } from 'standardwebhooks';
+import { TombstoneOutbox } from '../src/events/events.outbox.js';
 import { OnTombstoneEvent, type TombstoneEvent, TombstoneEventsService } from '../src/events/index.js';
 import { TombstoneService } from '../src/index.js';
 import { bootEventsApp, RecordingSink } from './fixtures/events.fixture.js';
@@ -437,5 +438,56 @@ describe('@nestjs/event-emitter and start-up checks', () => {
   it('eventEmitter: true fails at start without EventEmitterModule; two sinks of one name fail too', async () => {
     await expect(bootEventsApp(db, { eventEmitter: true })).rejects.toThrow(/needs @nestjs\/event-emitter/);
     await expect(bootEventsApp(db, { sinks: [new RecordingSink('twice'), new RecordingSink('twice')] })).rejects.toThrow(/two event sinks are named "twice"/);
+  });
+});
+
+describe('retention', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it('deletes delivered events after retentionDays and dead letters after deadLetterRetentionDays, never a pending one', async () => {
+    const outbox = new TombstoneOutbox(db.sql);
+    await outbox.register(['a', 'b']);
+    await db.sql.query(
+      `INSERT INTO tombstones (resource_type, resource_key, kind) SELECT 'kept', 'k' || g, 'deleted' FROM generate_series(1, 4) g`,
+    );
+    // k1: delivered to both long ago; k2: delivered long ago to a, dead long ago for b;
+    // k3: delivered to a long ago, still pending for b; k4: delivered just now.
+    await db.sql.query(`UPDATE tombstone_events SET occurred_at = now() - interval '40 days'`);
+    const set = (key: string, sink: string, state: string, age: string) =>
+      db.sql.query(
+        `UPDATE tombstone_event_deliveries SET state = $3, finished_at = CASE WHEN $3 = 'pending' THEN NULL ELSE now() - $4::interval END
+          WHERE resource_key = $1 AND sink = $2`,
+        [key, sink, state, age],
+      );
+    await set('k1', 'a', 'delivered', '8 days');
+    await set('k1', 'b', 'delivered', '8 days');
+    await set('k2', 'a', 'delivered', '8 days');
+    await set('k2', 'b', 'dead', '8 days');
+    await set('k3', 'a', 'delivered', '8 days');
+    await set('k4', 'a', 'delivered', '0 days');
+    await set('k4', 'b', 'delivered', '0 days');
+    const day = 86_400_000;
+    await outbox.sweep(7 * day, 30 * day, 2);
+    const left = await db.sql.query(
+      `SELECT e.resource_key AS key, d.sink, d.state FROM tombstone_events e LEFT JOIN tombstone_event_deliveries d ON d.event_id = e.id ORDER BY 1, 2`,
+    );
+    expect(left).toEqual([
+      { key: 'k2', sink: 'b', state: 'dead' },
+      { key: 'k3', sink: 'b', state: 'pending' },
+      { key: 'k4', sink: 'a', state: 'delivered' },
+      { key: 'k4', sink: 'b', state: 'delivered' },
+    ]);
+    const stats = await outbox.stats();
+    expect(stats.find((entry) => entry.sink === 'b')).toMatchObject({ pending: 1, dead: 1 });
+    expect(stats.find((entry) => entry.sink === 'b')!.lagMs).toBeGreaterThan(39 * day);
+    await outbox.sweep(7 * day, 7 * day);
+    expect(await db.sql.query(`SELECT count(*)::int AS n FROM tombstone_event_deliveries WHERE state = 'dead'`)).toEqual([{ n: 0 }]);
   });
 });
