@@ -200,11 +200,7 @@ export class TombstoneResponseWriter {
 
 /** The `Cache-Control` of each status, unscoped and scoped. */
 function cacheControlsOf(cacheControl: ResolvedTombstoneOptions['cacheControl']): Map<number, { unscoped: string | false; scoped: string | false }> {
-  const of = (value: string | false) => ({
-    unscoped: value,
-    // A scoped answer depends on who asks: a shared cache must never hand it to another tenant.
-    scoped: value && !/\b(private|no-store)\b/.test(value) ? `private, ${value}` : value,
-  });
+  const of = (value: string | false) => ({ unscoped: value, scoped: value && scopedCacheControl(value) });
   return new Map([
     [410, of(cacheControl.gone)],
     [301, of(cacheControl.permanentRedirect)],
@@ -213,6 +209,22 @@ function cacheControlsOf(cacheControl: ResolvedTombstoneOptions['cacheControl'])
     [307, of(cacheControl.temporaryRedirect)],
     [404, of(cacheControl.notFound)],
   ]);
+}
+
+/**
+ * A scoped answer depends on who asks: a shared cache must never hand it to another tenant. So it
+ * is `private` (unless `private` or `no-store` says so already), and loses the directives that
+ * speak to shared caches only, which `private` contradicts: `public`, which would also let a
+ * shared cache store an answer to a request with `Authorization` (RFC 9111 §3.5), and `s-maxage`.
+ * A value without them is kept as it is, `private, ` in front.
+ */
+export function scopedCacheControl(value: string): string {
+  // Directives, each with its argument; a quoted argument may hold commas (`no-cache="a, b"`).
+  const directives = (value.match(/(?:[^,"]|"(?:[^"\\]|\\.)*")+/g) ?? []).map((d) => d.trim()).filter((d) => d !== '');
+  const kept = directives.filter((d) => !/^(?:public|s-maxage)\s*(?:=|$)/i.test(d));
+  const rest = kept.length === directives.length ? value : kept.join(', ');
+  if (/\b(?:private|no-store)\b/i.test(rest)) return rest;
+  return rest === '' ? 'private' : `private, ${rest}`;
 }
 
 const ACCEPT = ['Accept'];

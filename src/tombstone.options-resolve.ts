@@ -1,10 +1,12 @@
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import {
+  type ResolvedCacheControl,
   type ResolvedCacheOptions,
   type ResolvedCircuitBreakerOptions,
   type ResolvedFilterOptions,
   type ResolvedTombstoneOptions,
   TombstoneCacheControl,
+  type TombstoneCacheDirectives,
   TombstoneCircuitBreakerOptions,
   TombstoneFilterOptions,
   TombstoneHitCountOptions,
@@ -149,15 +151,60 @@ function resolveCircuitBreaker(value: unknown, fail: Fail): ResolvedCircuitBreak
   return breaker;
 }
 
-function resolveCacheControl(value: unknown, fail: Fail): Required<TombstoneCacheControl> {
+function resolveCacheControl(value: unknown, fail: Fail): ResolvedCacheControl {
   if (typeof value !== 'object' || value === null) fail('cacheControl must be an object.');
-  const resolved = withDefaults('cacheControl', TombstoneCacheControl, value as object, fail);
+  const resolved = withDefaults('cacheControl', TombstoneCacheControl, value as object, fail) as Record<string, unknown>;
   for (const [key, header] of Object.entries(resolved)) {
-    if (header !== false && (typeof header !== 'string' || header === '' || !HEADER_VALUE.test(header))) {
-      fail(`cacheControl.${key} must be a Cache-Control header value (printable ASCII) or false.`);
+    if (typeof header === 'object' && header !== null && !Array.isArray(header)) {
+      resolved[key] = writeDirectives(key, header, fail);
+    } else if (header !== false && (typeof header !== 'string' || header === '' || !HEADER_VALUE.test(header))) {
+      fail(
+        `cacheControl.${key} must be a Cache-Control header value (printable ASCII), an object of directives or false, not ${JSON.stringify(header)}.`,
+        `e.g. cacheControl: { ${key}: 'max-age=3600' } or { ${key}: { maxAge: 3600, sMaxAge: 86400 } }`,
+      );
     }
   }
-  return resolved as Required<TombstoneCacheControl>;
+  return resolved as ResolvedCacheControl;
+}
+
+/** The directives an object of `TombstoneCacheDirectives` may hold, in the order they are written. */
+const DIRECTIVES: Record<keyof TombstoneCacheDirectives, string> = {
+  public: 'public',
+  maxAge: 'max-age',
+  sMaxAge: 's-maxage',
+  staleWhileRevalidate: 'stale-while-revalidate',
+  staleIfError: 'stale-if-error',
+};
+
+/** Largest delta-seconds a cache must understand (RFC 9111 §1.2.2: larger values mean 2^31). */
+const MAX_DELTA_SECONDS = 2 ** 31;
+
+/** An object of directives written out as a Cache-Control value, once. */
+function writeDirectives(entry: string, given: object, fail: Fail): string {
+  const path = `cacheControl.${entry}`;
+  const known = Object.keys(DIRECTIVES).join(', ');
+  const example = `e.g. cacheControl: { ${entry}: { maxAge: 3600, sMaxAge: 86400 } }`;
+  const directives: string[] = [];
+  const values = given as Record<string, unknown>;
+  for (const name of Object.keys(values)) {
+    if (!Object.hasOwn(DIRECTIVES, name)) fail(`unknown ${path} directive '${name}'.`, `Use only: ${known}.`);
+  }
+  for (const [name, directive] of Object.entries(DIRECTIVES)) {
+    const value = values[name];
+    if (value === undefined) continue;
+    if (name === 'public') {
+      if (typeof value !== 'boolean') fail(`${path}.public must be true or false, not ${JSON.stringify(value)}.`, example);
+      if (value) directives.push(directive);
+    } else if (!Number.isInteger(value) || (value as number) < 0 || (value as number) > MAX_DELTA_SECONDS) {
+      fail(`${path}.${name} must be a whole number of seconds from 0 to ${MAX_DELTA_SECONDS}, not ${JSON.stringify(value)}.`, example);
+    } else {
+      directives.push(`${directive}=${value as number}`);
+    }
+  }
+  if (directives.length === 0) {
+    fail(`${path} has no directive to send.`, `Give some of ${known}: ${example}.`, 'Or false, to send no Cache-Control.');
+  }
+  return directives.join(', ');
 }
 
 function resolveCache(value: unknown, fail: Fail): ResolvedCacheOptions | false {

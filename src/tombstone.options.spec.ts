@@ -206,6 +206,18 @@ describe('resolveTombstoneOptions', () => {
       ).toStrictEqual({ gone: false, permanentRedirect: false, temporaryRedirect: false, notFound: false });
     });
 
+    it('writes an object of directives out once, in a fixed order, and leaves the object alone', () => {
+      const gone = { staleIfError: 600, staleWhileRevalidate: 60, sMaxAge: 86_400, maxAge: 3600, public: true };
+      const given = { ...gone };
+      expect(resolveTombstoneOptions({ cacheControl: { gone, notFound: { maxAge: 0 }, temporaryRedirect: { public: false, sMaxAge: 2 ** 31 } } }).cacheControl).toStrictEqual({
+        gone: 'public, max-age=3600, s-maxage=86400, stale-while-revalidate=60, stale-if-error=600',
+        permanentRedirect: 'max-age=86400',
+        temporaryRedirect: 's-maxage=2147483648',
+        notFound: 'max-age=0',
+      });
+      expect(gone).toStrictEqual(given);
+    });
+
     it.each([
       ['a header', { header: 'x-tenant-id' }],
       ['a mixed-case header', { header: 'X-Tenant-Id' }],
@@ -338,10 +350,30 @@ describe('resolveTombstoneOptions', () => {
       ['true', true],
       ['a number', 86400],
       ['null', null],
+      ['an array', ['max-age=60']],
     ])('rejects a cacheControl value with %s, naming the entry', (_label, value) => {
       const message = configurationErrorOf({ cacheControl: { gone: value } });
-      expect(message).toContain('cacheControl.gone must be a Cache-Control header value (printable ASCII) or false');
+      expect(message).toContain('cacheControl.gone must be a Cache-Control header value (printable ASCII), an object of directives or false');
+      expect(message).toContain(`not ${JSON.stringify(value)}.`);
       expect(configurationErrorOf({ cacheControl: { temporaryRedirect: value } })).toContain('cacheControl.temporaryRedirect');
+    });
+
+    it.each([
+      [{ maxAge: -1 }, 'cacheControl.gone.maxAge must be a whole number of seconds from 0 to 2147483648, not -1.'],
+      [{ sMaxAge: 1.5 }, 'cacheControl.gone.sMaxAge must be a whole number of seconds from 0 to 2147483648, not 1.5.'],
+      [{ staleWhileRevalidate: '60' }, 'cacheControl.gone.staleWhileRevalidate must be a whole number of seconds from 0 to 2147483648, not "60".'],
+      [{ staleIfError: 2 ** 31 + 1 }, 'cacheControl.gone.staleIfError must be a whole number of seconds from 0 to 2147483648, not 2147483649.'],
+      [{ maxAge: Number.NaN }, 'cacheControl.gone.maxAge must be a whole number of seconds'],
+      [{ maxAge: null }, 'cacheControl.gone.maxAge must be a whole number of seconds from 0 to 2147483648, not null.'],
+      [{ public: 'yes' }, 'cacheControl.gone.public must be true or false, not "yes".'],
+      [{ mustRevalidate: true }, "unknown cacheControl.gone directive 'mustRevalidate'"],
+      [{ toString: 1 }, "unknown cacheControl.gone directive 'toString'"],
+      [{}, 'cacheControl.gone has no directive to send.'],
+      [{ public: false, maxAge: undefined }, 'cacheControl.gone has no directive to send.'],
+    ])('rejects the directives %j, naming the entry', (gone, message) => {
+      const error = configurationErrorOf({ cacheControl: { gone } });
+      expect(error).toContain(message);
+      expect(error).toContain('Potential solutions');
     });
 
     it.each([[0], [1.5], [70_000], [60_001], [-1], [Number.NaN], [Number.POSITIVE_INFINITY], ['2000']])(
