@@ -60,6 +60,7 @@ export function Tombstoned(type: string, options: TombstonedOptions = {}): Class
     scope: options.scope,
     label: options.label ?? labelOf(type),
     emptyMeansNotFound: options.emptyMeansNotFound ?? true,
+    cacheTags: false,
   };
   return applyDecorators(
     wrapHandlers(settings),

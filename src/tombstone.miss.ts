@@ -101,6 +101,8 @@ export class TombstoneMissResolver {
   private lastLogged = 0;
   private logBudget = LOG_BURST;
   private unlogged = 0;
+  /** The plain 404s given because nothing could be known (see `failedOpen()`). */
+  private readonly failures = new WeakSet<TombstoneAnswer>();
 
   constructor(
     private readonly lookup: TombstoneLookup,
@@ -170,7 +172,18 @@ export class TombstoneMissResolver {
     } catch {
       key = undefined;
     }
-    return this.answerOf(NO_TOMBSTONE, settings, request, typeof key === 'string' ? key : '', '', requestIdOf(request, this.options.requestIdHeader));
+    const answer = this.answerOf(NO_TOMBSTONE, settings, request, typeof key === 'string' ? key : '', '', requestIdOf(request, this.options.requestIdHeader));
+    this.failures.add(answer);
+    return answer;
+  }
+
+  /**
+   * Whether `answer` is a plain 404 given because the lookup failed (or could not be made): it
+   * says nothing about the key, so it carries no cache tags. An answer the lookup gave, hidden
+   * keys' 404s included, does.
+   */
+  failedOpen(answer: TombstoneAnswer): boolean {
+    return this.failures.has(answer);
   }
 
   /**
@@ -180,7 +193,9 @@ export class TombstoneMissResolver {
    */
   private failed(error: unknown, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
     if (!(error instanceof TombstoneCircuitOpenError)) this.logFailure(error, settings, request, key, scope, requestId);
-    return this.answerOf(NO_TOMBSTONE, settings, request, key, scope, requestId);
+    const answer = this.answerOf(NO_TOMBSTONE, settings, request, key, scope, requestId);
+    this.failures.add(answer);
+    return answer;
   }
 
   private logFailure(error: unknown, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): void {

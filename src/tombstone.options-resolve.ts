@@ -2,11 +2,13 @@ import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import {
   type ResolvedCacheControl,
   type ResolvedCacheOptions,
+  type ResolvedCacheTagsOptions,
   type ResolvedCircuitBreakerOptions,
   type ResolvedFilterOptions,
   type ResolvedTombstoneOptions,
   TombstoneCacheControl,
   type TombstoneCacheDirectives,
+  TombstoneCacheTagsOptions,
   TombstoneCircuitBreakerOptions,
   TombstoneFilterOptions,
   TombstoneHitCountOptions,
@@ -77,6 +79,7 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
     hitCounts: resolveBatching('hitCounts', o.hitCounts, TombstoneHitCountOptions, fail),
     missLog: resolveBatching('missLog', o.missLog, TombstoneMissLogOptions, fail),
     cache: resolveCache(o.cache, fail),
+    cacheTags: resolveCacheTags(o.cacheTags, o.requestIdHeader, fail),
   };
 }
 
@@ -205,6 +208,31 @@ function writeDirectives(entry: string, given: object, fail: Fail): string {
     fail(`${path} has no directive to send.`, `Give some of ${known}: ${example}.`, 'Or false, to send no Cache-Control.');
   }
   return directives.join(', ');
+}
+
+/** Headers the module writes itself on its answers: a tag header must be another one. */
+const OWN_HEADERS = ['content-type', 'content-length', 'x-content-type-options', 'vary', 'cache-control', 'location', 'link'];
+
+/** Separators of tags that no valid tag can hold (a tag has no space and no comma). */
+const SEPARATORS = [' ', ',', ', '];
+
+function resolveCacheTags(value: unknown, requestIdHeader: string, fail: Fail): ResolvedCacheTagsOptions | false {
+  const tags = switchable('cacheTags', value, TombstoneCacheTagsOptions, fail, (fields) => `{ ${fields} }`, "e.g. cacheTags: { header: 'Cache-Tag' } for Cloudflare");
+  if (!tags) return false;
+  const { header, tag, separator } = tags;
+  if (typeof header !== 'string' || !HEADER_NAME.test(header)) {
+    fail(`cacheTags.header must be an HTTP header name, not ${JSON.stringify(header)}.`, "'Surrogate-Key' for Fastly, 'Cache-Tag' for Cloudflare.");
+  }
+  if ([...OWN_HEADERS, requestIdHeader.toLowerCase()].includes(header.toLowerCase())) {
+    fail(`cacheTags.header cannot be ${header}: the module sets that header itself.`, "'Surrogate-Key' for Fastly, 'Cache-Tag' for Cloudflare.");
+  }
+  if (tag !== undefined && typeof tag !== 'function') {
+    fail('cacheTags.tag must be a function of the resource type and the key.', 'e.g. cacheTags: { tag: (type, key) => `${type}-${key}` }', 'Omit it for the default tags.');
+  }
+  if (separator !== undefined && !SEPARATORS.includes(separator)) {
+    fail(`cacheTags.separator must be one of ${SEPARATORS.map((s) => `'${s}'`).join(', ')}, not ${JSON.stringify(separator)}.`, "Omit it: ' ' for Surrogate-Key, ',' otherwise.");
+  }
+  return { header, tag, separator: separator ?? (header.toLowerCase() === 'surrogate-key' ? ' ' : ',') };
 }
 
 function resolveCache(value: unknown, fail: Fail): ResolvedCacheOptions | false {

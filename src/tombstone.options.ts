@@ -41,6 +41,29 @@ export class TombstoneCacheControl {
   notFound?: string | TombstoneCacheDirectives | false = 'no-store';
 }
 
+/**
+ * The header of cache tags (surrogate keys) on answers, which a CDN stores with the cached answer
+ * so that a purge by tag removes it when the tombstone changes; see docs/responses.md.
+ */
+export class TombstoneCacheTagsOptions {
+  /**
+   * The response header: `'Surrogate-Key'` for Fastly, `'Cache-Tag'` for Cloudflare. An HTTP
+   * header name that the module does not set otherwise. Default: `'Surrogate-Key'`.
+   */
+  header?: string = 'Surrogate-Key';
+
+  /**
+   * The tags of a key: one string or several. Each must be printable ASCII without a space or a
+   * comma, at most 1024 bytes; one that is not is left out (and logged). Default: none
+   * (`` `${resourceType}/${encodeURIComponent(key)}` ``, or `` `${resourceType}/#` `` and 32 hex
+   * digits of the key's SHA-256 when that is longer than 1024 bytes).
+   */
+  tag?: (resourceType: string, key: string) => string | readonly string[] = undefined;
+
+  /** What separates the tags in the header: `' '`, `','` or `', '`. Default: `' '` for `Surrogate-Key`, `','` otherwise. */
+  separator?: string = undefined;
+}
+
 /** How answers from tombstones are counted (`tombstones.hit_count`, `last_hit_at`). */
 export class TombstoneHitCountOptions {
   /** Longest time a counted hit waits in memory before it is written. Default: `10000`. */
@@ -254,6 +277,15 @@ export class TombstoneModuleOptions {
    * `TombstoneLookupCacheOptions`).
    */
   cache?: boolean | TombstoneLookupCacheOptions = true;
+
+  /**
+   * Cache tags on the answers of `@Tombstoned()` routes, for a CDN to purge them by tag when a
+   * tombstone changes: a header (`Surrogate-Key` by default) with the tags of the key asked for.
+   * `true` turns it on with the defaults of `TombstoneCacheTagsOptions`, an object with some of
+   * them. A found resource's answer carries it too where the route says `cacheTags: true`.
+   * Default: `false` (off).
+   */
+  cacheTags?: boolean | TombstoneCacheTagsOptions = false;
 }
 
 /**
@@ -269,6 +301,7 @@ export type ResolvedMissLogOptions = Resolved<TombstoneMissLogOptions>;
 export type ResolvedFilterOptions = Resolved<TombstoneFilterOptions>;
 export type ResolvedCircuitBreakerOptions = Resolved<TombstoneCircuitBreakerOptions>;
 export type ResolvedCacheOptions = Resolved<TombstoneLookupCacheOptions, 'store' | 'listen', { filter: ResolvedFilterOptions | false }>;
+export type ResolvedCacheTagsOptions = Resolved<TombstoneCacheTagsOptions, 'tag'>;
 /** Each answer's `Cache-Control` as a header value (objects of directives written out), or `false`. */
 export type ResolvedCacheControl = { [K in keyof TombstoneCacheControl]-?: string | false };
 
@@ -282,5 +315,6 @@ export type ResolvedTombstoneOptions = Resolved<
     hitCounts: ResolvedHitCountOptions | false;
     missLog: ResolvedMissLogOptions | false;
     cache: ResolvedCacheOptions | false;
+    cacheTags: ResolvedCacheTagsOptions | false;
   }
 >;
