@@ -1,6 +1,7 @@
 import { HttpStatus, Inject, Injectable, Logger, NotFoundException } from '@nestjs/common';
 import { HTTP_CODE_METADATA } from '@nestjs/common/constants.js';
 import { answerFor, requestIdOf, requestPath } from './tombstone.answer.js';
+import { tagFound } from './tombstone.cache-tags.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { preview } from './tombstone.exceptions.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
@@ -43,9 +44,13 @@ export class TombstoneMissException extends NotFoundException {
  * Wraps a `@Tombstoned()` handler: a found resource is returned as it is, with nothing else run
  * (not even a microtask for a synchronous handler); `null`, `undefined`, a NotFoundException or
  * TypeORM's EntityNotFoundError becomes a TombstoneMissException for the filter.
+ *
+ * `responseAt`: a `cacheTags: true` route, whose response Nest passes as the argument at that
+ * index (see the decorator). The wrapper takes it off, calls the handler with its own arguments,
+ * and tags a found resource's answer: one header, set before Nest sends the value.
  */
-export function tombstonedHandler(original: (...args: unknown[]) => unknown, settings: TombstonedSettings) {
-  const wrapped = function (this: unknown, ...args: unknown[]): unknown {
+export function tombstonedHandler(original: (...args: unknown[]) => unknown, settings: TombstonedSettings, responseAt?: number) {
+  const asIs = function (this: unknown, ...args: unknown[]): unknown {
     let result: unknown;
     try {
       result = original.apply(this, args);
@@ -59,6 +64,27 @@ export function tombstonedHandler(original: (...args: unknown[]) => unknown, set
     }
     return checked(result);
   };
+  const withTags = function (this: unknown, ...args: unknown[]): unknown {
+    // Called by Nest: one argument more than the handler takes (called directly, none).
+    const response = args.length > (responseAt as number) ? args[responseAt as number] : undefined;
+    if (response !== undefined) args.length = responseAt as number;
+    let result: unknown;
+    try {
+      result = original.apply(this, args);
+    } catch (error) {
+      throw missOf(error);
+    }
+    if (result !== null && typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
+      return (result as Promise<unknown>).then(
+        (value) => tagged(checked(value), response),
+        (error: unknown) => {
+          throw missOf(error);
+        },
+      );
+    }
+    return tagged(checked(result), response);
+  };
+  const wrapped = responseAt === undefined ? asIs : withTags;
   // Read at the first empty result, when every decorator has run: @HttpCode() may sit above or
   // below @Tombstoned().
   let noContent: boolean | undefined;
@@ -70,6 +96,11 @@ export function tombstonedHandler(original: (...args: unknown[]) => unknown, set
     throw TombstoneMissException.of(settings, { value: value as null | undefined });
   };
   const missOf = (error: unknown) => (isNotFound(error) ? TombstoneMissException.of(settings, { error }) : error);
+  // A found resource (checked() threw for a miss): the header of its key.
+  const tagged = (value: unknown, response: unknown): unknown => {
+    if (value !== null && value !== undefined && response !== undefined) tagFound(settings, response);
+    return value;
+  };
   // Nest and the app read route metadata from the handler function: the wrapper carries it.
   for (const key of Reflect.getOwnMetadataKeys(original)) {
     Reflect.defineMetadata(key, Reflect.getOwnMetadata(key, original), wrapped);

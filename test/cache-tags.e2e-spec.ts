@@ -7,7 +7,7 @@ import { TombstoneModule, TombstoneService } from '../src/index.js';
 import { TOMBSTONE_OPTIONS } from '../src/tombstone.constants.js';
 import { cacheTagsOf } from '../src/tombstone.cache-tags.js';
 import type { ResolvedTombstoneOptions } from '../src/tombstone.options.js';
-import { ArticlesController, KeylessController } from './fixtures/cache-tags.fixture.js';
+import { ArticlesController, KeylessController, TaggedAllController, TaggedController } from './fixtures/cache-tags.fixture.js';
 import { ADAPTERS, bootApp, settled } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 
@@ -37,7 +37,7 @@ describe.each(ADAPTERS)('cache tags (%s)', (adapter) => {
           },
         }),
       ],
-      controllers: [ArticlesController, KeylessController],
+      controllers: [ArticlesController, KeylessController, TaggedController, TaggedAllController],
     });
     http = request(app.getHttpServer());
     const tombstones = app.get(TombstoneService);
@@ -151,6 +151,67 @@ describe.each(ADAPTERS)('cache tags (%s)', (adapter) => {
     });
   });
 
+  describe('found resources of routes with cacheTags: true', () => {
+    it.each([
+      ['a handler', '/tagged/live'],
+      ['an async handler', '/tagged/live/async'],
+      ['a handler that returns an Observable', '/tagged/live/observable'],
+      ["each of a controller's routes", '/tagged-all/live'],
+      ['a route the controller inherits', '/tagged-all/live/inherited'],
+    ])('%s: the 200 carries the tags of its key, for GET and HEAD', async (_name, path) => {
+      const get = await http.get(path).expect(200);
+      expect(get.body).toMatchObject({ slug: 'live', title: 'A live article' });
+      expect(get.headers['surrogate-key']).toBe('article/live');
+      const head = await http.head(path).expect(200);
+      expect(head.headers['surrogate-key']).toBe('article/live');
+      expect(stable(head.headers)).toEqual(stable(get.headers));
+    });
+
+    it('passes the handler its own arguments, and nothing more', async () => {
+      const res = await http.get('/tagged/live/arguments').expect(200);
+      expect(res.body).toEqual({ slug: 'live', fromRequest: 'live', count: 2 });
+      expect(res.headers['surrogate-key']).toBe('article/live');
+      const other = await http.get('/tagged-all/live/with-request').expect(200);
+      expect(other.body).toMatchObject({ slug: 'live', fromRequest: 'live' });
+      expect(other.headers['surrogate-key']).toBe('article/live');
+    });
+
+    it('reads the key with the route’s key function', async () => {
+      const res = await http.get('/tagged/a/b c/keyed').expect(200);
+      expect(res.body).toEqual({ key: 'a.b c' });
+      expect(res.headers['surrogate-key']).toBe('article/a.b%20c');
+    });
+
+    it('adds its tags to those the handler set, each once', async () => {
+      const res = await http.get('/tagged/live/preset').expect(200);
+      expect(res.headers['surrogate-key']).toBe('site article/live');
+    });
+
+    it('tags a write that found its resource, not an empty 204', async () => {
+      const post = await http.post('/tagged/live').expect(201);
+      expect(post.headers['surrogate-key']).toBe('article/live');
+      const removed = await http.delete('/tagged/live').expect(204);
+      expect(removed.headers['surrogate-key']).toBeUndefined();
+    });
+
+    it('leaves a route without it alone, on the same controller too', async () => {
+      for (const path of ['/tagged/live/untagged', '/tagged-all/live/own', '/articles/live']) {
+        const res = await http.get(path).expect(200);
+        expect(res.headers['surrogate-key']).toBeUndefined();
+      }
+    });
+
+    it('its misses are answered and tagged as on any route, once', async () => {
+      const gone = await http.get('/tagged/gone').expect(410);
+      expect(gone.headers['surrogate-key']).toBe('article/gone');
+      const moved = await http.get('/tagged-all/old/inherited').expect(301);
+      expect(moved.headers.location).toBe('/tagged-all/new/inherited');
+      expect(moved.headers['surrogate-key']).toBe('article/old article/new');
+      expect((await http.get('/tagged/never/async').expect(404)).headers['surrogate-key']).toBe('article/never');
+      expect((await http.get('/tagged/new/preset').expect(200)).headers['surrogate-key']).toBe('site article/live article/new');
+    });
+  });
+
   describe('Cache-Control objects', () => {
     it('writes the directives of a 410, and leaves public and s-maxage out of a scoped one', async () => {
       const res = await http.get('/articles/gone').expect(410);
@@ -164,6 +225,31 @@ describe.each(ADAPTERS)('cache tags (%s)', (adapter) => {
       expect((await http.post('/articles/old').expect(308)).headers['cache-control']).toBe('max-age=60, s-maxage=3600, stale-while-revalidate=30');
       expect((await http.get('/articles/temp').expect(302)).headers['cache-control']).toBe('no-store');
       expect((await http.get('/articles/never').expect(404)).headers['cache-control']).toBe('no-store');
+    });
+  });
+
+  describe('routes with cacheTags: true, in an app without cache tags', () => {
+    let untagged: INestApplication;
+
+    beforeAll(async () => {
+      untagged = await bootApp(adapter, {
+        imports: [TypeOrmModule.forRoot(db.options()), TombstoneModule.forRoot()],
+        controllers: [TaggedController, TaggedAllController],
+      });
+    });
+
+    afterAll(async () => {
+      await untagged?.close();
+    });
+
+    it('answer as they would without it, and carry no tags', async () => {
+      const client = request(untagged.getHttpServer());
+      for (const path of ['/tagged/live', '/tagged/live/async', '/tagged-all/live/inherited']) {
+        const res = await client.get(path).expect(200);
+        expect(res.body).toMatchObject({ slug: 'live' });
+        expect(res.headers['surrogate-key']).toBeUndefined();
+      }
+      expect((await client.get('/tagged/gone').expect(410)).headers['surrogate-key']).toBeUndefined();
     });
   });
 
@@ -183,7 +269,7 @@ describe.each(ADAPTERS)('cache tags (%s)', (adapter) => {
             },
           }),
         ],
-        controllers: [ArticlesController],
+        controllers: [ArticlesController, TaggedController],
       });
       client = request(custom.getHttpServer());
       await custom.get(TombstoneService).recordDeletion('article', 'bad');
@@ -198,6 +284,10 @@ describe.each(ADAPTERS)('cache tags (%s)', (adapter) => {
       expect(res.headers['cache-tag']).toBe('article:gone, article');
       expect(res.headers['surrogate-key']).toBeUndefined();
       expect((await client.get('/articles/old').expect(301)).headers['cache-tag']).toBe('article:old, article:new');
+    });
+
+    it('tags a found resource with them too', async () => {
+      expect((await client.get('/tagged/live').expect(200)).headers['cache-tag']).toBe('article:live');
     });
 
     it('leaves invalid tags out of the header, never failing the answer', async () => {
