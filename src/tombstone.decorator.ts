@@ -1,5 +1,6 @@
-import { applyDecorators, UseFilters } from '@nestjs/common';
-import { PATH_METADATA } from '@nestjs/common/constants.js';
+import { applyDecorators, Res, UseFilters } from '@nestjs/common';
+import { PATH_METADATA, RESPONSE_PASSTHROUGH_METADATA, ROUTE_ARGS_METADATA } from '@nestjs/common/constants.js';
+import { RouteParamtypes } from '@nestjs/common/enums/route-paramtypes.enum.js';
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import { TombstoneExceptionFilter } from './tombstone.filter.js';
 import { tombstonedHandler, WRAPPED } from './tombstone.miss.js';
@@ -22,6 +23,12 @@ export interface TombstonedOptions {
    * `@HttpCode(204)` never do. Default: `true`.
    */
   emptyMeansNotFound?: boolean;
+  /**
+   * Whether a found resource's answer carries the cache tag header too, as the module's answers
+   * do when its `cacheTags` option is on (nothing otherwise). Costs the found answer that header
+   * and nothing else: no interceptor. Default: `false`.
+   */
+  cacheTags?: boolean;
 }
 
 
@@ -53,6 +60,9 @@ export function Tombstoned(type: string, options: TombstonedOptions = {}): Class
     throw new TombstoneConfigurationError('@Tombstoned(): `key` must be a function of the request.');
   }
   if (options.scope !== undefined) validateScopeSource(options.scope, '@Tombstoned() scope');
+  if (options.cacheTags !== undefined && typeof options.cacheTags !== 'boolean') {
+    throw new TombstoneConfigurationError('@Tombstoned(): `cacheTags` must be true or false.');
+  }
   const settings: TombstonedSettings = {
     type,
     param,
@@ -60,6 +70,7 @@ export function Tombstoned(type: string, options: TombstonedOptions = {}): Class
     scope: options.scope,
     label: options.label ?? labelOf(type),
     emptyMeansNotFound: options.emptyMeansNotFound ?? true,
+    cacheTags: options.cacheTags ?? false,
   };
   return applyDecorators(
     wrapHandlers(settings),
@@ -71,12 +82,14 @@ export function Tombstoned(type: string, options: TombstonedOptions = {}): Class
 /**
  * Wraps the handler (or, on a controller, every route handler not decorated itself) so that a
  * miss becomes a TombstoneMissException for the filter. No interceptor: a found resource pays
- * for nothing but a null check.
+ * for nothing but a null check (and, with `cacheTags`, for its header).
  */
 function wrapHandlers(settings: TombstonedSettings): ClassDecorator & MethodDecorator {
   return (target: object, key?: string | symbol, descriptor?: PropertyDescriptor): void => {
     if (descriptor) {
-      descriptor.value = tombstonedHandler(descriptor.value, settings);
+      const controller = (target as { constructor: new () => unknown }).constructor;
+      const responseAt = settings.cacheTags ? passResponse(controller, key as string | symbol, descriptor.value) : undefined;
+      descriptor.value = tombstonedHandler(descriptor.value, settings, responseAt);
       return;
     }
     // The controller's routes, its own and those it inherits (Nest serves both): the wrapped
@@ -90,10 +103,40 @@ function wrapHandlers(settings: TombstonedSettings): ClassDecorator & MethodDeco
         const found = Object.getOwnPropertyDescriptor(owner, name);
         if (typeof found?.value !== 'function' || found.value[WRAPPED]) continue;
         if (Reflect.getMetadata(PATH_METADATA, found.value) === undefined) continue; // not a route
-        Object.defineProperty(prototype, name, { ...found, value: tombstonedHandler(found.value, settings) });
+        const responseAt = settings.cacheTags ? passResponse(target as new () => unknown, name, found.value) : undefined;
+        Object.defineProperty(prototype, name, { ...found, value: tombstonedHandler(found.value, settings, responseAt) });
       }
     }
   };
+}
+
+/**
+ * Has Nest pass the response to the wrapper of a `cacheTags: true` route, for the header of a
+ * found resource: one more argument after the handler's own (the wrapper takes it off before it
+ * calls the handler), declared as `@Res({ passthrough: true })` would, so that Nest still sends
+ * what the handler returns. Nest keeps route arguments on the controller class, per method name
+ * (a route inherited from a base class gets its own copy on the controller, and the base class is
+ * left as it is). Only these routes get it: the others stay exactly as they were. Returns the
+ * argument's index: after every argument Nest passes and every parameter the handler declares, so
+ * that a test calling the handler directly passes it nothing.
+ */
+function passResponse(controller: new () => unknown, name: string | symbol, handler: (...args: never[]) => unknown): number {
+  const args = (Reflect.getMetadata(ROUTE_ARGS_METADATA, controller, name) ?? {}) as Record<string, { index: number }>;
+  // @Res() or @Next() without passthrough: the handler writes its own response, and Nest would
+  // send it a second time if the module declared passthrough for it.
+  const writesItself = Object.keys(args).some((arg) => {
+    const type = Number(arg.split(':')[0]);
+    return type === RouteParamtypes.RESPONSE || type === RouteParamtypes.NEXT;
+  });
+  if (writesItself && !Reflect.getMetadata(RESPONSE_PASSTHROUGH_METADATA, controller, name)) {
+    throw new TombstoneConfigurationError(`@Tombstoned({ cacheTags: true }): ${controller.name}.${String(name)}() writes its own response (@Res() or @Next()).`, [
+      'Take the response with @Res({ passthrough: true }) and return the resource: the module then adds the header.',
+      'Or leave cacheTags out for this route and set the header yourself.',
+    ]);
+  }
+  const index = Math.max(handler.length, Object.values(args).reduce((last, arg) => Math.max(last, arg.index), -1) + 1);
+  Res({ passthrough: true })(controller.prototype as object, name, index);
+  return index;
 }
 
 // The metadata key @nestjs/swagger's @ApiResponse() writes. Written directly, so that the module

@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Inject, Injectable, Logger, NotFoundException } from '@nestjs/common';
 import { BaseExceptionFilter, HttpAdapterHost, ModuleRef } from '@nestjs/core';
 import Negotiator from 'negotiator';
+import { TombstoneCacheTags } from './tombstone.cache-tags.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneMissException, TombstoneMissResolver } from './tombstone.miss.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
@@ -66,7 +67,8 @@ export class TombstoneExceptionFilter implements ExceptionFilter<TombstoneMissEx
   private deliver(answer: TombstoneAnswer | undefined, exception: TombstoneMissException, request: TombstoneRequest, response: { headersSent?: boolean }, host: ArgumentsHost): void {
     if (answer === undefined) return this.asHandlerDid(exception.outcome, host);
     try {
-      this.runtime!.writer.write(answer, request, response, exception.settings);
+      const { writer, resolver } = this.runtime!;
+      writer.write(answer, request, response, exception.settings, writer.tagging && !resolver.failedOpen(answer));
     } catch (error) {
       this.lastResort(error, exception, request, response, host);
     }
@@ -121,15 +123,23 @@ export class TombstoneResponseWriter {
     private readonly adapterHost: HttpAdapterHost,
     @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
     @Inject(TombstoneRenderer) private readonly renderer: TombstoneRenderer,
+    private readonly cacheTags: TombstoneCacheTags,
   ) {
     this.cacheControls = cacheControlsOf(options.cacheControl);
+    this.tagging = cacheTags.enabled;
   }
 
   /** The `Cache-Control` of each status, unscoped and scoped, worked out once. */
   private readonly cacheControls: Map<number, { unscoped: string | false; scoped: string | false }>;
 
-  /** Writes `answer`; `settings` are those of the route that missed (none for a thrown answer). */
-  write(answer: TombstoneAnswer, request: TombstoneRequest, response: unknown, settings?: TombstonedSettings): void {
+  /** Whether answers carry cache tags (option `cacheTags`). */
+  readonly tagging: boolean;
+
+  /**
+   * Writes `answer`; `settings` are those of the route that missed (none for a thrown answer).
+   * `tagged`: the answer is what the lookup said of its key, and carries the key's cache tags.
+   */
+  write(answer: TombstoneAnswer, request: TombstoneRequest, response: unknown, settings?: TombstonedSettings, tagged = false): void {
     const rendered = this.renderer.render(answer, this.formatFor(request));
     const http = this.http();
     http.setHeader(response, 'Content-Type', rendered.contentType);
@@ -142,6 +152,18 @@ export class TombstoneResponseWriter {
     http.setHeader(response, this.options.requestIdHeader, answer.requestId);
     const cacheControl = this.cacheControl(answer);
     if (cacheControl) http.setHeader(response, 'Cache-Control', cacheControl);
+    // The tags name the key asked for, whatever its tombstone says: a hidden key, another tenant's
+    // key and a key that never existed get the same ones, so they leak nothing.
+    // A redirect names its target too. Chains are collapsed when they are written (a → b, then
+    // b → c rewrites a's row to a → c), so a move further down changes a's own tombstone, and a
+    // purge of a's tags reaches the 301. But the target's own tombstone decides a's answer as
+    // well, and it changes alone: c deleted or hidden turns a's 301 into a 410 or a 404 without
+    // touching a's row (the lookup cache follows it through `via`). Tagged with c, a CDN's copy
+    // of the 301 goes with c's purge, instead of sending clients on to c, and showing where a
+    // hidden resource went, until it expires. A 410 or a 404 read through a redirect names its
+    // own key only: the resolution does not say which key it went through, and a 404 must be
+    // the same as for a key that never existed.
+    if (tagged) this.cacheTags.write(response, answer.resource, answer.targetId === undefined ? [answer.id] : [answer.id, answer.targetId]);
     if (answer.location) http.setHeader(response, 'Location', answer.location);
     if (answer.error === 'gone' && answer.alternative) {
       appendList(http, response, 'Link', [`<${answer.alternative}>; rel="alternate"`]);
@@ -200,11 +222,7 @@ export class TombstoneResponseWriter {
 
 /** The `Cache-Control` of each status, unscoped and scoped. */
 function cacheControlsOf(cacheControl: ResolvedTombstoneOptions['cacheControl']): Map<number, { unscoped: string | false; scoped: string | false }> {
-  const of = (value: string | false) => ({
-    unscoped: value,
-    // A scoped answer depends on who asks: a shared cache must never hand it to another tenant.
-    scoped: value && !/\b(private|no-store)\b/.test(value) ? `private, ${value}` : value,
-  });
+  const of = (value: string | false) => ({ unscoped: value, scoped: value && scopedCacheControl(value) });
   return new Map([
     [410, of(cacheControl.gone)],
     [301, of(cacheControl.permanentRedirect)],
@@ -213,6 +231,22 @@ function cacheControlsOf(cacheControl: ResolvedTombstoneOptions['cacheControl'])
     [307, of(cacheControl.temporaryRedirect)],
     [404, of(cacheControl.notFound)],
   ]);
+}
+
+/**
+ * A scoped answer depends on who asks: a shared cache must never hand it to another tenant. So it
+ * is `private` (unless `private` or `no-store` says so already), and loses the directives that
+ * speak to shared caches only, which `private` contradicts: `public`, which would also let a
+ * shared cache store an answer to a request with `Authorization` (RFC 9111 §3.5), and `s-maxage`.
+ * A value without them is kept as it is, `private, ` in front.
+ */
+export function scopedCacheControl(value: string): string {
+  // Directives, each with its argument; a quoted argument may hold commas (`no-cache="a, b"`).
+  const directives = (value.match(/(?:[^,"]|"(?:[^"\\]|\\.)*")+/g) ?? []).map((d) => d.trim()).filter((d) => d !== '');
+  const kept = directives.filter((d) => !/^(?:public|s-maxage)\s*(?:=|$)/i.test(d));
+  const rest = kept.length === directives.length ? value : kept.join(', ');
+  if (/\b(?:private|no-store)\b/i.test(rest)) return rest;
+  return rest === '' ? 'private' : `private, ${rest}`;
 }
 
 const ACCEPT = ['Accept'];

@@ -1,6 +1,7 @@
 import { HttpStatus, Inject, Injectable, Logger, NotFoundException } from '@nestjs/common';
 import { HTTP_CODE_METADATA } from '@nestjs/common/constants.js';
 import { answerFor, requestIdOf, requestPath } from './tombstone.answer.js';
+import { tagFound } from './tombstone.cache-tags.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { preview } from './tombstone.exceptions.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
@@ -43,9 +44,13 @@ export class TombstoneMissException extends NotFoundException {
  * Wraps a `@Tombstoned()` handler: a found resource is returned as it is, with nothing else run
  * (not even a microtask for a synchronous handler); `null`, `undefined`, a NotFoundException or
  * TypeORM's EntityNotFoundError becomes a TombstoneMissException for the filter.
+ *
+ * `responseAt`: a `cacheTags: true` route, whose response Nest passes as the argument at that
+ * index (see the decorator). The wrapper takes it off, calls the handler with its own arguments,
+ * and tags a found resource's answer: one header, set before Nest sends the value.
  */
-export function tombstonedHandler(original: (...args: unknown[]) => unknown, settings: TombstonedSettings) {
-  const wrapped = function (this: unknown, ...args: unknown[]): unknown {
+export function tombstonedHandler(original: (...args: unknown[]) => unknown, settings: TombstonedSettings, responseAt?: number) {
+  const asIs = function (this: unknown, ...args: unknown[]): unknown {
     let result: unknown;
     try {
       result = original.apply(this, args);
@@ -59,6 +64,27 @@ export function tombstonedHandler(original: (...args: unknown[]) => unknown, set
     }
     return checked(result);
   };
+  const withTags = function (this: unknown, ...args: unknown[]): unknown {
+    // Called by Nest: one argument more than the handler takes (called directly, none).
+    const response = args.length > (responseAt as number) ? args[responseAt as number] : undefined;
+    if (response !== undefined) args.length = responseAt as number;
+    let result: unknown;
+    try {
+      result = original.apply(this, args);
+    } catch (error) {
+      throw missOf(error);
+    }
+    if (result !== null && typeof (result as PromiseLike<unknown> | undefined)?.then === 'function') {
+      return (result as Promise<unknown>).then(
+        (value) => tagged(checked(value), response),
+        (error: unknown) => {
+          throw missOf(error);
+        },
+      );
+    }
+    return tagged(checked(result), response);
+  };
+  const wrapped = responseAt === undefined ? asIs : withTags;
   // Read at the first empty result, when every decorator has run: @HttpCode() may sit above or
   // below @Tombstoned().
   let noContent: boolean | undefined;
@@ -70,6 +96,11 @@ export function tombstonedHandler(original: (...args: unknown[]) => unknown, set
     throw TombstoneMissException.of(settings, { value: value as null | undefined });
   };
   const missOf = (error: unknown) => (isNotFound(error) ? TombstoneMissException.of(settings, { error }) : error);
+  // A found resource (checked() threw for a miss): the header of its key.
+  const tagged = (value: unknown, response: unknown): unknown => {
+    if (value !== null && value !== undefined && response !== undefined) tagFound(settings, response);
+    return value;
+  };
   // Nest and the app read route metadata from the handler function: the wrapper carries it.
   for (const key of Reflect.getOwnMetadataKeys(original)) {
     Reflect.defineMetadata(key, Reflect.getOwnMetadata(key, original), wrapped);
@@ -101,6 +132,8 @@ export class TombstoneMissResolver {
   private lastLogged = 0;
   private logBudget = LOG_BURST;
   private unlogged = 0;
+  /** The plain 404s given because nothing could be known (see `failedOpen()`). */
+  private readonly failures = new WeakSet<TombstoneAnswer>();
 
   constructor(
     private readonly lookup: TombstoneLookup,
@@ -170,7 +203,18 @@ export class TombstoneMissResolver {
     } catch {
       key = undefined;
     }
-    return this.answerOf(NO_TOMBSTONE, settings, request, typeof key === 'string' ? key : '', '', requestIdOf(request, this.options.requestIdHeader));
+    const answer = this.answerOf(NO_TOMBSTONE, settings, request, typeof key === 'string' ? key : '', '', requestIdOf(request, this.options.requestIdHeader));
+    this.failures.add(answer);
+    return answer;
+  }
+
+  /**
+   * Whether `answer` is a plain 404 given because the lookup failed (or could not be made): it
+   * says nothing about the key, so it carries no cache tags. An answer the lookup gave, hidden
+   * keys' 404s included, does.
+   */
+  failedOpen(answer: TombstoneAnswer): boolean {
+    return this.failures.has(answer);
   }
 
   /**
@@ -180,7 +224,9 @@ export class TombstoneMissResolver {
    */
   private failed(error: unknown, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
     if (!(error instanceof TombstoneCircuitOpenError)) this.logFailure(error, settings, request, key, scope, requestId);
-    return this.answerOf(NO_TOMBSTONE, settings, request, key, scope, requestId);
+    const answer = this.answerOf(NO_TOMBSTONE, settings, request, key, scope, requestId);
+    this.failures.add(answer);
+    return answer;
   }
 
   private logFailure(error: unknown, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): void {

@@ -2,6 +2,7 @@ import { type DynamicModule, Module } from '@nestjs/common';
 import { APP_INTERCEPTOR, ModuleRef } from '@nestjs/core';
 import { LruTombstoneCacheStore, TombstoneCacheStore } from './cache/tombstone.cache.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
+import { TombstoneCacheTags } from './tombstone.cache-tags.js';
 import { TombstoneResponseWriter } from './tombstone.filter.js';
 import { TombstoneMissResolver } from './tombstone.miss.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
@@ -70,12 +71,24 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
     TombstoneCaptureWrites,
     TombstoneLookup,
     TombstoneNotifications,
+    TombstoneCacheTags,
     TombstoneResponseWriter,
     TombstoneMissResolver,
     TombstoneHitCounter,
     TombstoneMissLog,
   ],
-  exports: [TombstoneService, TombstoneTable, TombstoneWriter, TombstoneLookup, TombstoneNotifications, TombstoneCacheStore, TombstoneHitCounter, TombstoneMissLog],
+  // TOMBSTONE_OPTIONS: what purges by cache tag need to name the tags the answers carry (cacheTagsOf).
+  exports: [
+    TOMBSTONE_OPTIONS,
+    TombstoneService,
+    TombstoneTable,
+    TombstoneWriter,
+    TombstoneLookup,
+    TombstoneNotifications,
+    TombstoneCacheStore,
+    TombstoneHitCounter,
+    TombstoneMissLog,
+  ],
 })
 export class TombstoneModule extends ConfigurableModuleClass {
   /** Registers the module; every option has a default, so `forRoot()` alone works. */

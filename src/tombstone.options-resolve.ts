@@ -1,10 +1,14 @@
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import {
+  type ResolvedCacheControl,
   type ResolvedCacheOptions,
+  type ResolvedCacheTagsOptions,
   type ResolvedCircuitBreakerOptions,
   type ResolvedFilterOptions,
   type ResolvedTombstoneOptions,
   TombstoneCacheControl,
+  type TombstoneCacheDirectives,
+  TombstoneCacheTagsOptions,
   TombstoneCircuitBreakerOptions,
   TombstoneFilterOptions,
   TombstoneHitCountOptions,
@@ -75,6 +79,7 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
     hitCounts: resolveBatching('hitCounts', o.hitCounts, TombstoneHitCountOptions, fail),
     missLog: resolveBatching('missLog', o.missLog, TombstoneMissLogOptions, fail),
     cache: resolveCache(o.cache, fail),
+    cacheTags: resolveCacheTags(o.cacheTags, o.requestIdHeader, fail),
   };
 }
 
@@ -149,15 +154,85 @@ function resolveCircuitBreaker(value: unknown, fail: Fail): ResolvedCircuitBreak
   return breaker;
 }
 
-function resolveCacheControl(value: unknown, fail: Fail): Required<TombstoneCacheControl> {
+function resolveCacheControl(value: unknown, fail: Fail): ResolvedCacheControl {
   if (typeof value !== 'object' || value === null) fail('cacheControl must be an object.');
-  const resolved = withDefaults('cacheControl', TombstoneCacheControl, value as object, fail);
+  const resolved = withDefaults('cacheControl', TombstoneCacheControl, value as object, fail) as Record<string, unknown>;
   for (const [key, header] of Object.entries(resolved)) {
-    if (header !== false && (typeof header !== 'string' || header === '' || !HEADER_VALUE.test(header))) {
-      fail(`cacheControl.${key} must be a Cache-Control header value (printable ASCII) or false.`);
+    if (typeof header === 'object' && header !== null && !Array.isArray(header)) {
+      resolved[key] = writeDirectives(key, header, fail);
+    } else if (header !== false && (typeof header !== 'string' || header === '' || !HEADER_VALUE.test(header))) {
+      fail(
+        `cacheControl.${key} must be a Cache-Control header value (printable ASCII), an object of directives or false, not ${JSON.stringify(header)}.`,
+        `e.g. cacheControl: { ${key}: 'max-age=3600' } or { ${key}: { maxAge: 3600, sMaxAge: 86400 } }`,
+      );
     }
   }
-  return resolved as Required<TombstoneCacheControl>;
+  return resolved as ResolvedCacheControl;
+}
+
+/** The directives an object of `TombstoneCacheDirectives` may hold, in the order they are written. */
+const DIRECTIVES: Record<keyof TombstoneCacheDirectives, string> = {
+  public: 'public',
+  maxAge: 'max-age',
+  sMaxAge: 's-maxage',
+  staleWhileRevalidate: 'stale-while-revalidate',
+  staleIfError: 'stale-if-error',
+};
+
+/** Largest delta-seconds a cache must understand (RFC 9111 §1.2.2: larger values mean 2^31). */
+const MAX_DELTA_SECONDS = 2 ** 31;
+
+/** An object of directives written out as a Cache-Control value, once. */
+function writeDirectives(entry: string, given: object, fail: Fail): string {
+  const path = `cacheControl.${entry}`;
+  const known = Object.keys(DIRECTIVES).join(', ');
+  const example = `e.g. cacheControl: { ${entry}: { maxAge: 3600, sMaxAge: 86400 } }`;
+  const directives: string[] = [];
+  const values = given as Record<string, unknown>;
+  for (const name of Object.keys(values)) {
+    if (!Object.hasOwn(DIRECTIVES, name)) fail(`unknown ${path} directive '${name}'.`, `Use only: ${known}.`);
+  }
+  for (const [name, directive] of Object.entries(DIRECTIVES)) {
+    const value = values[name];
+    if (value === undefined) continue;
+    if (name === 'public') {
+      if (typeof value !== 'boolean') fail(`${path}.public must be true or false, not ${JSON.stringify(value)}.`, example);
+      if (value) directives.push(directive);
+    } else if (!Number.isInteger(value) || (value as number) < 0 || (value as number) > MAX_DELTA_SECONDS) {
+      fail(`${path}.${name} must be a whole number of seconds from 0 to ${MAX_DELTA_SECONDS}, not ${JSON.stringify(value)}.`, example);
+    } else {
+      directives.push(`${directive}=${value as number}`);
+    }
+  }
+  if (directives.length === 0) {
+    fail(`${path} has no directive to send.`, `Give some of ${known}: ${example}.`, 'Or false, to send no Cache-Control.');
+  }
+  return directives.join(', ');
+}
+
+/** Headers the module writes itself on its answers: a tag header must be another one. */
+const OWN_HEADERS = ['content-type', 'content-length', 'x-content-type-options', 'vary', 'cache-control', 'location', 'link'];
+
+/** Separators of tags that no valid tag can hold (a tag has no space and no comma). */
+const SEPARATORS = [' ', ',', ', '];
+
+function resolveCacheTags(value: unknown, requestIdHeader: string, fail: Fail): ResolvedCacheTagsOptions | false {
+  const tags = switchable('cacheTags', value, TombstoneCacheTagsOptions, fail, (fields) => `{ ${fields} }`, "e.g. cacheTags: { header: 'Cache-Tag' } for Cloudflare");
+  if (!tags) return false;
+  const { header, tag, separator } = tags;
+  if (typeof header !== 'string' || !HEADER_NAME.test(header)) {
+    fail(`cacheTags.header must be an HTTP header name, not ${JSON.stringify(header)}.`, "'Surrogate-Key' for Fastly, 'Cache-Tag' for Cloudflare.");
+  }
+  if ([...OWN_HEADERS, requestIdHeader.toLowerCase()].includes(header.toLowerCase())) {
+    fail(`cacheTags.header cannot be ${header}: the module sets that header itself.`, "'Surrogate-Key' for Fastly, 'Cache-Tag' for Cloudflare.");
+  }
+  if (tag !== undefined && typeof tag !== 'function') {
+    fail('cacheTags.tag must be a function of the resource type and the key.', 'e.g. cacheTags: { tag: (type, key) => `${type}-${key}` }', 'Omit it for the default tags.');
+  }
+  if (separator !== undefined && !SEPARATORS.includes(separator)) {
+    fail(`cacheTags.separator must be one of ${SEPARATORS.map((s) => `'${s}'`).join(', ')}, not ${JSON.stringify(separator)}.`, "Omit it: ' ' for Surrogate-Key, ',' otherwise.");
+  }
+  return { header, tag, separator: separator ?? (header.toLowerCase() === 'surrogate-key' ? ' ' : ',') };
 }
 
 function resolveCache(value: unknown, fail: Fail): ResolvedCacheOptions | false {

@@ -55,6 +55,7 @@ describe('resolveTombstoneOptions', () => {
         listen: undefined,
         reloadJitterMs: 5000,
       },
+      cacheTags: false,
     };
 
     it('applies every default to undefined and to {}', () => {
@@ -80,6 +81,7 @@ describe('resolveTombstoneOptions', () => {
       class MyRenderer extends TombstoneRenderer {}
       const scope = { header: 'x-tenant-id' };
       const actor = () => 'someone';
+      const tag = (type: string, key: string) => [`${type}:${key}`];
       expect(
         resolveTombstoneOptions({
           dataSource: 'tombstones',
@@ -98,6 +100,7 @@ describe('resolveTombstoneOptions', () => {
           hitCounts: { flushIntervalMs: 500 },
           missLog: { maxRows: 100, retentionDays: 7 },
           cache: { maxEntries: 50, ttlMs: 1000, filter: { falsePositiveRate: 0.001 }, listen: 'postgres://listener@db/app' },
+          cacheTags: { header: 'Cache-Tag', tag },
         }),
       ).toStrictEqual({
         dataSource: 'tombstones',
@@ -129,6 +132,7 @@ describe('resolveTombstoneOptions', () => {
           listen: 'postgres://listener@db/app',
           reloadJitterMs: 5000,
         },
+        cacheTags: { header: 'Cache-Tag', tag, separator: ',' },
       });
     });
 
@@ -171,6 +175,16 @@ describe('resolveTombstoneOptions', () => {
       expect(resolveTombstoneOptions({ missLog: false }).missLog).toBe(false);
     });
 
+    it('turns cache tags on with true or an object, the separator following the header', () => {
+      expect(resolveTombstoneOptions({ cacheTags: true }).cacheTags).toStrictEqual({ header: 'Surrogate-Key', tag: undefined, separator: ' ' });
+      expect(resolveTombstoneOptions({ cacheTags: {} }).cacheTags).toStrictEqual(resolveTombstoneOptions({ cacheTags: true }).cacheTags);
+      expect(resolveTombstoneOptions({ cacheTags: false }).cacheTags).toBe(false);
+      expect(resolveTombstoneOptions({ cacheTags: { header: 'surrogate-key' } }).cacheTags).toMatchObject({ separator: ' ' });
+      expect(resolveTombstoneOptions({ cacheTags: { header: 'Cache-Tag' } }).cacheTags).toMatchObject({ header: 'Cache-Tag', separator: ',' });
+      expect(resolveTombstoneOptions({ cacheTags: { header: 'Edge-Cache-Tag', separator: ', ' } }).cacheTags).toMatchObject({ separator: ', ' });
+      expect(resolveTombstoneOptions({ cacheTags: { separator: ',' } }).cacheTags).toMatchObject({ header: 'Surrogate-Key', separator: ',' });
+    });
+
     it.each([
       ['flushIntervalMs', 100],
       ['flushIntervalMs', 3_600_000],
@@ -206,6 +220,18 @@ describe('resolveTombstoneOptions', () => {
       ).toStrictEqual({ gone: false, permanentRedirect: false, temporaryRedirect: false, notFound: false });
     });
 
+    it('writes an object of directives out once, in a fixed order, and leaves the object alone', () => {
+      const gone = { staleIfError: 600, staleWhileRevalidate: 60, sMaxAge: 86_400, maxAge: 3600, public: true };
+      const given = { ...gone };
+      expect(resolveTombstoneOptions({ cacheControl: { gone, notFound: { maxAge: 0 }, temporaryRedirect: { public: false, sMaxAge: 2 ** 31 } } }).cacheControl).toStrictEqual({
+        gone: 'public, max-age=3600, s-maxage=86400, stale-while-revalidate=60, stale-if-error=600',
+        permanentRedirect: 'max-age=86400',
+        temporaryRedirect: 's-maxage=2147483648',
+        notFound: 'max-age=0',
+      });
+      expect(gone).toStrictEqual(given);
+    });
+
     it.each([
       ['a header', { header: 'x-tenant-id' }],
       ['a mixed-case header', { header: 'X-Tenant-Id' }],
@@ -226,7 +252,7 @@ describe('resolveTombstoneOptions', () => {
       expect(resolve({ ...unset, lookupTimeoutMs: undefined, cache })).toStrictEqual(resolve({ missLog: true }));
     });
 
-    const scalars = ['problemDetails', 'problemTypeBase', 'lookupTimeoutMs', 'maxConcurrentLookups', 'preparedStatements', 'requestIdHeader', 'captureCheck'];
+    const scalars = ['problemDetails', 'problemTypeBase', 'lookupTimeoutMs', 'maxConcurrentLookups', 'preparedStatements', 'requestIdHeader', 'captureCheck', 'cacheTags'];
     it.each(scalars)('checks a null %s instead of taking its default', (name) => {
       expect(configurationErrorOf({ [name]: null })).toMatch(new RegExp(`${name} must be .*not null\\.`));
     });
@@ -243,7 +269,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache.',
+        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags.',
       );
     });
 
@@ -281,6 +307,41 @@ describe('resolveTombstoneOptions', () => {
     ])('rejects %s.%s %j', (option, key, value, expected) => {
       const message = configurationErrorOf({ [option]: { [key]: value } });
       expect(message).toContain(`${option}.${key} must be ${expected}, not ${JSON.stringify(value)}.`);
+    });
+
+    it.each([['on'], [null], [1], [[]]])('rejects cacheTags %j', (cacheTags) => {
+      const message = configurationErrorOf({ cacheTags });
+      expect(message).toContain(`cacheTags must be false, true or { header, tag, separator }, not ${JSON.stringify(cacheTags)}.`);
+      expect(message).toContain("e.g. cacheTags: { header: 'Cache-Tag' } for Cloudflare");
+    });
+
+    it.each([
+      [{ header: 'Surrogate Key' }, 'cacheTags.header must be an HTTP header name, not "Surrogate Key".'],
+      [{ header: '' }, 'cacheTags.header must be an HTTP header name, not "".'],
+      [{ header: 'Cache-Tag\r\n' }, 'cacheTags.header must be an HTTP header name'],
+      [{ header: 42 }, 'cacheTags.header must be an HTTP header name, not 42.'],
+      [{ header: 'Cache-Control' }, 'cacheTags.header cannot be Cache-Control: the module sets that header itself.'],
+      [{ header: 'vary' }, 'cacheTags.header cannot be vary: the module sets that header itself.'],
+      [{ header: 'Link' }, 'cacheTags.header cannot be Link'],
+      [{ header: 'Location' }, 'cacheTags.header cannot be Location'],
+      [{ header: 'Content-Type' }, 'cacheTags.header cannot be Content-Type'],
+      [{ header: 'X-Request-Id' }, 'cacheTags.header cannot be X-Request-Id'],
+      [{ tag: 'item' }, 'cacheTags.tag must be a function of the resource type and the key.'],
+      [{ separator: ';' }, "cacheTags.separator must be one of ' ', ',', ', ', not \";\"."],
+      [{ separator: '' }, 'cacheTags.separator must be one of'],
+      [{ separator: '  ' }, 'cacheTags.separator must be one of'],
+      [{ maxTags: 10 }, "unknown cacheTags entry 'maxTags'"],
+    ])('rejects cacheTags %j', (cacheTags, message) => {
+      const error = configurationErrorOf({ cacheTags });
+      expect(error).toContain(message);
+      expect(error).toContain('Potential solutions');
+    });
+
+    it('rejects a tag header that is the request id header', () => {
+      expect(configurationErrorOf({ requestIdHeader: 'X-Correlation-Id', cacheTags: { header: 'x-correlation-id' } })).toContain(
+        'cacheTags.header cannot be x-correlation-id: the module sets that header itself.',
+      );
+      expect(resolveTombstoneOptions({ requestIdHeader: 'X-Correlation-Id', cacheTags: { header: 'X-Request-Id' } }).cacheTags).toMatchObject({ header: 'X-Request-Id' });
     });
 
     it.each([['sometimes'], [true]])('rejects captureCheck %j', (captureCheck) => {
@@ -338,10 +399,30 @@ describe('resolveTombstoneOptions', () => {
       ['true', true],
       ['a number', 86400],
       ['null', null],
+      ['an array', ['max-age=60']],
     ])('rejects a cacheControl value with %s, naming the entry', (_label, value) => {
       const message = configurationErrorOf({ cacheControl: { gone: value } });
-      expect(message).toContain('cacheControl.gone must be a Cache-Control header value (printable ASCII) or false');
+      expect(message).toContain('cacheControl.gone must be a Cache-Control header value (printable ASCII), an object of directives or false');
+      expect(message).toContain(`not ${JSON.stringify(value)}.`);
       expect(configurationErrorOf({ cacheControl: { temporaryRedirect: value } })).toContain('cacheControl.temporaryRedirect');
+    });
+
+    it.each([
+      [{ maxAge: -1 }, 'cacheControl.gone.maxAge must be a whole number of seconds from 0 to 2147483648, not -1.'],
+      [{ sMaxAge: 1.5 }, 'cacheControl.gone.sMaxAge must be a whole number of seconds from 0 to 2147483648, not 1.5.'],
+      [{ staleWhileRevalidate: '60' }, 'cacheControl.gone.staleWhileRevalidate must be a whole number of seconds from 0 to 2147483648, not "60".'],
+      [{ staleIfError: 2 ** 31 + 1 }, 'cacheControl.gone.staleIfError must be a whole number of seconds from 0 to 2147483648, not 2147483649.'],
+      [{ maxAge: Number.NaN }, 'cacheControl.gone.maxAge must be a whole number of seconds'],
+      [{ maxAge: null }, 'cacheControl.gone.maxAge must be a whole number of seconds from 0 to 2147483648, not null.'],
+      [{ public: 'yes' }, 'cacheControl.gone.public must be true or false, not "yes".'],
+      [{ mustRevalidate: true }, "unknown cacheControl.gone directive 'mustRevalidate'"],
+      [{ toString: 1 }, "unknown cacheControl.gone directive 'toString'"],
+      [{}, 'cacheControl.gone has no directive to send.'],
+      [{ public: false, maxAge: undefined }, 'cacheControl.gone has no directive to send.'],
+    ])('rejects the directives %j, naming the entry', (gone, message) => {
+      const error = configurationErrorOf({ cacheControl: { gone } });
+      expect(error).toContain(message);
+      expect(error).toContain('Potential solutions');
     });
 
     it.each([[0], [1.5], [70_000], [60_001], [-1], [Number.NaN], [Number.POSITIVE_INFINITY], ['2000']])(

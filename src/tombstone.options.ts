@@ -7,19 +7,61 @@ import type { TombstoneScopeSource } from './tombstone.types.js';
 // accepts are its fields (`Object.keys(new TombstoneModuleOptions())`), and the resolved types at
 // the end of this file are derived from the classes. tombstone.options-resolve.ts checks them.
 
-/** `Cache-Control` of each answer; `false` sends none. */
+/**
+ * `Cache-Control` directives of one kind of answer, as an object: turned into the header value
+ * once, at start-up (`{ maxAge: 3600, sMaxAge: 86400 }` → `max-age=3600, s-maxage=86400`). Times
+ * are in seconds, whole numbers from 0 to 2147483648 (RFC 9111 §1.2.2). A scoped answer leaves
+ * out `public` and `s-maxage`, and is `private`.
+ */
+export interface TombstoneCacheDirectives {
+  /** `max-age`: how long any cache, a browser's included, may reuse the answer (RFC 9111 §5.2.2.1). */
+  maxAge?: number;
+  /** `s-maxage`: how long a shared cache (a CDN) may reuse it, instead of `maxAge` (RFC 9111 §5.2.2.10). */
+  sMaxAge?: number;
+  /** `stale-while-revalidate`: how long past its freshness a cache may still send it while it asks again (RFC 5861 §3). */
+  staleWhileRevalidate?: number;
+  /** `stale-if-error`: how long past its freshness a cache may still send it when the origin fails (RFC 5861 §4). */
+  staleIfError?: number;
+  /** `public`: shared caches may store it even for a request with `Authorization` (RFC 9111 §3.5, §5.2.2.9). */
+  public?: boolean;
+}
+
+/** `Cache-Control` of each answer: a header value, an object of directives, or `false` for none. */
 export class TombstoneCacheControl {
   /** 410 Gone (cacheable: the key will not come back). Default: `'max-age=86400'` (one day). */
-  gone?: string | false = 'max-age=86400';
+  gone?: string | TombstoneCacheDirectives | false = 'max-age=86400';
 
   /** 301 and 308. Default: `'max-age=86400'`. */
-  permanentRedirect?: string | false = 'max-age=86400';
+  permanentRedirect?: string | TombstoneCacheDirectives | false = 'max-age=86400';
 
   /** 302 and 307. Default: `'no-store'`. */
-  temporaryRedirect?: string | false = 'no-store';
+  temporaryRedirect?: string | TombstoneCacheDirectives | false = 'no-store';
 
   /** 404. Default: `'no-store'`. */
-  notFound?: string | false = 'no-store';
+  notFound?: string | TombstoneCacheDirectives | false = 'no-store';
+}
+
+/**
+ * The header of cache tags (surrogate keys) on answers, which a CDN stores with the cached answer
+ * so that a purge by tag removes it when the tombstone changes; see docs/responses.md.
+ */
+export class TombstoneCacheTagsOptions {
+  /**
+   * The response header: `'Surrogate-Key'` for Fastly, `'Cache-Tag'` for Cloudflare. An HTTP
+   * header name that the module does not set otherwise. Default: `'Surrogate-Key'`.
+   */
+  header?: string = 'Surrogate-Key';
+
+  /**
+   * The tags of a key: one string or several. Each must be printable ASCII without a space or a
+   * comma, at most 1024 bytes; one that is not is left out (and logged). Default: none
+   * (`` `${resourceType}/${encodeURIComponent(key)}` ``, or `` `${resourceType}/#` `` and 32 hex
+   * digits of the key's SHA-256 when that is longer than 1024 bytes).
+   */
+  tag?: (resourceType: string, key: string) => string | readonly string[] = undefined;
+
+  /** What separates the tags in the header: `' '`, `','` or `', '`. Default: `' '` for `Surrogate-Key`, `','` otherwise. */
+  separator?: string = undefined;
 }
 
 /** How answers from tombstones are counted (`tombstones.hit_count`, `last_hit_at`). */
@@ -151,7 +193,11 @@ export class TombstoneModuleOptions {
    */
   problemTypeBase?: string = 'tag:nestjs-tombstones,2026:';
 
-  /** `Cache-Control` per answer, some of `TombstoneCacheControl`. Default: the defaults of `TombstoneCacheControl`. */
+  /**
+   * `Cache-Control` per answer, some of `TombstoneCacheControl`: each a header value, an object of
+   * directives (`{ maxAge, sMaxAge, staleWhileRevalidate, staleIfError, public }`) or `false`.
+   * Default: the defaults of `TombstoneCacheControl`.
+   */
   cacheControl?: TombstoneCacheControl = new TombstoneCacheControl();
 
   /**
@@ -231,6 +277,15 @@ export class TombstoneModuleOptions {
    * `TombstoneLookupCacheOptions`).
    */
   cache?: boolean | TombstoneLookupCacheOptions = true;
+
+  /**
+   * Cache tags on the answers of `@Tombstoned()` routes, for a CDN to purge them by tag when a
+   * tombstone changes: a header (`Surrogate-Key` by default) with the tags of the key asked for.
+   * `true` turns it on with the defaults of `TombstoneCacheTagsOptions`, an object with some of
+   * them. A found resource's answer carries it too where the route says `cacheTags: true`.
+   * Default: `false` (off).
+   */
+  cacheTags?: boolean | TombstoneCacheTagsOptions = false;
 }
 
 /**
@@ -246,16 +301,20 @@ export type ResolvedMissLogOptions = Resolved<TombstoneMissLogOptions>;
 export type ResolvedFilterOptions = Resolved<TombstoneFilterOptions>;
 export type ResolvedCircuitBreakerOptions = Resolved<TombstoneCircuitBreakerOptions>;
 export type ResolvedCacheOptions = Resolved<TombstoneLookupCacheOptions, 'store' | 'listen', { filter: ResolvedFilterOptions | false }>;
+export type ResolvedCacheTagsOptions = Resolved<TombstoneCacheTagsOptions, 'tag'>;
+/** Each answer's `Cache-Control` as a header value (objects of directives written out), or `false`. */
+export type ResolvedCacheControl = { [K in keyof TombstoneCacheControl]-?: string | false };
 
 /** What the module's parts are given (token `TOMBSTONE_OPTIONS`). Internal. */
 export type ResolvedTombstoneOptions = Resolved<
   TombstoneModuleOptions,
   'dataSource' | 'scope' | 'renderer' | 'actor',
   {
-    cacheControl: Resolved<TombstoneCacheControl>;
+    cacheControl: ResolvedCacheControl;
     circuitBreaker: ResolvedCircuitBreakerOptions | false;
     hitCounts: ResolvedHitCountOptions | false;
     missLog: ResolvedMissLogOptions | false;
     cache: ResolvedCacheOptions | false;
+    cacheTags: ResolvedCacheTagsOptions | false;
   }
 >;

@@ -43,6 +43,8 @@ export interface TombstonedSettings {
   readonly scope?: TombstoneScopeSource;
   readonly label: string;
   readonly emptyMeansNotFound: boolean;
+  /** Whether a found resource's answer carries the cache tag header too. */
+  readonly cacheTags: boolean;
 }
 
 /**

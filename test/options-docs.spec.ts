@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { TombstoneAdminOptions } from '../src/admin/admin.options.js';
 import {
   TombstoneCacheControl,
+  TombstoneCacheTagsOptions,
   TombstoneCircuitBreakerOptions,
   TombstoneFilterOptions,
   TombstoneHitCountOptions,
@@ -38,6 +39,7 @@ const MODULE_CLASSES = {
   missLog: TombstoneMissLogOptions,
   cache: TombstoneLookupCacheOptions,
   'cache.filter': TombstoneFilterOptions,
+  cacheTags: TombstoneCacheTagsOptions,
 } satisfies Record<string, new () => object>;
 
 /** Options that ConfigurableModuleBuilder adds (`setExtras`), documented with the others. */
