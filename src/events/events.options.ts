@@ -1,5 +1,6 @@
 import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
 import type { TombstoneEventSink } from './events.types.js';
+import { type TombstonePurgeOptions, validatePurgeOptions } from './events.purge.js';
 import { type TombstoneWebhookOptions, validateWebhookOptions } from './events.webhooks.js';
 
 /**
@@ -30,6 +31,13 @@ export class TombstoneEventsOptions {
    * Standard Webhooks specification (see docs/webhooks.md). Default: `[]`.
    */
   webhooks?: TombstoneWebhookOptions[] = [];
+
+  /**
+   * CDN purges (Fastly, Cloudflare, or any HTTP endpoint), each a sink (`purge:<provider>` or
+   * `purge:<name>`) that purges the cache tags of every changed key: the tags `TombstoneModule`'s
+   * `cacheTags` puts on the answers, which must be on (see docs/cdn.md). Default: `[]`.
+   */
+  purge?: TombstonePurgeOptions[] = [];
 
   /** Sinks of your own (see `TombstoneEventSink`). Default: `[]`. */
   sinks?: TombstoneEventSink[] = [];
@@ -111,6 +119,8 @@ export function resolveTombstoneEventsOptions(options: TombstoneEventsOptions | 
   }
   if (!Array.isArray(resolved.webhooks)) throw new TombstoneConfigurationError('TombstoneEventsModule: `webhooks` must be an array.');
   resolved.webhooks.forEach((webhook, i) => validateWebhookOptions(webhook, `TombstoneEventsModule \`webhooks[${i}]\``));
+  if (!Array.isArray(resolved.purge)) throw new TombstoneConfigurationError('TombstoneEventsModule: `purge` must be an array.');
+  resolved.purge.forEach((purge, i) => validatePurgeOptions(purge, `TombstoneEventsModule \`purge[${i}]\``));
   if (!Array.isArray(resolved.sinks)) throw new TombstoneConfigurationError('TombstoneEventsModule: `sinks` must be an array.');
   for (const sink of resolved.sinks) validateSink(sink, 'TombstoneEventsModule `sinks`');
   return resolved;

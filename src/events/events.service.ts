@@ -1,6 +1,9 @@
 import { type BeforeApplicationShutdown, Inject, Injectable, Logger, type OnApplicationBootstrap } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner, ModuleRef } from '@nestjs/core';
 import { TombstoneNotifications } from '../cache/tombstone.notifications.js';
+import { cacheTagsOf } from '../tombstone.cache-tags.js';
+import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
+import type { ResolvedTombstoneOptions } from '../tombstone.options.js';
 import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
 import { TombstoneTable } from '../table/tombstone.table.js';
 import { type TombstoneSinkCounters, TombstoneDispatcher } from './events.dispatcher.js';
@@ -8,7 +11,8 @@ import { eventEmitterSink, listenerSinks } from './events.listeners.js';
 import { TOMBSTONE_EVENTS_OPTIONS } from './events.module-definition.js';
 import type { ResolvedTombstoneEventsOptions } from './events.options.js';
 import { TombstoneOutbox, type TombstoneSinkStats } from './events.outbox.js';
-import type { TombstoneEventSink } from './events.types.js';
+import { createPurgeSink } from './events.purge.js';
+import type { TombstoneEvent, TombstoneEventSink } from './events.types.js';
 import { TombstoneWebhookSink } from './events.webhooks.js';
 
 /** Where each sink stands: the outbox's numbers (all instances) and this instance's since it started. */
@@ -32,6 +36,7 @@ export class TombstoneEventsService implements OnApplicationBootstrap, BeforeApp
   /** @internal Nest creates it: inject it. */
   constructor(
     @Inject(TOMBSTONE_EVENTS_OPTIONS) private readonly options: ResolvedTombstoneEventsOptions,
+    @Inject(TOMBSTONE_OPTIONS) private readonly tombstoneOptions: ResolvedTombstoneOptions,
     private readonly tombstones: TombstoneTable,
     private readonly notifications: TombstoneNotifications,
     private readonly moduleRef: ModuleRef,
@@ -82,12 +87,29 @@ export class TombstoneEventsService implements OnApplicationBootstrap, BeforeApp
     };
   }
 
+  /**
+   * The purge sinks, which name the tags the module's answers carry: a change of a key purges
+   * what the CDN holds of it (its tombstone's answers, its found page when the route tags it, the
+   * redirects that name it as their target).
+   */
+  private purgeSinks(): TombstoneEventSink[] {
+    if (this.options.purge.length === 0) return [];
+    if (!this.tombstoneOptions.cacheTags) {
+      throw new TombstoneConfigurationError('TombstoneEventsModule: `purge` needs cache tags on the answers, and TombstoneModule has `cacheTags` off.', [
+        "TombstoneModule.forRoot({ cacheTags: true }) (Fastly's Surrogate-Key), or { cacheTags: { header: 'Cache-Tag' } } for Cloudflare: see docs/cdn.md.",
+      ]);
+    }
+    const tagsOf = (event: TombstoneEvent) => cacheTagsOf(this.tombstoneOptions, event.resourceType, event.key);
+    return this.options.purge.map((purge) => createPurgeSink(purge, tagsOf));
+  }
+
   /** Every sink of this instance, each name once. */
   private async sinks(): Promise<TombstoneEventSink[]> {
     const sinks = [
       ...(this.options.listeners ? listenerSinks(this.discovery, this.scanner) : []),
       ...[await eventEmitterSink(this.options.eventEmitter, this.moduleRef)].filter((sink) => sink !== undefined),
       ...this.options.webhooks.map((webhook) => new TombstoneWebhookSink(webhook)),
+      ...this.purgeSinks(),
       ...this.options.sinks,
     ];
     const seen = new Set<string>();

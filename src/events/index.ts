@@ -7,3 +7,4 @@ export { TombstoneEventsService, type TombstoneEventsStats } from './events.serv
 export { OnTombstoneEvent, type OnTombstoneEventOptions } from './events.listeners.js';
 export type { TombstoneEvent, TombstoneEventSink, TombstoneEventState, TombstoneEventType } from './events.types.js';
 export type { TombstoneWebhookOptions } from './events.webhooks.js';
+export type { TombstonePurgeOptions } from './events.purge.js';
