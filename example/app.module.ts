@@ -3,6 +3,7 @@ import { type DynamicModule, Module } from '@nestjs/common';
 import { RouterModule } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { TombstoneAdminModule } from '../src/admin/index.js';
+import { TombstoneEventsModule } from '../src/events/index.js';
 import { TOMBSTONE_ENTITIES, TOMBSTONE_MIGRATIONS, TombstoneModule } from '../src/index.js';
 import { AdminTokenGuard } from './admin.js';
 import { ArticlesController, ArticlesService } from './articles.js';
@@ -11,15 +12,29 @@ import { CreateDemoTables1763769700000, TrackDemoTables1763942400000 } from './m
 import { OrdersController, OrdersService } from './orders.js';
 import { UsersController, UsersService } from './users.js';
 
+/** Where the demo sends its tombstone events: `npm start` reads them from the environment. */
+export interface DemoEvents {
+  /** WEBHOOK_URL: every change is POSTed there, signed with `webhookSecret` (Standard Webhooks). */
+  webhookUrl?: string;
+  /** WEBHOOK_SECRET: a `whsec_` secret. */
+  webhookSecret?: string;
+  /** CDN_PURGE_URL: a generic purge endpoint, POSTed `{ tags, events }` for every change. */
+  purgeUrl?: string;
+}
+
 @Module({})
 export class AppModule {
   /**
    * The demo app on the PostgreSQL at `databaseUrl`; migrations run at start-up. The module
    * refuses to start if the capture triggers of a tracked entity are missing (`captureCheck`).
    * The admin endpoints live under /admin/tombstones, behind `adminToken` (a random one when
-   * none is given: never open).
+   * none is given: never open). With `events`, answers of article routes (found ones included)
+   * carry `Surrogate-Key`, and every change reaches the webhook and the purge endpoint.
    */
-  static forRoot(databaseUrl: string, { adminToken = randomBytes(18).toString('base64url') } = {}): DynamicModule {
+  static forRoot(databaseUrl: string, { adminToken = randomBytes(18).toString('base64url'), events = {} as DemoEvents } = {}): DynamicModule {
+    const { webhookUrl, webhookSecret, purgeUrl } = events;
+    if (webhookUrl && !webhookSecret) throw new Error('WEBHOOK_URL needs WEBHOOK_SECRET: a whsec_ secret to sign the webhooks with.');
+    const withEvents = Boolean(webhookUrl || purgeUrl);
     return {
       module: AppModule,
       imports: [
@@ -31,9 +46,17 @@ export class AppModule {
           migrationsRun: true,
           synchronize: false,
         }),
-        TombstoneModule.forRoot({ isGlobal: true }),
+        TombstoneModule.forRoot({ isGlobal: true, cacheTags: withEvents }),
         TombstoneAdminModule.forRoot({ guard: new AdminTokenGuard(adminToken) }),
         RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
+        ...(withEvents
+          ? [
+              TombstoneEventsModule.forRoot({
+                webhooks: webhookUrl ? [{ url: webhookUrl, secret: webhookSecret!, name: 'demo' }] : [],
+                purge: purgeUrl ? [{ provider: 'http', url: purgeUrl, name: 'demo' }] : [],
+              }),
+            ]
+          : []),
       ],
       controllers: [ArticlesController, UsersController, OrdersController],
       providers: [ArticlesService, UsersService, OrdersService],

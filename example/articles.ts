@@ -107,20 +107,20 @@ export class ArticlesController {
   }
 
   @Get(':slug')
-  @Tombstoned('article', { param: 'slug' })
+  @Tombstoned('article', { param: 'slug', cacheTags: true })
   findOne(@Param('slug', SlugPipe) slug: string): Promise<Article | null> {
     return this.articles.findBySlug(slug);
   }
 
   @Patch(':slug')
-  @Tombstoned('article', { param: 'slug' })
+  @Tombstoned('article', { param: 'slug', cacheTags: true })
   update(@Param('slug', SlugPipe) slug: string, @Body(validBody) changes: ArticleChanges): Promise<Article | null> {
     return this.articles.update(slug, changes);
   }
 
   @Delete(':slug')
   @HttpCode(204)
-  @Tombstoned('article', { param: 'slug' })
+  @Tombstoned('article', { param: 'slug', cacheTags: true })
   async remove(@Param('slug', SlugPipe) slug: string): Promise<void> {
     const removed = await TombstoneContext.run({ reason: 'Deleted through the API' }, () => this.articles.remove(slug));
     if (!removed) throw new NotFoundException();

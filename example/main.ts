@@ -11,7 +11,8 @@ import { seed } from './seed.js';
  * `npm start`: the demo on http://localhost:3000, on the loopback interface only: anyone who can
  * reach it can edit its articles (PORT and HOST override, e.g. HOST=0.0.0.0 in a container). Uses DATABASE_URL when set,
  * otherwise an embedded PostgreSQL kept in .data/postgres (git-ignored) so restarts keep data.
- * HTTP_ADAPTER=fastify runs it on Fastify instead of Express.
+ * HTTP_ADAPTER=fastify runs it on Fastify instead of Express. WEBHOOK_URL with WEBHOOK_SECRET (a
+ * `whsec_` secret) and CDN_PURGE_URL send every tombstone change to a webhook and a purge endpoint.
  */
 async function main(): Promise<void> {
   const logger = new Logger('Demo');
@@ -26,7 +27,8 @@ async function main(): Promise<void> {
 
   // The admin endpoints are never open: ADMIN_TOKEN, or a fresh random token printed below.
   const adminToken = process.env.ADMIN_TOKEN || randomBytes(18).toString('base64url');
-  const module = AppModule.forRoot(databaseUrl, { adminToken });
+  const events = { webhookUrl: process.env.WEBHOOK_URL, webhookSecret: process.env.WEBHOOK_SECRET, purgeUrl: process.env.CDN_PURGE_URL };
+  const module = AppModule.forRoot(databaseUrl, { adminToken, events });
   const app = await createDemoApp(module, process.env.HTTP_ADAPTER === 'fastify' ? 'fastify' : 'express');
   app.enableShutdownHooks();
   // Initialise before seeding: the module hands actors and reasons to the database from its
@@ -52,6 +54,12 @@ Admin endpoints (token${process.env.ADMIN_TOKEN ? ' from ADMIN_TOKEN' : ' genera
   curl -s ${base}/admin/tombstones -H 'Authorization: Bearer ${adminToken}'
   curl -s ${base}/admin/tombstones/stale?days=30 -H 'Authorization: Bearer ${adminToken}'
   curl -s -X POST ${base}/admin/tombstones/resolve -H 'Authorization: Bearer ${adminToken}' -H 'content-type: application/json' -d '{"type":"article","keys":["old-hello","summer-sale-2025","hello-world"]}'`);
+  const sent = [events.webhookUrl && `webhook ${events.webhookUrl}`, events.purgeUrl && `purge ${events.purgeUrl}`].filter(Boolean);
+  logger.log(
+    sent.length
+      ? `Tombstone events go to: ${sent.join(', ')}; article answers carry Surrogate-Key. Events admin: curl -s ${base}/admin/events/sinks -H 'Authorization: Bearer ${adminToken}'`
+      : 'Tombstone events: set WEBHOOK_URL and WEBHOOK_SECRET, or CDN_PURGE_URL, to send every change to a webhook or a CDN purge endpoint.',
+  );
 
   const shutdown = async () => {
     await app.close();
