@@ -132,16 +132,18 @@ export class CreateTombstoneEvents1764979200000 implements MigrationInterface {
         RETURN NULL;
       END
       $fn$`);
-    // A row trigger for UPDATE, fired only (WHEN) for rows whose tombstone changed: hit counts and
-    // timestamps cost no call. Pairing old and new rows of a statement's transition tables would
-    // need a join whose plan, kept from a first small statement, turns quadratic on a large one.
+    // A row trigger for UPDATE, which returns at once for rows whose tombstone did not change (hit
+    // counts, timestamps). Pairing old and new rows of a statement's transition tables would need a
+    // join whose plan, kept from a first small statement, turns quadratic on a large one. Not a
+    // WHEN clause: columns named in a trigger's definition can no longer change type.
     await queryRunner.query(`
       CREATE FUNCTION ${s}.tombstones_events_update() RETURNS trigger
       LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $fn$
       DECLARE
         who text := nullif(current_setting('nestjs_tombstones.actor', true), '');
       BEGIN
-        IF NOT EXISTS (SELECT 1 FROM ${s}."tombstone_event_sinks") THEN
+        IF (${columns('OLD')}) IS NOT DISTINCT FROM (${columns('NEW')})
+           OR NOT EXISTS (SELECT 1 FROM ${s}."tombstone_event_sinks") THEN
           RETURN NULL;
         END IF;
         IF (NEW.scope, NEW.resource_type, NEW.resource_key) IS NOT DISTINCT FROM (OLD.scope, OLD.resource_type, OLD.resource_key) THEN
@@ -162,7 +164,6 @@ export class CreateTombstoneEvents1764979200000 implements MigrationInterface {
     }
     await queryRunner.query(`
       CREATE TRIGGER tombstones_events_upd AFTER UPDATE ON ${s}."tombstones" FOR EACH ROW
-        WHEN ((${columns('OLD')}) IS DISTINCT FROM (${columns('NEW')}))
         EXECUTE FUNCTION ${s}.tombstones_events_update()`);
     // Before: the rows a TRUNCATE removes are still there to be named.
     await queryRunner.query(`

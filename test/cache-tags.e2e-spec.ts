@@ -101,10 +101,12 @@ describe.each(ADAPTERS)('cache tags (%s)', (adapter) => {
       expect(res.headers['surrogate-key']).toBe([...cacheTagsOf(options, 'article', 'old'), ...cacheTagsOf(options, 'article', 'new')].join(' '));
     });
 
-    // Fastify refuses route parameters over its maxParamLength (100 by default) before any handler runs.
-    (adapter === 'express' ? it : it.skip)('tags a key too long for its tag with a hash of it', async () => {
-      const key = 'k'.repeat(1100);
-      const res = await http.get(`/articles/${key}`).expect(404);
+    // A key whose encoded tag is over 1024 bytes, in two route parameters of 99 characters each
+    // (Fastify refuses a parameter over 100 before any handler runs): '€' is 9 bytes encoded.
+    it('tags a key too long for its tag with a hash of it', async () => {
+      const part = '€'.repeat(99);
+      const res = await http.get(`/tagged/${encodeURIComponent(part)}/${encodeURIComponent(part)}/keyed`).expect(200);
+      const key = `${part}.${part}`;
       expect(res.headers['surrogate-key']).toBe(`article/#${createHash('sha256').update(key).digest('hex').slice(0, 32)}`);
     });
   });
