@@ -160,8 +160,9 @@ Module({
     mode === 'module'
       ? [
           dataSource(),
-          // Every default, as an app that just adds the module gets it (hit counts included).
-          TombstoneModule.forRoot({ isGlobal: true }),
+          // Every default, as an app that just adds the module gets it (hit counts included); for
+          // P7, cache tags on the answers, which the purges name.
+          TombstoneModule.forRoot({ isGlobal: true, ...(process.env.BENCH_PURGE_URL ? { cacheTags: true } : {}) }),
           TombstoneAdminModule.forRoot({ guard: adminGuard, maxImportRows: 1_000_000, maxImportBytes: 256 * 1024 * 1024 }),
           RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
           // P7: the outbox purges the tags of every change at a generic purge endpoint (the parent's).
@@ -292,6 +293,19 @@ process.on('message', async (message) => {
     } catch (error) {
       process.send({ written: { error: error?.message ?? String(error) } });
     }
+  }
+  if (message?.writeMany) {
+    const written = await Promise.all(
+      message.writeMany.map(async (change) => {
+        try {
+          await write(change);
+          return { resolvedAt: String(process.hrtime.bigint()) };
+        } catch (error) {
+          return { error: error?.message ?? String(error) };
+        }
+      }),
+    );
+    process.send({ writtenMany: written });
   }
   if (message === 'stop') {
     await app.close();
