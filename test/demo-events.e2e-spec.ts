@@ -18,7 +18,7 @@ import { type FakeCdn, startFakeHttpPurge } from './support/fake-cdn.js';
 /** A webhook receiver that keeps the events whose signature the standardwebhooks package verified. */
 async function startReceiver(secret: string): Promise<{ url: string; events: TombstoneEvent[]; refused: number; close(): Promise<void> }> {
   const webhook = new Webhook(secret);
-  const receiver = { url: '', events: [] as TombstoneEvent[], refused: 0, close: async () => undefined };
+  const receiver = { url: '', events: [] as TombstoneEvent[], refused: 0, close: async (): Promise<void> => undefined };
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));

@@ -39,6 +39,7 @@ interface InFlight {
 export class TombstoneDispatcher {
   private readonly logger = new Logger('TombstoneEvents');
   private readonly workerStates = new Set<WorkerState>();
+  private readonly sleepers = new Set<() => void>();
   private readonly inFlight = new Set<InFlight>();
   private readonly logged = new Map<string, { minute: number; count: number }>();
   readonly counters = new Map<string, TombstoneSinkCounters>();
@@ -78,6 +79,7 @@ export class TombstoneDispatcher {
     this.stopped = true;
     clearInterval(this.sweepTimer);
     this.wake();
+    for (const sleeper of this.sleepers) sleeper();
     const grace = setTimeout(() => {
       for (const flight of this.inFlight) {
         flight.stopping = true;
@@ -94,6 +96,8 @@ export class TombstoneDispatcher {
     const concurrency = sink.concurrency ?? 4;
     const state: WorkerState = { woken: false, resolve: undefined };
     this.workerStates.add(state);
+    /** Rounds in a row in which every batch failed: the sink itself backs off. */
+    let failing = 0;
     while (!this.stopped) {
       state.woken = false;
       let claimed: ClaimedDelivery[];
@@ -111,16 +115,24 @@ export class TombstoneDispatcher {
       const batches: ClaimedDelivery[][] = [];
       for (let i = 0; i < claimed.length; i += batchSize) batches.push(claimed.slice(i, i + batchSize));
       let next = 0;
+      let delivered = 0;
       const lane = async () => {
-        while (next < batches.length) await this.deliver(sink, batches[next++]);
+        while (next < batches.length) if (await this.deliver(sink, batches[next++])) delivered++;
       };
       await Promise.all(Array.from({ length: Math.min(concurrency, batches.length) }, lane));
+      // A receiver that is down fails every batch: rather than try the rest of the backlog at once
+      // (and spend its attempts), the sink waits as a retried delivery would, longer each round.
+      failing = delivered === 0 ? failing + 1 : 0;
+      if (failing > 0) await this.pause(backoff(failing, this.options));
     }
     this.workerStates.delete(state);
   }
 
-  /** One batch: delivered, or failed (retried later or dead), or given back when the app stops. */
-  private async deliver(sink: TombstoneEventSink, batch: readonly ClaimedDelivery[]): Promise<void> {
+  /**
+   * One batch: delivered, or failed (retried later or dead), or given back when the app stops.
+   * Answers whether the sink took it.
+   */
+  private async deliver(sink: TombstoneEventSink, batch: readonly ClaimedDelivery[]): Promise<boolean> {
     const sequences = batch.map((delivery) => delivery.event.sequence);
     const flight: InFlight = { sink: sink.name, sequences, controller: new AbortController(), stopping: false };
     // Past its lease another instance may take the batch: abort first (a margin before it).
@@ -139,7 +151,7 @@ export class TombstoneDispatcher {
       } catch (error) {
         if (flight.stopping) {
           await this.outbox.release(sink.name, sequences);
-          return;
+          return false;
         }
         counters.failed += batch.length;
         const attempt = Math.max(...batch.map((delivery) => delivery.attempt));
@@ -149,13 +161,15 @@ export class TombstoneDispatcher {
           `delivery of ${batch.length} event(s) failed (attempt ${attempt} of ${this.options.maxAttempts}${last ? ', now a dead letter' : ''}): ${messageOf(error)}`,
         );
         await this.outbox.failed(sink.name, sequences, messageOf(error), this.policy);
-        return;
+        return false;
       }
       counters.delivered += batch.length;
       await this.outbox.delivered(sink.name, sequences);
+      return true;
     } catch (error) {
       // The outbox could not be told: the lease runs out and the batch is delivered again.
       this.log(sink.name, `could not record a delivery in the outbox (it will be delivered again): ${messageOf(error)}`);
+      return false;
     } finally {
       clearTimeout(lease);
       this.inFlight.delete(flight);
@@ -172,6 +186,20 @@ export class TombstoneDispatcher {
         state.resolve = undefined;
         resolve();
       };
+    });
+  }
+
+  /** Waits `ms`, or until the app stops. */
+  private pause(ms: number): Promise<void> {
+    if (this.stopped) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.sleepers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.sleepers.add(done);
     });
   }
 
@@ -193,6 +221,11 @@ export class TombstoneDispatcher {
     if (++entry.count <= LOG_PER_MINUTE) this.logger.warn(`${sink}: ${message}`);
     else if (entry.count === LOG_PER_MINUTE + 1) this.logger.warn(`${sink}: more failures this minute are not logged.`);
   }
+}
+
+/** The wait after the `n`th failure in a row, as the outbox spaces a delivery's attempts: doubling, capped, half of it random. */
+function backoff(n: number, { retryDelayMs, maxRetryDelayMs }: RetryPolicy): number {
+  return Math.min(maxRetryDelayMs, retryDelayMs * 2 ** (n - 1)) * (0.5 + Math.random() / 2);
 }
 
 function messageOf(error: unknown): string {
