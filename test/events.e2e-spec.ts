@@ -1,6 +1,8 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { Injectable, type INestApplication } from '@nestjs/common';
 import { EventEmitterModule, OnEvent } from '@nestjs/event-emitter';
 import pg from 'pg';
@@ -497,4 +499,70 @@ describe('retention', () => {
     await outbox.sweep(7 * day, 7 * day);
     expect(await db.sql.query(`SELECT count(*)::int AS n FROM tombstone_event_deliveries WHERE state = 'dead'`)).toEqual([{ n: 0 }]);
   });
+});
+
+describe('an app killed mid-delivery (SIGKILL) and started again', () => {
+  let db: TestDatabase;
+  let server: Server;
+  let url: string;
+  const secret = `whsec_${randomBytes(32).toString('base64')}`;
+  /** Each request the receiver got: its webhook-id and the event's key. */
+  const requests: { id: string; key: string }[] = [];
+  /** While set, the receiver answers nothing, and calls `onHeld` with each request it holds. */
+  let onHeld: (() => void) | null = null;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    const webhook = new Webhook(secret);
+    server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => {
+        const payload = webhook.verify(Buffer.concat(chunks).toString('utf8'), req.headers as Record<string, string>) as { data: TombstoneEvent };
+        requests.push({ id: String(req.headers['webhook-id']), key: payload.data.key });
+        if (onHeld) return onHeld(); // never answered: the app dies first
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`;
+  });
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+    await db.drop();
+  });
+
+  it('loses nothing: the event the dead process was sending is delivered by the next one, with the same id', async () => {
+    const held = new Promise<void>((resolve) => (onHeld = resolve));
+    // A file: URL, not a path: --import takes a module specifier (a Windows path is not one).
+    const loader = new URL('./support/ts-loader.mjs', import.meta.url).href;
+    const child = spawn(process.execPath, ['--import', loader, fileURLToPath(new URL('./fixtures/events-child.ts', import.meta.url))], {
+      env: { ...process.env, DATABASE_URL: db.url, WEBHOOK_URL: url, WEBHOOK_SECRET: secret, KEY: 'killed-1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+    try {
+      // The child wrote its tombstone and is in the middle of delivering its event.
+      await Promise.race([held, exited.then(() => Promise.reject(new Error(`the child app exited before delivering: ${output}`)))]);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    expect(await exited).toBe('SIGKILL');
+    const [row] = await deliveries(db, 'webhook:killed');
+    expect(row).toMatchObject({ state: 'pending', attempts: 1 });
+
+    onHeld = null;
+    const app = await bootEventsApp(db, { webhooks: [{ url, secret, name: 'killed' }], ...FAST });
+    try {
+      await eventually(async () => expect((await deliveries(db, 'webhook:killed')).map((delivery) => delivery.state)).toEqual(['delivered']));
+      expect(requests.map((request) => request.key)).toEqual(['killed-1', 'killed-1']);
+      expect(requests[1].id).toBe(requests[0].id);
+    } finally {
+      await app.close();
+    }
+  }, 60_000);
 });
