@@ -87,6 +87,20 @@ describe.each(ADAPTERS)('CDN purges through the outbox (%s)', (adapter) => {
       await purged(`post/${encodeURIComponent('a key with spaces/and slash')}`);
     });
 
+    it("purges the keys that point at a changed key: a → c, then c deleted or restored changes a's answer too", async () => {
+      const tombstones = app.get(TombstoneService);
+      await tombstones.recordMove('post', 'ref-a', 'ref-c', { scope: 't1' });
+      await purged('post/ref-a');
+      for (const change of [() => tombstones.recordDeletion('post', 'ref-c', { scope: 't1' }), () => tombstones.restore('post', 'ref-c', { scope: 't1' })]) {
+        const before = fake.purges.length;
+        await change();
+        await fake.waitFor((cdn) => cdn.purges.slice(before).some((purge) => purge.tags.includes('post/ref-a')));
+        expect(fake.purges.slice(before).flatMap((purge) => purge.tags)).toContain('post/ref-c');
+      }
+      const gone = await request(app.getHttpServer()).get('/cdn-posts/ref-a').expect(301);
+      expect(gone.headers[header]).toBe(header === 'cache-tag' ? 'post/ref-a,post/ref-c' : 'post/ref-a post/ref-c');
+    });
+
     it('retries while the CDN is down and purges once it is back', async () => {
       fake.down();
       const calls = fake.calls.length;

@@ -187,6 +187,29 @@ export class TombstoneOutbox {
     return total;
   }
 
+  /**
+   * The keys whose tombstones point at each event's key now (a move or merge to it), at most
+   * `limit` in all: their answers were read through it (`a` → `b`, and `b` deleted: `a` answers
+   * 410), so a change of it changes theirs. Chains are collapsed when written: one level is all.
+   */
+  async referrers(events: readonly TombstoneEvent[], limit = 10_000): Promise<Map<TombstoneEvent, string[]>> {
+    const rows = (await this.dataSource.query(
+      `SELECT e.ord::int AS ord, t.resource_key AS key
+         FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS e(scope, resource_type, resource_key, ord)
+         JOIN tombstones t ON t.scope = e.scope AND t.resource_type = e.resource_type AND t.target_key = e.resource_key
+        LIMIT $4`,
+      [events.map((event) => event.scope), events.map((event) => event.resourceType), events.map((event) => event.key), limit],
+    )) as { ord: number; key: string }[];
+    const found = new Map<TombstoneEvent, string[]>();
+    for (const row of rows) {
+      const event = events[row.ord - 1];
+      const keys = found.get(event);
+      if (keys) keys.push(row.key);
+      else found.set(event, [row.key]);
+    }
+    return found;
+  }
+
   /** Pending and dead deliveries, and the lag, of every registered sink. */
   async stats(): Promise<TombstoneSinkStats[]> {
     const rows = (await this.dataSource.query(

@@ -90,7 +90,8 @@ export class TombstoneEventsService implements OnApplicationBootstrap, BeforeApp
   /**
    * The purge sinks, which name the tags the module's answers carry: a change of a key purges
    * what the CDN holds of it (its tombstone's answers, its found page when the route tags it, the
-   * redirects that name it as their target).
+   * redirects that name it as their target), and the answers of the keys whose tombstones point
+   * at it (`a` moved to `b`: when `b` is deleted or restored, `a`'s answer changes too).
    */
   private purgeSinks(): TombstoneEventSink[] {
     if (this.options.purge.length === 0) return [];
@@ -99,8 +100,23 @@ export class TombstoneEventsService implements OnApplicationBootstrap, BeforeApp
         "TombstoneModule.forRoot({ cacheTags: true }) (Fastly's Surrogate-Key), or { cacheTags: { header: 'Cache-Tag' } } for Cloudflare: see docs/cdn.md.",
       ]);
     }
-    const tagsOf = (event: TombstoneEvent) => cacheTagsOf(this.tombstoneOptions, event.resourceType, event.key);
-    return this.options.purge.map((purge) => createPurgeSink(purge, tagsOf));
+    const outbox = new TombstoneOutbox(this.tombstones.dataSource);
+    // The keys that point at each event's key, read before each delivery (see referrers()).
+    const pointing = new WeakMap<TombstoneEvent, string[]>();
+    const tagsOf = (event: TombstoneEvent) =>
+      [event.key, ...(pointing.get(event) ?? [])].flatMap((key) => cacheTagsOf(this.tombstoneOptions, event.resourceType, key));
+    return this.options.purge.map((purge) => {
+      const sink = createPurgeSink(purge, tagsOf);
+      return {
+        name: sink.name,
+        batchSize: sink.batchSize,
+        concurrency: sink.concurrency,
+        async deliver(events: readonly TombstoneEvent[], signal: AbortSignal): Promise<void> {
+          for (const [event, keys] of await outbox.referrers(events)) pointing.set(event, keys);
+          await sink.deliver(events, signal);
+        },
+      };
+    });
   }
 
   /** Every sink of this instance, each name once. */
