@@ -276,6 +276,35 @@ describe('two instances, a hung instance, shutdown', () => {
   });
 });
 
+describe('shutdown with a claim of several batches', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it('stops within the grace period: the batches of its claim not yet started are given back, not sent', async () => {
+    const register = await bootEventsApp(db, { sinks: [new RecordingSink('claimed')], deliver: false });
+    await register.close();
+    await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind) SELECT 'claimed', 'k' || i, 'deleted' FROM generate_series(1, 5) AS i`);
+    const slow = Object.assign(new RecordingSink('claimed', 1), { concurrency: 1 });
+    slow.hold();
+    const app = await bootEventsApp(db, { sinks: [slow], ...FAST, leaseMs: 60_000 });
+    await eventually(() => expect(slow.calls.length).toBe(1));
+    const started = Date.now();
+    await app.close();
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(slow.calls.length).toBe(1);
+    const rows = await deliveries(db, 'claimed');
+    expect(rows.map((row) => [row.state, row.attempts])).toEqual(Array.from({ length: 5 }, () => ['pending', 0]));
+    const [{ leased }] = (await db.sql.query(`SELECT count(*)::int AS leased FROM tombstone_event_deliveries WHERE leased_until IS NOT NULL`)) as { leased: number }[];
+    expect(leased).toBe(0);
+  }, 30_000);
+});
+
 /**
  * Concurrent changes of the flood test: `EVENTS_FLOOD_CHANGES`, 300 by default (what `npm test`
  * runs); `npm run test:events-flood` runs 1,000.

@@ -117,9 +117,14 @@ export class TombstoneDispatcher {
       let next = 0;
       let delivered = 0;
       const lane = async () => {
-        while (next < batches.length) if (await this.deliver(sink, batches[next++])) delivered++;
+        while (next < batches.length && !this.stopped) if (await this.deliver(sink, batches[next++])) delivered++;
       };
       await Promise.all(Array.from({ length: Math.min(concurrency, batches.length) }, lane));
+      // The app is stopping: the batches not started go back untouched, for the next instance.
+      if (next < batches.length) {
+        const rest = batches.slice(next).flatMap((batch) => batch.map((delivery) => delivery.event.sequence));
+        await this.outbox.release(sink.name, rest).catch((error: unknown) => this.log(sink.name, `could not give back deliveries at shutdown: ${messageOf(error)}`));
+      }
       // A receiver that is down fails every batch: rather than try the rest of the backlog at once
       // (and spend its attempts), the sink waits as a retried delivery would, longer each round.
       failing = delivered === 0 ? failing + 1 : 0;
