@@ -54,7 +54,8 @@ Admin endpoints (token${process.env.ADMIN_TOKEN ? ' from ADMIN_TOKEN' : ' genera
   curl -s ${base}/admin/tombstones -H 'Authorization: Bearer ${adminToken}'
   curl -s ${base}/admin/tombstones/stale?days=30 -H 'Authorization: Bearer ${adminToken}'
   curl -s -X POST ${base}/admin/tombstones/resolve -H 'Authorization: Bearer ${adminToken}' -H 'content-type: application/json' -d '{"type":"article","keys":["old-hello","summer-sale-2025","hello-world"]}'`);
-  const sent = [events.webhookUrl && `webhook ${events.webhookUrl}`, events.purgeUrl && `purge ${events.purgeUrl}`].filter(Boolean);
+  // Origins only: a URL's path and query may hold a token.
+  const sent = [events.webhookUrl && `a webhook at ${new URL(events.webhookUrl).origin}`, events.purgeUrl && `a purge endpoint at ${new URL(events.purgeUrl).origin}`].filter(Boolean);
   logger.log(
     sent.length
       ? `Tombstone events go to: ${sent.join(', ')}; article answers carry Surrogate-Key. Events admin: curl -s ${base}/admin/events/sinks -H 'Authorization: Bearer ${adminToken}'`

@@ -595,3 +595,37 @@ describe('an app killed mid-delivery (SIGKILL) and started again', () => {
     }
   }, 60_000);
 });
+
+describe('leases', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it('an instance whose lease ran out cannot settle the delivery another instance took since', async () => {
+    const outbox = new TombstoneOutbox(db.sql);
+    await outbox.register(['leased']);
+    await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind) VALUES ('lease', 'k', 'deleted')`);
+    const [first] = await outbox.claim('leased', 10, 60_000);
+    // Its lease runs out (the instance hung); another instance takes the delivery.
+    await db.sql.query(`UPDATE tombstone_event_deliveries SET leased_until = now() - interval '1 second'`);
+    const [second] = await outbox.claim('leased', 10, 60_000);
+    expect(second).toMatchObject({ attempt: 2, event: { id: first.event.id } });
+    const policy = { maxAttempts: 1, retryDelayMs: 1, maxRetryDelayMs: 1 };
+    await outbox.delivered('leased', [first.event.sequence], first.lease);
+    await outbox.failed('leased', [first.event.sequence], first.lease, 'late', policy);
+    await outbox.release('leased', [first.event.sequence], first.lease);
+    const [row] = (await db.sql.query(`SELECT state, attempts, leased_until::text AS lease FROM tombstone_event_deliveries`)) as {
+      state: string;
+      attempts: number;
+      lease: string;
+    }[];
+    expect(row).toEqual({ state: 'pending', attempts: 2, lease: second.lease });
+    await outbox.delivered('leased', [second.event.sequence], second.lease);
+    expect(await db.sql.query(`SELECT state FROM tombstone_event_deliveries`)).toEqual([{ state: 'delivered' }]);
+  });
+});

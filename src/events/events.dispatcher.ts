@@ -44,6 +44,7 @@ export class TombstoneDispatcher {
   private readonly logged = new Map<string, { minute: number; count: number }>();
   readonly counters = new Map<string, TombstoneSinkCounters>();
   private workers: Promise<void>[] = [];
+  private names: string[] = [];
   private sweepTimer: NodeJS.Timeout | undefined;
   private stopped = false;
 
@@ -57,6 +58,7 @@ export class TombstoneDispatcher {
   }
 
   start(sinks: readonly TombstoneEventSink[]): void {
+    this.names = sinks.map((sink) => sink.name);
     for (const sink of sinks) {
       this.counters.set(sink.name, { delivered: 0, failed: 0 });
       this.workers.push(this.work(sink));
@@ -123,7 +125,7 @@ export class TombstoneDispatcher {
       // The app is stopping: the batches not started go back untouched, for the next instance.
       if (next < batches.length) {
         const rest = batches.slice(next).flatMap((batch) => batch.map((delivery) => delivery.event.sequence));
-        await this.outbox.release(sink.name, rest).catch((error: unknown) => this.log(sink.name, `could not give back deliveries at shutdown: ${messageOf(error)}`));
+        await this.outbox.release(sink.name, rest, claimed[0].lease).catch((error: unknown) => this.log(sink.name, `could not give back deliveries at shutdown: ${messageOf(error)}`));
       }
       // A receiver that is down fails every batch: rather than try the rest of the backlog at once
       // (and spend its attempts), the sink waits as a retried delivery would, longer each round.
@@ -139,9 +141,10 @@ export class TombstoneDispatcher {
    */
   private async deliver(sink: TombstoneEventSink, batch: readonly ClaimedDelivery[]): Promise<boolean> {
     const sequences = batch.map((delivery) => delivery.event.sequence);
+    const lease = batch[0].lease; // one claim, one lease
     const flight: InFlight = { sink: sink.name, sequences, controller: new AbortController(), stopping: false };
     // Past its lease another instance may take the batch: abort first (a margin before it).
-    const lease = setTimeout(
+    const leaseTimer = setTimeout(
       () => flight.controller.abort(new Error(`the delivery ran past its lease (${this.options.leaseMs} ms)`)),
       Math.max(500, this.options.leaseMs - 1000),
     );
@@ -149,13 +152,19 @@ export class TombstoneDispatcher {
     const counters = this.counters.get(sink.name)!;
     try {
       try {
-        await sink.deliver(
-          batch.map((delivery) => delivery.event),
+        // Settled when the signal aborts, whether or not the sink heeds it: a sink that never
+        // returns holds neither the worker nor the app's shutdown (at least once: it may still
+        // finish, and the batch be delivered again).
+        await untilAborted(
+          sink.deliver(
+            batch.map((delivery) => delivery.event),
+            flight.controller.signal,
+          ),
           flight.controller.signal,
         );
       } catch (error) {
         if (flight.stopping) {
-          await this.outbox.release(sink.name, sequences);
+          await this.outbox.release(sink.name, sequences, lease);
           return false;
         }
         counters.failed += batch.length;
@@ -165,18 +174,18 @@ export class TombstoneDispatcher {
           sink.name,
           `delivery of ${batch.length} event(s) failed (attempt ${attempt} of ${this.options.maxAttempts}${last ? ', now a dead letter' : ''}): ${messageOf(error)}`,
         );
-        await this.outbox.failed(sink.name, sequences, messageOf(error), this.policy);
+        await this.outbox.failed(sink.name, sequences, lease, messageOf(error), this.policy);
         return false;
       }
       counters.delivered += batch.length;
-      await this.outbox.delivered(sink.name, sequences);
+      await this.outbox.delivered(sink.name, sequences, lease);
       return true;
     } catch (error) {
       // The outbox could not be told: the lease runs out and the batch is delivered again.
       this.log(sink.name, `could not record a delivery in the outbox (it will be delivered again): ${messageOf(error)}`);
       return false;
     } finally {
-      clearTimeout(lease);
+      clearTimeout(leaseTimer);
       this.inFlight.delete(flight);
     }
   }
@@ -211,6 +220,9 @@ export class TombstoneDispatcher {
   private async sweep(): Promise<void> {
     const day = 86_400_000;
     try {
+      // Still here: `seen_at` says when an instance last delivered to each sink, and a sink
+      // removed while instances still deliver to it comes back.
+      await this.outbox.register(this.names);
       await this.outbox.sweep(this.options.retentionDays * day, this.options.deadLetterRetentionDays * day);
     } catch (error) {
       this.log('retention', `could not delete old events: ${messageOf(error)}`);
@@ -226,6 +238,18 @@ export class TombstoneDispatcher {
     if (++entry.count <= LOG_PER_MINUTE) this.logger.warn(`${sink}: ${message}`);
     else if (entry.count === LOG_PER_MINUTE + 1) this.logger.warn(`${sink}: more failures this minute are not logged.`);
   }
+}
+
+/** `work`, or a rejection with the signal's reason as soon as it aborts. */
+function untilAborted(work: Promise<void>, signal: AbortSignal): Promise<void> {
+  work.catch(() => undefined); // when the abort wins, a later rejection of `work` is nobody's
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  let onAbort: () => void = () => undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  return Promise.race([work, aborted]).finally(() => signal.removeEventListener('abort', onAbort));
 }
 
 /** The wait after the `n`th failure in a row, as the outbox spaces a delivery's attempts: doubling, capped, half of it random. */

@@ -24,7 +24,8 @@ export interface OnTombstoneEventOptions {
  * Makes a method of a provider receive tombstone events from the outbox: each committed change,
  * at least once, in commit order per key, on one instance of the app. The method may be async; an
  * error (or a rejected promise) makes the delivery fail, and it is retried with backoff until it
- * succeeds or becomes a dead letter. Each listener is a sink of its own: one that fails holds
+ * succeeds or becomes a dead letter. Its second argument is an `AbortSignal` that aborts when
+ * the delivery runs past its lease or the app stops: the outbox stops waiting for it then. Each listener is a sink of its own: one that fails holds
  * back no other. Make it idempotent (the event's `id` is stable across retries).
  *
  * @example
@@ -69,9 +70,9 @@ export function listenerSinks(discovery: DiscoveryService, scanner: MetadataScan
       sinks.push({
         name,
         batchSize: 1,
-        async deliver(events: readonly TombstoneEvent[]): Promise<void> {
+        async deliver(events: readonly TombstoneEvent[], signal: AbortSignal): Promise<void> {
           for (const event of events) {
-            if (settings.types.includes(event.type)) await (handler as (event: TombstoneEvent) => unknown).call(instance, event);
+            if (settings.types.includes(event.type)) await (handler as (event: TombstoneEvent, signal: AbortSignal) => unknown).call(instance, event, signal);
           }
         },
       });

@@ -1,10 +1,15 @@
 import type { DataSource } from 'typeorm';
 import type { TombstoneEvent, TombstoneEventState, TombstoneEventType } from './events.types.js';
 
-/** A delivery a sink took: the event, and which attempt this is (1 for the first). */
+/** A delivery a sink took: the event, which attempt this is (1 for the first), and its lease. */
 export interface ClaimedDelivery {
   readonly event: TombstoneEvent;
   readonly attempt: number;
+  /**
+   * The lease's end as the outbox wrote it: settling the delivery checks it is still there, so an
+   * instance whose lease ran out (and another instance took the delivery) changes nothing.
+   */
+  readonly lease: string;
 }
 
 /** Where a sink stands, read from the outbox. */
@@ -38,6 +43,7 @@ interface EventRow {
   reason: string | null;
   occurred_at: Date;
   attempts?: number;
+  lease?: string;
 }
 
 type RawState = Omit<TombstoneEventState, 'occurredAt' | 'expiresAt'> & { occurredAt: string; expiresAt: string | null };
@@ -106,22 +112,24 @@ export class TombstoneOutbox {
           FOR UPDATE OF d SKIP LOCKED),
        u AS (
          UPDATE tombstone_event_deliveries d
-            SET attempts = d.attempts + 1, leased_until = clock_timestamp() + $3 * interval '1 millisecond'
+            SET attempts = d.attempts + 1, leased_until = now() + $3 * interval '1 millisecond'
            FROM c WHERE d.sink = c.sink AND d.event_id = c.event_id
-         RETURNING d.event_id, d.attempts)
-       SELECT ${EVENT_COLUMNS}, u.attempts FROM u JOIN tombstone_events e ON e.id = u.event_id ORDER BY e.id`,
+         RETURNING d.event_id, d.attempts, d.leased_until::text AS lease)
+       SELECT ${EVENT_COLUMNS}, u.attempts, u.lease FROM u JOIN tombstone_events e ON e.id = u.event_id ORDER BY e.id`,
+      // now(): one lease end for the whole claim (clock_timestamp() would differ row by row), on
+      // the database's clock (every instance compares leases with it).
       [sink, limit, leaseMs],
     )) as EventRow[];
-    return rows.map((row) => ({ event: eventOf(row), attempt: row.attempts ?? 1 }));
+    return rows.map((row) => ({ event: eventOf(row), attempt: row.attempts ?? 1, lease: row.lease ?? '' }));
   }
 
-  /** The deliveries succeeded. */
-  async delivered(sink: string, sequences: readonly string[]): Promise<void> {
+  /** The deliveries, taken under `lease`, succeeded. */
+  async delivered(sink: string, sequences: readonly string[], lease: string): Promise<void> {
     await this.dataSource.query(
       `UPDATE tombstone_event_deliveries
           SET state = 'delivered', finished_at = now(), leased_until = NULL, last_error = NULL
-        WHERE sink = $1 AND event_id = ANY($2::bigint[]) AND state = 'pending'`,
-      [sink, sequences],
+        WHERE sink = $1 AND event_id = ANY($2::bigint[]) AND state = 'pending' AND leased_until = $3::timestamptz`,
+      [sink, sequences, lease],
     );
   }
 
@@ -130,7 +138,7 @@ export class TombstoneOutbox {
    * delay fixed, half random, so instances that failed together do not retry together), or
    * becomes a dead letter once it has had `maxAttempts` attempts.
    */
-  async failed(sink: string, sequences: readonly string[], error: string, policy: RetryPolicy): Promise<void> {
+  async failed(sink: string, sequences: readonly string[], lease: string, error: string, policy: RetryPolicy): Promise<void> {
     await this.dataSource.query(
       `UPDATE tombstone_event_deliveries
           SET state = CASE WHEN attempts >= $4 THEN 'dead' ELSE 'pending' END,
@@ -139,17 +147,17 @@ export class TombstoneOutbox {
                                   * interval '1 millisecond',
               leased_until = NULL,
               last_error = left($3, 1000)
-        WHERE sink = $1 AND event_id = ANY($2::bigint[]) AND state = 'pending'`,
-      [sink, sequences, error, policy.maxAttempts, policy.retryDelayMs, policy.maxRetryDelayMs],
+        WHERE sink = $1 AND event_id = ANY($2::bigint[]) AND state = 'pending' AND leased_until = $7::timestamptz`,
+      [sink, sequences, error, policy.maxAttempts, policy.retryDelayMs, policy.maxRetryDelayMs, lease],
     );
   }
 
-  /** Gives deliveries back untouched (the app is stopping): the attempt does not count. */
-  async release(sink: string, sequences: readonly string[]): Promise<void> {
+  /** Gives deliveries taken under `lease` back untouched (the app is stopping): the attempt does not count. */
+  async release(sink: string, sequences: readonly string[], lease: string): Promise<void> {
     await this.dataSource.query(
       `UPDATE tombstone_event_deliveries SET leased_until = NULL, attempts = greatest(attempts - 1, 0)
-        WHERE sink = $1 AND event_id = ANY($2::bigint[]) AND state = 'pending'`,
-      [sink, sequences],
+        WHERE sink = $1 AND event_id = ANY($2::bigint[]) AND state = 'pending' AND leased_until = $3::timestamptz`,
+      [sink, sequences, lease],
     );
   }
 

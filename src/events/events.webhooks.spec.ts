@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -108,9 +109,15 @@ async function rejection(promise: Promise<unknown>): Promise<Error> {
   return outcome;
 }
 
+/** The default name of a webhook at `url`: its host and 12 hex digits of its SHA-256. */
+function nameOf(url: string): string {
+  return `webhook:${new URL(url).host}#${createHash('sha256').update(new URL(url).href).digest('hex').slice(0, 12)}`;
+}
+
 describe('TombstoneWebhookSink', () => {
-  it('is named after the URL’s origin and path (never its query), or `webhook:<name>`; one event per call', () => {
-    expect(sink().name).toBe(`webhook:${base}/hooks`);
+  it('is named after the URL’s host and a hash of it (never its path or query, which may hold a token), or `webhook:<name>`; one event per call', () => {
+    expect(sink().name).toBe(nameOf(`${base}/hooks?token=s3cr3t-query`));
+    expect(sink().name).not.toMatch(/hooks|s3cr3t/);
     expect(sink({ name: 'search-index' }).name).toBe('webhook:search-index');
     expect(sink()).toMatchObject({ batchSize: 1, concurrency: 4 });
     expect(sink({ concurrency: 9 }).concurrency).toBe(9);
@@ -193,7 +200,7 @@ describe('TombstoneWebhookSink', () => {
   it('rejects a non-2xx answer naming the status and quoting a little of the body, printable only', async () => {
     answer = (res) => res.writeHead(500).end(`database\r\n\tdown \u001b[31mred\u001b[0m\u202e ${'x'.repeat(5000)}`);
     const error = await rejection(sink().deliver([EVENT], never()));
-    expect(error.message).toMatch(new RegExp(`^webhook:${base}/hooks: POST ${base}/hooks answered 500: database down \\[31mred\\[0m x+…$`));
+    expect(error.message).toMatch(new RegExp(`^${nameOf(`${base}/hooks?token=s3cr3t-query`)}: POST ${base} answered 500: database down \\[31mred\\[0m x+…$`));
     expect(error.message.length).toBeLessThan(400);
     expect(error.message).not.toMatch(/[\p{C}]/u);
     expect(error.message).not.toContain('s3cr3t-query');
@@ -202,7 +209,7 @@ describe('TombstoneWebhookSink', () => {
 
   it('rejects 4xx and 410 Gone, whose message says the receiver wants no more', async () => {
     answer = (res) => res.writeHead(400).end();
-    await expect(sink().deliver([EVENT], never())).rejects.toThrow(`POST ${base}/hooks answered 400.`);
+    await expect(sink().deliver([EVENT], never())).rejects.toThrow(`POST ${base} answered 400.`);
     answer = (res) => res.writeHead(410).end();
     await expect(sink().deliver([EVENT], never())).rejects.toThrow('answered 410 Gone: the receiver wants no more of these webhooks');
   });
@@ -233,7 +240,7 @@ describe('TombstoneWebhookSink', () => {
 
   it('rejects when the endpoint does not answer within timeoutMs', async () => {
     answer = () => undefined;
-    await expect(sink({ timeoutMs: 50 }).deliver([EVENT], never())).rejects.toThrow(`webhook:${base}/hooks: no answer from ${base}/hooks within 50 ms.`);
+    await expect(sink({ timeoutMs: 50 }).deliver([EVENT], never())).rejects.toThrow(`${nameOf(`${base}/hooks?token=s3cr3t-query`)}: no answer from ${base} within 50 ms.`);
     expect(received).toHaveLength(1);
   });
 
@@ -243,7 +250,7 @@ describe('TombstoneWebhookSink', () => {
     const delivery = sink().deliver([EVENT], controller.signal);
     await arrived;
     controller.abort(new Error('lease expired'));
-    await expect(delivery).rejects.toThrow(`webhook:${base}/hooks: the delivery was aborted (lease expired).`);
+    await expect(delivery).rejects.toThrow(`${nameOf(`${base}/hooks?token=s3cr3t-query`)}: the delivery was aborted (lease expired).`);
 
     await expect(sink().deliver([EVENT], AbortSignal.abort(new Error('shutting down')))).rejects.toThrow('the delivery was aborted (shutting down)');
     expect(received).toHaveLength(1);
@@ -256,7 +263,7 @@ describe('TombstoneWebhookSink', () => {
     closed.close();
     await once(closed, 'close');
     const error = await rejection(new TombstoneWebhookSink({ url: `http://127.0.0.1:${port}/hooks`, secret: SECRET }).deliver([EVENT], never()));
-    expect(error.message).toBe(`webhook:http://127.0.0.1:${port}/hooks: POST http://127.0.0.1:${port}/hooks failed: connect ECONNREFUSED 127.0.0.1:${port}.`);
+    expect(error.message).toBe(`${nameOf(`http://127.0.0.1:${port}/hooks`)}: POST http://127.0.0.1:${port} failed: connect ECONNREFUSED 127.0.0.1:${port}.`);
   });
 
   it('sends only the `types` asked for; the others are delivered without a request', async () => {
@@ -345,9 +352,9 @@ describe('validateWebhookOptions', () => {
     expect(refusal({ ...valid, name }).message).toContain(says);
   });
 
-  it('refuses a URL whose origin and path are too long for the default name, unless a name is given', () => {
-    const url = `https://hooks.example.com/${'p'.repeat(100)}`;
-    expect(refusal({ ...valid, url }).message).toContain("the default name (the URL's origin and path) is longer than 100 characters.");
+  it('refuses a URL whose host is too long for the default name, unless a name is given', () => {
+    const url = `https://${'h'.repeat(60)}.${'h'.repeat(40)}.example.com/hooks`;
+    expect(refusal({ ...valid, url }).message).toContain("the default name (the URL's host and a hash) is longer than 100 characters.");
     expect(() => validateWebhookOptions({ ...valid, url, name: 'long' }, 'w')).not.toThrow();
   });
 

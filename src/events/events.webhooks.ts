@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { TombstoneConfigurationError, preview } from '../tombstone.exceptions.js';
 import { TOMBSTONE_EVENT_TYPES, type TombstoneEvent, type TombstoneEventSink, type TombstoneEventType } from './events.types.js';
 
@@ -12,8 +12,9 @@ export interface TombstoneWebhookOptions {
   /** `whsec_` followed by base64 of 24 to 64 random bytes (Standard Webhooks). */
   secret: string;
   /**
-   * Sink name suffix, unique among the app's webhooks; default: the URL's origin and path (never
-   * its query, which may hold a token). The sink's name is `webhook:<name>`.
+   * Sink name suffix, unique among the app's webhooks; default: the URL's host and a hash of the
+   * URL (never its path or query, which may hold a token, as Slack's and Discord's do). The sink's
+   * name is `webhook:<name>`.
    */
   name?: string;
   /** Per request, from sending it to the end of the answer. Default: `10000` ms. */
@@ -78,7 +79,7 @@ export class TombstoneWebhookSink implements TombstoneEventSink {
   readonly batchSize = 1;
   readonly concurrency: number;
   private readonly url: string;
-  /** The URL's origin and path, for messages: its query may hold a token. */
+  /** The URL's origin, for messages: its path and query may hold a token. */
   private readonly target: string;
   private readonly key: Buffer;
   private readonly timeoutMs: number;
@@ -89,8 +90,8 @@ export class TombstoneWebhookSink implements TombstoneEventSink {
     validateWebhookOptions(options, 'TombstoneWebhookSink');
     const url = new URL(options.url);
     this.url = url.href;
-    this.target = originAndPath(url);
-    this.name = `webhook:${options.name ?? this.target}`;
+    this.target = url.origin;
+    this.name = `webhook:${options.name ?? defaultName(url)}`;
     this.key = Buffer.from(options.secret.slice(SECRET_PREFIX.length), 'base64');
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.concurrency = options.concurrency ?? DEFAULT_CONCURRENCY;
@@ -201,8 +202,8 @@ export function validateWebhookOptions(options: unknown, where: string): void {
   const url = checkUrl(o.url, fail);
   checkSecret(o.secret, fail);
   if (o.name !== undefined) checkName(o.name, fail);
-  else if (originAndPath(url).length > MAX_NAME) {
-    fail(`the default name (the URL's origin and path) is longer than ${MAX_NAME} characters.`, "Set `name`, e.g. name: 'search-index'.");
+  else if (defaultName(url).length > MAX_NAME) {
+    fail(`the default name (the URL's host and a hash) is longer than ${MAX_NAME} characters.`, "Set `name`, e.g. name: 'search-index'.");
   }
   if (o.timeoutMs !== undefined) whole('timeoutMs', o.timeoutMs, fail);
   if (o.concurrency !== undefined) whole('concurrency', o.concurrency, fail);
@@ -285,8 +286,9 @@ function whole(name: keyof typeof RANGES, value: unknown, fail: Fail): void {
   }
 }
 
-function originAndPath(url: URL): string {
-  return url.origin + url.pathname;
+/** `host#` and 12 hex digits of the URL's SHA-256: stable for one URL, and it shows no path or query. */
+function defaultName(url: URL): string {
+  return `${url.host}#${createHash('sha256').update(url.href).digest('hex').slice(0, 12)}`;
 }
 
 /** A URL as a message may show it: without its query or fragment. */
