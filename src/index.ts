@@ -5,6 +5,7 @@ import { CreateTombstoneCapture1763856000000 } from '../migrations/1763856000000
 import { CreateTombstoneMisses1764028800000 } from '../migrations/1764028800000-create-tombstone-misses.js';
 import { CreateTombstoneNotify1764115200000 } from '../migrations/1764115200000-create-tombstone-notify.js';
 import { CreateTombstoneEvents1764979200000 } from '../migrations/1764979200000-create-tombstone-events.js';
+import { SpeedUpTombstoneNotify1765065600000 } from '../migrations/1765065600000-speed-up-tombstone-notify.js';
 import { Tombstone } from './tombstone.entity.js';
 
 /** Entities to add to your DataSource's `entities`. */
@@ -17,6 +18,7 @@ export const TOMBSTONE_MIGRATIONS = [
   CreateTombstoneMisses1764028800000,
   CreateTombstoneNotify1764115200000,
   CreateTombstoneEvents1764979200000,
+  SpeedUpTombstoneNotify1765065600000,
 ] as const;
 
 // The module and its routes

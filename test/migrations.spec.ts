@@ -14,6 +14,7 @@ const FROZEN: Record<string, string> = {
   '1764028800000-create-tombstone-misses.ts': '01c0cf8092f6acba39eb88095c5c4a03297eeeacce2c395791f2d89c64977f62',
   '1764115200000-create-tombstone-notify.ts': 'ed3d5ec89af374ed2c7c32fc173cb79d183f5b8d72abe21932dda20be86a2c24',
   '1764979200000-create-tombstone-events.ts': 'b48b663bef7544c68666369ca30d4199efe0090821cf30b941eb6be4c894f273',
+  '1765065600000-speed-up-tombstone-notify.ts': '730d71b36f526ba610e1bbb80869feddf48b55794a2c4f19c1b669276edee6f6',
 };
 
 const RULE = 'released migrations never change; add a new migration';
