@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { Injectable, type INestApplication } from '@nestjs/common';
+import { jest } from '@jest/globals';
+import { Injectable, type INestApplication, Logger, Scope } from '@nestjs/common';
 import { EventEmitterModule, OnEvent } from '@nestjs/event-emitter';
 import pg from 'pg';
 import { Webhook } from 'standardwebhooks';
@@ -627,5 +628,39 @@ describe('leases', () => {
     expect(row).toEqual({ state: 'pending', attempts: 2, lease: second.lease });
     await outbox.delivered('leased', [second.event.sequence], second.lease);
     expect(await db.sql.query(`SELECT state FROM tombstone_event_deliveries`)).toEqual([{ state: 'delivered' }]);
+  });
+});
+
+@Injectable({ scope: Scope.REQUEST })
+class PerRequestIndexer {
+  @OnTombstoneEvent('tombstone.created')
+  onCreated(): void {
+    // Never called: there is no request when events arrive.
+  }
+}
+
+describe('listeners of request-scoped providers', () => {
+  let db: TestDatabase;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+  });
+  afterAll(async () => {
+    await db.drop();
+  });
+
+  it('get no sink, and a warning says why at start', async () => {
+    const warn = jest.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    const app = await bootEventsApp(db, { sinks: [new RecordingSink('other')], ...FAST }, { providers: [PerRequestIndexer] });
+    try {
+      expect(warn.mock.calls.map(([message]) => String(message))).toContainEqual(
+        expect.stringContaining('@OnTombstoneEvent() on PerRequestIndexer.onCreated gets no events: its provider is request-scoped'),
+      );
+      const names = ((await db.sql.query(`SELECT name FROM tombstone_event_sinks`)) as { name: string }[]).map((row) => row.name);
+      expect(names).toEqual(['other']);
+    } finally {
+      warn.mockRestore();
+      await app.close();
+    }
   });
 });

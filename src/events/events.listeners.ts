@@ -54,12 +54,26 @@ export function OnTombstoneEvent(
   return SetMetadata(ON_TOMBSTONE_EVENT, settings);
 }
 
-/** A sink per `@OnTombstoneEvent()` method of the app's singleton providers and controllers. */
-export function listenerSinks(discovery: DiscoveryService, scanner: MetadataScanner): TombstoneEventSink[] {
+/**
+ * A sink per `@OnTombstoneEvent()` method of the app's singleton providers and controllers; and
+ * the methods it cannot deliver to (`Class.method`): those of request-scoped providers, which have
+ * no instance outside a request.
+ */
+export function listenerSinks(discovery: DiscoveryService, scanner: MetadataScanner): { sinks: TombstoneEventSink[]; unreachable: string[] } {
   const sinks: TombstoneEventSink[] = [];
+  const unreachable: string[] = [];
   for (const wrapper of [...discovery.getProviders(), ...discovery.getControllers()]) {
+    if (!wrapper.isDependencyTreeStatic()) {
+      const prototype = (wrapper.metatype as { prototype?: object } | null)?.prototype;
+      if (!prototype) continue;
+      for (const method of scanner.getAllMethodNames(prototype)) {
+        const handler = (prototype as Record<string, unknown>)[method];
+        if (typeof handler === 'function' && Reflect.getMetadata(ON_TOMBSTONE_EVENT, handler)) unreachable.push(`${wrapper.name}.${method}`);
+      }
+      continue;
+    }
     const instance = wrapper.instance as Record<string, unknown> | null | undefined;
-    if (!instance || typeof instance !== 'object' || !wrapper.isDependencyTreeStatic()) continue;
+    if (!instance || typeof instance !== 'object') continue;
     const prototype = Object.getPrototypeOf(instance) as object;
     for (const method of scanner.getAllMethodNames(prototype)) {
       const handler = instance[method];
@@ -78,7 +92,7 @@ export function listenerSinks(discovery: DiscoveryService, scanner: MetadataScan
       });
     }
   }
-  return sinks;
+  return { sinks, unreachable };
 }
 
 /**

@@ -119,10 +119,22 @@ export class TombstoneEventsService implements OnApplicationBootstrap, BeforeApp
     });
   }
 
+  /** The `@OnTombstoneEvent()` methods; those of request-scoped providers get none, and say so. */
+  private listenerSinks(): TombstoneEventSink[] {
+    const { sinks, unreachable } = listenerSinks(this.discovery, this.scanner);
+    for (const method of unreachable) {
+      this.logger.warn(
+        `@OnTombstoneEvent() on ${method} gets no events: its provider is request-scoped (or depends on one), and events ` +
+          'arrive outside any request. Move the method to a singleton provider.',
+      );
+    }
+    return sinks;
+  }
+
   /** Every sink of this instance, each name once. */
   private async sinks(): Promise<TombstoneEventSink[]> {
     const sinks = [
-      ...(this.options.listeners ? listenerSinks(this.discovery, this.scanner) : []),
+      ...(this.options.listeners ? this.listenerSinks() : []),
       ...[await eventEmitterSink(this.options.eventEmitter, this.moduleRef)].filter((sink) => sink !== undefined),
       ...this.options.webhooks.map((webhook) => new TombstoneWebhookSink(webhook)),
       ...this.purgeSinks(),
