@@ -257,6 +257,20 @@ describe('two instances, a hung instance, shutdown', () => {
     }
   });
 
+  it('a sink that never settles and ignores its abort holds neither the shutdown nor the delivery', async () => {
+    const stuck = new RecordingSink('never-settles');
+    stuck.hold(true);
+    const app = await bootEventsApp(db, { sinks: [stuck], ...FAST, leaseMs: 60_000 });
+    try {
+      await app.get(TombstoneService).recordDeletion('never', 'settles');
+      await eventually(() => expect(stuck.calls.length).toBe(1));
+    } finally {
+      await app.close(); // returns after the grace period, though the sink's promise never settles
+    }
+    expect(await deliveries(db, 'never-settles')).toEqual([expect.objectContaining({ state: 'pending', attempts: 0 })]);
+    stuck.release();
+  });
+
   it('a delivery under way at shutdown is given back without counting an attempt, and delivered after a restart', async () => {
     const slow = new RecordingSink('restart');
     slow.hold();
