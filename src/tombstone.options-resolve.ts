@@ -17,7 +17,7 @@ import {
   TombstoneModuleOptions,
 } from './tombstone.options.js';
 
-type Fail = (message: string, ...solutions: string[]) => never;
+export type Fail = (message: string, ...solutions: string[]) => never;
 
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const HEADER_VALUE = /^[\u0020-\u007e]*$/;
@@ -105,7 +105,7 @@ export function validateScopeSource(source: unknown, where: string): void {
  * `given` over a fresh instance of `Defaults`, as a plain object: a name that is not one of the
  * class's fields is refused, naming those that are; `undefined` leaves the default.
  */
-function withDefaults<T extends object>(path: string, Defaults: new () => T, given: object, fail: Fail): T {
+export function withDefaults<T extends object>(path: string, Defaults: new () => T, given: object, fail: Fail): T {
   const defaults = new Defaults();
   const resolved = { ...defaults } as Record<string, unknown>;
   for (const [key, value] of Object.entries(given)) {

@@ -1,19 +1,16 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { jest } from '@jest/globals';
 import { Injectable, type INestApplication, Logger, Scope } from '@nestjs/common';
 import { EventEmitterModule, OnEvent } from '@nestjs/event-emitter';
 import pg from 'pg';
-import { Webhook } from 'standardwebhooks';
 import { TombstoneOutbox } from '../src/events/events.outbox.js';
 import { OnTombstoneEvent, type TombstoneEvent, TombstoneEventsService } from '../src/events/index.js';
 import { TombstoneService } from '../src/index.js';
 import { bootEventsApp, RecordingSink } from './fixtures/events.fixture.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { eventually } from './support/eventually.js';
+import { startWebhookReceiver, type WebhookReceiver } from './support/webhook-receiver.js';
 
 /** Fast retries, so that a suite sees several attempts without waiting long. */
 const FAST = { retryDelayMs: 20, maxRetryDelayMs: 100, pollIntervalMs: 50, leaseMs: 1000 };
@@ -385,64 +382,37 @@ describe(`${FLOOD} concurrent changes, a third rolled back, a third of the backe
 
 describe('webhooks through the outbox', () => {
   let db: TestDatabase;
-  let server: Server;
-  let url: string;
-  const secret = `whsec_${randomBytes(32).toString('base64')}`;
-  /** Requests the receiver verified, in arrival order; `down` answers 503 without looking. */
-  const verified: { id: string; body: { type: string; data: TombstoneEvent } }[] = [];
-  let refused = 0;
-  let down = false;
+  let receiver: WebhookReceiver;
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    const webhook = new Webhook(secret);
-    server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (chunk: Buffer) => chunks.push(chunk));
-      req.on('end', () => {
-        if (down) {
-          refused++;
-          res.writeHead(503).end('down for maintenance');
-          return;
-        }
-        const body = Buffer.concat(chunks).toString('utf8');
-        try {
-          const payload = webhook.verify(body, req.headers as Record<string, string>) as { type: string; data: TombstoneEvent };
-          verified.push({ id: String(req.headers['webhook-id']), body: payload });
-          res.writeHead(204).end();
-        } catch {
-          res.writeHead(400).end('bad signature');
-        }
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks/tombstones`;
+    receiver = await startWebhookReceiver('/hooks/tombstones');
   });
   afterAll(async () => {
-    await new Promise((resolve) => server.close(resolve));
+    await receiver.close();
     await db.drop();
   });
 
   it('POSTs each event signed (verified with the standardwebhooks package); a receiver that is down gets it once it is back', async () => {
-    const app = await bootEventsApp(db, { webhooks: [{ url, secret, name: 'search' }], ...FAST, maxAttempts: 50 });
+    const app = await bootEventsApp(db, { webhooks: [{ url: receiver.url, secret: receiver.secret, name: 'search' }], ...FAST, maxAttempts: 50 });
     try {
       const service = app.get(TombstoneService);
       await service.recordMove('article', 'old-hello', 'hello-world', { reason: 'Renamed' });
-      await eventually(() => expect(verified.map((entry) => entry.body.data.key)).toEqual(['old-hello']));
-      expect(verified[0]).toMatchObject({ body: { type: 'tombstone.created', data: { resourceType: 'article', after: { kind: 'moved', target: 'hello-world' } } } });
-      expect(verified[0].id).toBe(verified[0].body.data.id);
+      await eventually(() => expect(receiver.received.map((entry) => entry.body.data.key)).toEqual(['old-hello']));
+      expect(receiver.received[0]).toMatchObject({ body: { type: 'tombstone.created', data: { resourceType: 'article', after: { kind: 'moved', target: 'hello-world' } } } });
+      expect(receiver.received[0].id).toBe(receiver.received[0].body.data.id);
 
-      down = true;
+      receiver.down = true;
       await service.recordDeletion('article', 'while-down');
-      await eventually(() => expect(refused).toBeGreaterThanOrEqual(3));
+      await eventually(() => expect(receiver.refused).toBeGreaterThanOrEqual(3));
       const [row] = (await db.sql.query(
         `SELECT d.state, d.attempts, d.last_error FROM tombstone_event_deliveries d JOIN tombstone_events e ON e.id = d.event_id
           WHERE d.sink = 'webhook:search' AND e.resource_key = 'while-down'`,
       )) as { state: string; attempts: number; last_error: string }[];
       expect(row.state).toBe('pending');
       expect(row.last_error).toContain('503');
-      down = false;
-      await eventually(() => expect(verified.map((entry) => entry.body.data.key)).toEqual(['old-hello', 'while-down']));
+      receiver.down = false;
+      await eventually(() => expect(receiver.received.map((entry) => entry.body.data.key)).toEqual(['old-hello', 'while-down']));
     } finally {
       await app.close();
     }
@@ -547,42 +517,23 @@ describe('retention', () => {
 
 describe('an app killed mid-delivery (SIGKILL) and started again', () => {
   let db: TestDatabase;
-  let server: Server;
-  let url: string;
-  const secret = `whsec_${randomBytes(32).toString('base64')}`;
-  /** Each request the receiver got: its webhook-id and the event's key. */
-  const requests: { id: string; key: string }[] = [];
-  /** While set, the receiver answers nothing, and calls `onHeld` with each request it holds. */
-  let onHeld: (() => void) | null = null;
+  let receiver: WebhookReceiver;
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    const webhook = new Webhook(secret);
-    server = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (chunk: Buffer) => chunks.push(chunk));
-      req.on('end', () => {
-        const payload = webhook.verify(Buffer.concat(chunks).toString('utf8'), req.headers as Record<string, string>) as { data: TombstoneEvent };
-        requests.push({ id: String(req.headers['webhook-id']), key: payload.data.key });
-        if (onHeld) return onHeld(); // never answered: the app dies first
-        res.writeHead(204).end();
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks`;
+    receiver = await startWebhookReceiver();
   });
   afterAll(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
+    await receiver.close();
     await db.drop();
   });
 
   it('loses nothing: the event the dead process was sending is delivered by the next one, with the same id', async () => {
-    const held = new Promise<void>((resolve) => (onHeld = resolve));
+    const held = new Promise<void>((resolve) => (receiver.onHeld = resolve)); // the app dies first
     // A file: URL, not a path: --import takes a module specifier (a Windows path is not one).
     const loader = new URL('./support/ts-loader.mjs', import.meta.url).href;
     const child = spawn(process.execPath, ['--import', loader, fileURLToPath(new URL('./fixtures/events-child.ts', import.meta.url))], {
-      env: { ...process.env, DATABASE_URL: db.url, WEBHOOK_URL: url, WEBHOOK_SECRET: secret, KEY: 'killed-1' },
+      env: { ...process.env, DATABASE_URL: db.url, WEBHOOK_URL: receiver.url, WEBHOOK_SECRET: receiver.secret, KEY: 'killed-1' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
@@ -599,11 +550,12 @@ describe('an app killed mid-delivery (SIGKILL) and started again', () => {
     const [row] = await deliveries(db, 'webhook:killed');
     expect(row).toMatchObject({ state: 'pending', attempts: 1 });
 
-    onHeld = null;
-    const app = await bootEventsApp(db, { webhooks: [{ url, secret, name: 'killed' }], ...FAST });
+    receiver.onHeld = null;
+    const app = await bootEventsApp(db, { webhooks: [{ url: receiver.url, secret: receiver.secret, name: 'killed' }], ...FAST });
     try {
       await eventually(async () => expect((await deliveries(db, 'webhook:killed')).map((delivery) => delivery.state)).toEqual(['delivered']));
-      expect(requests.map((request) => request.key)).toEqual(['killed-1', 'killed-1']);
+      const requests = receiver.received;
+      expect(requests.map((request) => request.body.data.key)).toEqual(['killed-1', 'killed-1']);
       expect(requests[1].id).toBe(requests[0].id);
     } finally {
       await app.close();

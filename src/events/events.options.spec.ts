@@ -35,7 +35,7 @@ describe('TombstoneEventsModule options', () => {
     [{ sinks: [{ ...sink, name: '' }] }, /name.*printable/],
     [{ sinks: [{ ...sink, batchSize: 0 }] }, /batchSize/],
     [{ webhooks: [{ url: 'ftp://x', secret: 'whsec_x' }] }, /webhooks\[0\]/],
-    [{ retries: 3 }, /unknown option "retries"/],
+    [{ retries: 3 }, /unknown option 'retries'/],
   ])('refuses %j', (options, message) => {
     expect(() => resolveTombstoneEventsOptions(options as never)).toThrow(TombstoneConfigurationError);
     expect(() => resolveTombstoneEventsOptions(options as never)).toThrow(message);

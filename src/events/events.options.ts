@@ -1,4 +1,5 @@
 import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
+import { type Fail, withDefaults } from '../tombstone.options-resolve.js';
 import type { TombstoneEventSink } from './events.types.js';
 import { type TombstonePurgeOptions, validatePurgeOptions } from './events.purge.js';
 import { type TombstoneWebhookOptions, validateWebhookOptions } from './events.webhooks.js';
@@ -95,13 +96,10 @@ const LIMITS = {
 export function resolveTombstoneEventsOptions(options: TombstoneEventsOptions | undefined): ResolvedTombstoneEventsOptions {
   const given = options ?? {};
   if (typeof given !== 'object') throw new TombstoneConfigurationError('TombstoneEventsModule: the options must be an object.');
-  const resolved = { ...new TombstoneEventsOptions(), ...definedOf(given) } as ResolvedTombstoneEventsOptions;
-  const known = Object.keys(new TombstoneEventsOptions());
-  for (const name of Object.keys(given)) {
-    if (!known.includes(name)) {
-      throw new TombstoneConfigurationError(`TombstoneEventsModule: unknown option ${JSON.stringify(name)}.`, [`Known options: ${known.join(', ')}.`]);
-    }
-  }
+  const fail: Fail = (message, ...solutions) => {
+    throw new TombstoneConfigurationError(`TombstoneEventsModule: ${message}`, solutions);
+  };
+  const resolved = withDefaults('', TombstoneEventsOptions, given, fail) as ResolvedTombstoneEventsOptions;
   for (const [name, [min, max]] of Object.entries(LIMITS) as [keyof typeof LIMITS, [number, number]][]) {
     const value = resolved[name];
     if (!Number.isInteger(value) || value < min || value > max) {
@@ -141,8 +139,4 @@ export function validateSink(sink: unknown, where: string): asserts sink is Tomb
       throw new TombstoneConfigurationError(`${where}: sink ${JSON.stringify(candidate.name)}'s \`${field}\` must be an integer from 1 to 1000.`);
     }
   }
-}
-
-function definedOf<T extends object>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

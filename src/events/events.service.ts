@@ -29,7 +29,7 @@ export interface TombstoneEventsStats {
 export class TombstoneEventsService implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger('TombstoneEvents');
   private dispatcher: TombstoneDispatcher | undefined;
-  private outbox: TombstoneOutbox | undefined;
+  private made: TombstoneOutbox | undefined;
   private configured: readonly TombstoneEventSink[] = [];
   private unsubscribe: (() => void) | undefined;
 
@@ -44,9 +44,13 @@ export class TombstoneEventsService implements OnApplicationBootstrap, BeforeApp
     private readonly scanner: MetadataScanner,
   ) {}
 
+  /** The outbox on the module's DataSource (found once the app's modules are up). */
+  private get outbox(): TombstoneOutbox {
+    return (this.made ??= new TombstoneOutbox(this.tombstones.dataSource));
+  }
+
   async onApplicationBootstrap(): Promise<void> {
     const sinks = await this.sinks();
-    this.outbox = new TombstoneOutbox(this.tombstones.dataSource);
     this.configured = sinks;
     if (sinks.length === 0) {
       this.logger.warn('No event sinks: no webhook, purge, listener or sink of your own is configured, so no event is written.');
@@ -76,10 +80,9 @@ export class TombstoneEventsService implements OnApplicationBootstrap, BeforeApp
 
   /** Pending and dead deliveries and the lag of every sink registered in the database. */
   async stats(): Promise<TombstoneEventsStats> {
-    const outbox = this.outbox ?? new TombstoneOutbox(this.tombstones.dataSource);
     const names = new Set(this.configured.map((sink) => sink.name));
     return {
-      sinks: (await outbox.stats()).map((stats) => ({
+      sinks: (await this.outbox.stats()).map((stats) => ({
         ...stats,
         configured: names.has(stats.sink),
         thisInstance: this.dispatcher?.counters.get(stats.sink) ?? null,
@@ -100,7 +103,7 @@ export class TombstoneEventsService implements OnApplicationBootstrap, BeforeApp
         "TombstoneModule.forRoot({ cacheTags: true }) (Fastly's Surrogate-Key), or { cacheTags: { header: 'Cache-Tag' } } for Cloudflare: see docs/cdn.md.",
       ]);
     }
-    const outbox = new TombstoneOutbox(this.tombstones.dataSource);
+    const outbox = this.outbox;
     // The keys that point at each event's key, read before each delivery (see referrers()).
     const pointing = new WeakMap<TombstoneEvent, string[]>();
     const tagsOf = (event: TombstoneEvent) =>
