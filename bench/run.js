@@ -13,7 +13,8 @@
 //                                               summarised in /tmp/prof/summary.md)
 //
 // Other knobs: BENCH_CONNECTIONS (32), BENCH_ROUNDS (7, of the HTTP scenarios), BENCH_IMPORT_ROUNDS
-// (3), BENCH_SEED_ROWS (1000000), BENCH_IMPORT_ROWS (100000), BENCH_OUTPUT (BENCHMARKS.md).
+// (3), BENCH_SEED_ROWS (1000000), BENCH_IMPORT_ROWS (100000), BENCH_OUTPUT (BENCHMARKS.md),
+// BENCH_ONLY=http (P1 to P3 only, their ratios printed and no report written).
 //
 // Three copies of bench/app.js run as child processes: the module app, the plain app (the same
 // routes and DataSource, no module) and the hand-written app. Before any measured run, the
@@ -129,6 +130,16 @@ async function main() {
   log(`byte-equality check passed: ${check.sampled} answers of each app compared (${check.normalised.join('; ')})`);
 
   const http = await httpScenarios(apps);
+  if (process.env.BENCH_ONLY === 'http') {
+    // A quick look at P1 to P3 only (no report): the ratios of the medians, per scenario.
+    for (const { id, name, runs } of http) {
+      const rps = (mode) => median(runs[mode].map((run) => run.rps));
+      const cpu = (mode) => median(runs[mode].map((run) => run.cpuMicros / run.received));
+      const anchor = runs.handwritten ? 'handwritten' : 'plain';
+      log(`${id} ${name}: module / ${anchor} ${ratio(rps('module') / rps(anchor))}, CPU per request ${cpu('module').toFixed(0)} / ${cpu(anchor).toFixed(0)} µs`);
+    }
+    return;
+  }
   await apps.plain.stop();
   await apps.handwritten.stop();
   const invalidation = await invalidationScenario(apps.module, adminToken);
