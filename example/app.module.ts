@@ -4,10 +4,12 @@ import { RouterModule } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { TombstoneAdminModule } from '../src/admin/index.js';
 import { TombstoneEventsModule } from '../src/events/index.js';
+import { TombstoneMetricsModule } from '../src/metrics/index.js';
 import { TOMBSTONE_ENTITIES, TOMBSTONE_MIGRATIONS, TombstoneModule } from '../src/index.js';
 import { AdminTokenGuard } from './admin.js';
 import { ArticlesController, ArticlesService } from './articles.js';
 import { DEMO_ENTITIES } from './entities.js';
+import { demoMetrics } from './metrics.js';
 import { CreateDemoTables1763769700000, TrackDemoTables1763942400000 } from './migrations.js';
 import { OrdersController, OrdersService } from './orders.js';
 import { UsersController, UsersService } from './users.js';
@@ -29,10 +31,12 @@ export class AppModule {
    * refuses to start if the capture triggers of a tracked entity are missing (`captureCheck`).
    * The admin endpoints live under /admin/tombstones, behind `adminToken` (a random one when
    * none is given: never open). With `events`, answers of article routes (found ones included)
-   * carry `Surrogate-Key`, and every change reaches the webhook and the purge endpoint.
+   * carry `Surrogate-Key`, and every change reaches the webhook and the purge endpoint. With
+   * `metrics`, /metrics serves the module's metrics as Prometheus text.
    */
-  static forRoot(databaseUrl: string, { adminToken = randomBytes(18).toString('base64url'), events = {} as DemoEvents } = {}): DynamicModule {
+  static forRoot(databaseUrl: string, { adminToken = randomBytes(18).toString('base64url'), events = {} as DemoEvents, metrics = false } = {}): DynamicModule {
     const { webhookUrl, webhookSecret, purgeUrl } = events;
+    const scrape = metrics ? demoMetrics() : undefined;
     if (webhookUrl && !webhookSecret) throw new Error('WEBHOOK_URL needs WEBHOOK_SECRET: a whsec_ secret to sign the webhooks with.');
     const withEvents = Boolean(webhookUrl || purgeUrl);
     return {
@@ -57,8 +61,9 @@ export class AppModule {
               }),
             ]
           : []),
+        ...(scrape ? [TombstoneMetricsModule.forRoot({ meterProvider: scrape.meterProvider })] : []),
       ],
-      controllers: [ArticlesController, UsersController, OrdersController],
+      controllers: [ArticlesController, UsersController, OrdersController, ...(scrape ? [scrape.controller] : [])],
       providers: [ArticlesService, UsersService, OrdersService],
     };
   }

@@ -13,6 +13,7 @@ import { seed } from './seed.js';
  * otherwise an embedded PostgreSQL kept in .data/postgres (git-ignored) so restarts keep data.
  * HTTP_ADAPTER=fastify runs it on Fastify instead of Express. WEBHOOK_URL with WEBHOOK_SECRET (a
  * `whsec_` secret) and CDN_PURGE_URL send every tombstone change to a webhook and a purge endpoint.
+ * METRICS=1 serves the module's metrics as Prometheus text at /metrics.
  */
 async function main(): Promise<void> {
   const logger = new Logger('Demo');
@@ -28,7 +29,8 @@ async function main(): Promise<void> {
   // The admin endpoints are never open: ADMIN_TOKEN, or a fresh random token printed below.
   const adminToken = process.env.ADMIN_TOKEN || randomBytes(18).toString('base64url');
   const events = { webhookUrl: process.env.WEBHOOK_URL, webhookSecret: process.env.WEBHOOK_SECRET, purgeUrl: process.env.CDN_PURGE_URL };
-  const module = AppModule.forRoot(databaseUrl, { adminToken, events });
+  const metrics = process.env.METRICS === '1';
+  const module = AppModule.forRoot(databaseUrl, { adminToken, events, metrics });
   const app = await createDemoApp(module, process.env.HTTP_ADAPTER === 'fastify' ? 'fastify' : 'express');
   app.enableShutdownHooks();
   // Initialise before seeding: the module hands actors and reasons to the database from its
@@ -61,6 +63,8 @@ Admin endpoints (token${process.env.ADMIN_TOKEN ? ' from ADMIN_TOKEN' : ' genera
       ? `Tombstone events go to: ${sent.join(', ')}; article answers carry Surrogate-Key. Events admin: curl -s ${base}/admin/events/sinks -H 'Authorization: Bearer ${adminToken}'`
       : 'Tombstone events: set WEBHOOK_URL and WEBHOOK_SECRET, or CDN_PURGE_URL, to send every change to a webhook or a CDN purge endpoint.',
   );
+
+  logger.log(metrics ? `Metrics (Prometheus text): curl -s ${base}/metrics` : 'Metrics: set METRICS=1 to serve them as Prometheus text at /metrics.');
 
   const shutdown = async () => {
     await app.close();

@@ -18,6 +18,7 @@ const ENTRIES = [
   { name: 'nestjs-tombstones', config: 'api-extractor.json', cap: 30 },
   { name: 'nestjs-tombstones/admin', config: 'api-extractor.admin.json', cap: 10 },
   { name: 'nestjs-tombstones/events', config: 'api-extractor.events.json', cap: 15 },
+  { name: 'nestjs-tombstones/metrics', config: 'api-extractor.metrics.json', cap: 5 },
 ];
 
 const mode = process.argv[2];

@@ -24,6 +24,7 @@ const EXPECTED = {
   [pkg.name]: ['TombstoneModule', 'Tombstoned', 'TombstoneService', 'TOMBSTONE_MIGRATIONS'],
   [`${pkg.name}/admin`]: ['TombstoneAdminModule'],
   [`${pkg.name}/events`]: ['TombstoneEventsModule', 'OnTombstoneEvent'],
+  [`${pkg.name}/metrics`]: ['TombstoneMetricsModule'],
 };
 
 const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')).packages;
@@ -90,6 +91,7 @@ import { Controller, type DynamicModule, Get, Module, Param } from '@nestjs/comm
 import { TOMBSTONE_MIGRATIONS, TombstoneModule, Tombstoned, TombstoneService } from '${pkg.name}';
 import { TombstoneAdminModule } from '${pkg.name}/admin';
 import { OnTombstoneEvent, type TombstoneEvent, TombstoneEventsModule } from '${pkg.name}/events';
+import { TombstoneMetricsModule } from '${pkg.name}/metrics';
 
 @Controller('articles')
 class ArticlesController {
@@ -116,6 +118,7 @@ class SearchIndexer {
 }
 export const events: DynamicModule = TombstoneEventsModule.forRoot({ maxAttempts: 5 });
 export const indexer = new SearchIndexer();
+export const metrics: DynamicModule = TombstoneMetricsModule.forRoot({ minIntervalMs: 30_000 });
 
 @Module({ imports: [tombstones], controllers: [ArticlesController] })
 export class AppModule {}

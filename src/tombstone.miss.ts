@@ -4,6 +4,7 @@ import { answerFor, requestIdOf, requestPath } from './tombstone.answer.js';
 import { tagFound } from './tombstone.cache-tags.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { preview } from './tombstone.exceptions.js';
+import { SOURCE_DATABASE, SOURCE_FAIL_OPEN, TombstoneAnswerTally } from './counters/tombstone.answers.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
@@ -142,6 +143,7 @@ export class TombstoneMissResolver {
     @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
     private readonly hits: TombstoneHitCounter,
     private readonly misses: TombstoneMissLog,
+    private readonly tally: TombstoneAnswerTally,
   ) {}
 
   /**
@@ -176,14 +178,15 @@ export class TombstoneMissResolver {
       return this.failed(error, settings, request, key, scope, requestId);
     }
     // Answered from memory: no wait. A lookup that reaches the database ends within lookupTimeoutMs.
-    if ('state' in found) return this.answered(found, settings, request, key, scope, requestId);
+    if ('state' in found) return this.answered(found, this.lookup.lastSource, settings, request, key, scope, requestId);
     return found.then(
-      (resolution) => this.answered(resolution, settings, request, key, scope, requestId),
+      (resolution) => this.answered(resolution, SOURCE_DATABASE, settings, request, key, scope, requestId),
       (error: unknown) => this.failed(error, settings, request, key, scope, requestId),
     );
   }
 
-  private answered(resolution: TombstoneResolution, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
+  /** `source`: where the lookup found its answer (see `TombstoneAnswerTally`). */
+  private answered(resolution: TombstoneResolution, source: number, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
     const answer = this.answerOf(resolution, settings, request, key, scope, requestId);
     // Only an answered lookup counts: after a failure nothing is known, and nothing is written.
     // A hidden key is not counted: it answers exactly as a key that never existed; nor is a
@@ -194,6 +197,7 @@ export class TombstoneMissResolver {
     } catch (error) {
       return this.failed(error, settings, request, key, scope, requestId);
     }
+    this.tally.count(settings.type, resolution.state, source, answer.status);
     return answer;
   }
 
@@ -207,6 +211,7 @@ export class TombstoneMissResolver {
     }
     const answer = this.answerOf(NO_TOMBSTONE, settings, request, typeof key === 'string' ? key : '', '', requestIdOf(request, this.options.requestIdHeader));
     this.failures.add(answer);
+    this.tally.count(settings.type, 'none', SOURCE_FAIL_OPEN, 404);
     return answer;
   }
 
@@ -228,6 +233,7 @@ export class TombstoneMissResolver {
     if (!(error instanceof TombstoneCircuitOpenError)) this.logFailure(error, settings, request, key, scope, requestId);
     const answer = this.answerOf(NO_TOMBSTONE, settings, request, key, scope, requestId);
     this.failures.add(answer);
+    this.tally.count(settings.type, 'none', SOURCE_FAIL_OPEN, 404);
     return answer;
   }
 

@@ -5,6 +5,7 @@ import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneCacheTags } from './tombstone.cache-tags.js';
 import { TombstoneResponseWriter } from './tombstone.filter.js';
 import { TombstoneMissResolver } from './tombstone.miss.js';
+import { TombstoneAnswerTally } from './counters/tombstone.answers.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import { TombstoneLookup } from './cache/tombstone.lookup.js';
@@ -74,6 +75,7 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
     TombstoneCacheTags,
     TombstoneResponseWriter,
     TombstoneMissResolver,
+    TombstoneAnswerTally,
     TombstoneHitCounter,
     TombstoneMissLog,
   ],
@@ -88,6 +90,7 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
     TombstoneCacheStore,
     TombstoneHitCounter,
     TombstoneMissLog,
+    TombstoneAnswerTally,
   ],
 })
 export class TombstoneModule extends ConfigurableModuleClass {

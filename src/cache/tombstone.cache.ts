@@ -86,6 +86,11 @@ export class LruTombstoneCacheStore extends TombstoneCacheStore {
   get size(): number {
     return this.lru.size;
   }
+
+  /** Estimated bytes held (see `entrySize()`). */
+  get bytes(): number {
+    return this.lru.calculatedSize;
+  }
 }
 
 /** Estimated bytes of an entry: V8 strings take up to two bytes a character. */

@@ -5,6 +5,7 @@ import { TombstoneBreaker } from './tombstone.breaker.js';
 import { TombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneFences } from './tombstone.fences.js';
 import { estimateKeys, LOAD_BATCH, maxCapacity, readKeys, readPairKeys, type TombstoneLookupStats } from './tombstone.filter-keys.js';
+import { SOURCE_FILTER, SOURCE_STORE } from '../counters/tombstone.answers.js';
 import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import type { ResolvedCacheOptions, ResolvedTombstoneOptions } from '../tombstone.options.js';
 import { TombstoneChanges } from '../table/tombstone.changes.js';
@@ -81,18 +82,23 @@ export class TombstoneLookup implements OnModuleInit {
    */
   resolve(type: string, key: string, scope = ''): TombstoneResolution | Promise<TombstoneResolution> {
     // Before the breaker: a key that cannot have a tombstone must not pass for its probe.
-    if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_TOMBSTONE;
-    if (this.state !== 'coherent' || this.fences.unsure(type)) return this.breaker.run(async () => (await this.table.lookup(type, key, scope)).resolution);
+    if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) {
+      this.lastSource = SOURCE_FILTER;
+      return NO_TOMBSTONE;
+    }
+    if (this.state !== 'coherent' || this.fences.unsure(type)) return this.breaker.run(async () => (await this.timed(type, key, scope)).resolution);
     const id = `${scope}\u0000${type}\u0000${key}`;
     if (this.filter !== null && this.filterValid && (this.unsure.size === 0 || !this.unsure.has(`${scope}\u0000${type}`))) {
       if (!this.filter.test(this.salt + id)) {
         this.counters.filtered++;
+        this.lastSource = SOURCE_FILTER;
         return NO_TOMBSTONE;
       }
     }
     const entry = this.store.get(id);
     if (entry !== undefined) {
       this.counters.cached++;
+      this.lastSource = SOURCE_STORE;
       return entry.resolution;
     }
     // A lookup that started before a change may read what the change replaced: not shared.
@@ -172,6 +178,30 @@ export class TombstoneLookup implements OnModuleInit {
     while (this.loading) await this.loading;
   }
 
+  /**
+   * Where the last lookup that `resolve()` answered with a value got it: the filter (or a key no
+   * tombstone can have) or the store. Read at once by the miss resolver, for the answers' counts.
+   */
+  lastSource: typeof SOURCE_FILTER | typeof SOURCE_STORE = SOURCE_FILTER;
+
+  /** Told how long each query of a lookup took, in seconds, and whether it failed (metrics). */
+  onQueried: ((seconds: number, error: unknown) => void) | null = null;
+
+  /** A lookup's query, timed for `onQueried`. */
+  private async timed(type: string, key: string, scope: string): Promise<TombstoneLookupResult> {
+    const observe = this.onQueried;
+    if (observe === null) return this.table.lookup(type, key, scope);
+    const start = performance.now();
+    try {
+      const result = await this.table.lookup(type, key, scope);
+      observe((performance.now() - start) / 1000, null);
+      return result;
+    } catch (error) {
+      observe((performance.now() - start) / 1000, error);
+      throw error;
+    }
+  }
+
   stats(): TombstoneLookupStats {
     const filter = this.filter;
     return {
@@ -192,7 +222,7 @@ export class TombstoneLookup implements OnModuleInit {
     const epoch = this.epoch;
     const result = await this.breaker.run(() => {
       this.counters.queried++;
-      return this.table.lookup(type, key, scope);
+      return this.timed(type, key, scope);
     });
     if (epoch === this.epoch && this.state === 'coherent' && this.settings) this.remember(id, result, `${scope}\u0000${type}\u0000`);
     return result.resolution;

@@ -107,14 +107,27 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
    * await notifications.settle();                                           // this instance now answers 410 for it
    */
   async settle(timeoutMs = 1_000): Promise<void> {
-    if (this.client === null) return;
+    // Best effort: the change arrives on its own a moment later.
+    await this.roundTrip(timeoutMs);
+  }
+
+  /**
+   * How long a notification takes to come back to this instance now, in milliseconds: a
+   * notification of nothing sent through the module's DataSource, timed until the listener hears
+   * it. `null` when the instance is not listening, or it did not come back within `timeoutMs`.
+   * The metrics' notification lag.
+   */
+  async roundTrip(timeoutMs = 1_000): Promise<number | null> {
+    if (this.client === null) return null;
     const id = `${this.instance}:${++this.barrierCount}`;
     const heard = new Promise<void>((resolve) => this.barriers.set(id, resolve));
+    const start = performance.now();
     try {
       await this.tombstones.dataSource.query(`SELECT pg_notify($1, $2)`, [TOMBSTONE_CHANNEL, JSON.stringify({ barrier: id })]);
       await within(heard, 'settling', timeoutMs);
+      return performance.now() - start;
     } catch {
-      // Best effort: the change arrives on its own a moment later.
+      return null;
     } finally {
       this.barriers.delete(id);
     }
