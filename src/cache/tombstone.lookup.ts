@@ -4,6 +4,7 @@ import { BloomFilter } from 'bloomfilter';
 import { TombstoneBreaker } from './tombstone.breaker.js';
 import { TombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneFences } from './tombstone.fences.js';
+import { TombstoneReplicas } from './tombstone.replicas.js';
 import { estimateKeys, LOAD_BATCH, maxCapacity, readKeys, readPairKeys, type TombstoneLookupStats } from './tombstone.filter-keys.js';
 import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import type { ResolvedCacheOptions, ResolvedTombstoneOptions } from '../tombstone.options.js';
@@ -62,6 +63,7 @@ export class TombstoneLookup implements OnModuleInit {
     private readonly changes: TombstoneChanges,
     private readonly store: TombstoneCacheStore,
     private readonly fences: TombstoneFences,
+    private readonly replicas: TombstoneReplicas,
   ) {
     this.settings = options.cache;
     this.state = options.cache ? 'waiting' : 'off';
@@ -111,6 +113,7 @@ export class TombstoneLookup implements OnModuleInit {
   invalidate(change: TombstoneInvalidation): void {
     if (!this.settings) return;
     this.epoch++;
+    this.replicas.changed();
     if (!('scope' in change)) {
       this.clear();
       this.requestLoad('invalid');
@@ -145,6 +148,8 @@ export class TombstoneLookup implements OnModuleInit {
     this.epoch++;
     this.clear();
     this.state = 'coherent';
+    // Changes made while nobody listened are never announced: replicas must have replayed them.
+    this.replicas.listening();
     this.reloadDelay = reloadDelayMs;
     this.requestLoad('invalid');
   }
@@ -155,6 +160,7 @@ export class TombstoneLookup implements OnModuleInit {
     this.generation++;
     this.epoch++;
     this.clear();
+    this.replicas.deaf();
     if (this.state !== 'off') this.state = 'waiting';
     this.filterValid = false;
     this.building = null;
@@ -192,7 +198,7 @@ export class TombstoneLookup implements OnModuleInit {
     const epoch = this.epoch;
     const result = await this.breaker.run(() => {
       this.counters.queried++;
-      return this.table.lookup(type, key, scope);
+      return this.replicas.lookup(type, key, scope);
     });
     if (epoch === this.epoch && this.state === 'coherent' && this.settings) this.remember(id, result, `${scope}\u0000${type}\u0000`);
     return result.resolution;
