@@ -108,10 +108,9 @@ describe('read replicas', () => {
   /**
    * Renames (a → b, then b → c, collapsing a → c) and deletes (d) by another writer, and the
    * app's own deletes (e, through its repository, captured) and recordings (own) while the
-   * standby's replay is paused: what the app answers right after, once it has
-   * heard of them, and again after replay resumed (what it cached). With the fence, and with the
-   * fence switched off (every replica connection a probe has seen taken as caught up), which
-   * shows what the fence prevents.
+   * standby's replay is paused: what the app answers right after, once it has heard of them, and
+   * again after replay resumed (what it cached). With the fence, and with the fence switched off
+   * (every replica connection a probe has seen taken as caught up), which shows what it prevents.
    */
   const round = async (prefix: string) => {
     const keys = Array.from({ length: KEYS }, (_, i) => i + 1);
