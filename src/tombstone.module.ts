@@ -10,6 +10,7 @@ import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import { TombstoneLookup } from './cache/tombstone.lookup.js';
 import { TombstoneFences } from './cache/tombstone.fences.js';
+import { TombstoneReplicas } from './cache/tombstone.replicas.js';
 import { TombstoneNotifications } from './cache/tombstone.notifications.js';
 import { ConfigurableModuleClass, MODULE_OPTIONS_TOKEN, type OPTIONS_TYPE } from './tombstone.module-definition.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
@@ -69,6 +70,7 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
     TombstoneCaptureCheck,
     TombstoneService,
     TombstoneFences,
+    TombstoneReplicas,
     TombstoneCaptureWrites,
     TombstoneLookup,
     TombstoneNotifications,

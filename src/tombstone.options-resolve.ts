@@ -66,6 +66,13 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
   whole('lookupTimeoutMs', o.lookupTimeoutMs, fail);
   whole('maxConcurrentLookups', o.maxConcurrentLookups, fail, 'Keep it below the pool size of your DataSource.');
   if (typeof o.preparedStatements !== 'boolean') fail(`preparedStatements must be true or false, not ${JSON.stringify(o.preparedStatements)}.`);
+  oneOf('lookups', o.lookups, ['primary', 'replica'], fail);
+  if (o.lookups === 'replica' && o.cache === false) {
+    fail(
+      "lookups: 'replica' needs the lookup cache: it is what hears of changes, and keeps replica reads from answering older than them.",
+      'Remove cache: false, or use lookups: \'primary\'.',
+    );
+  }
   if (typeof o.requestIdHeader !== 'string' || !HEADER_NAME.test(o.requestIdHeader)) {
     fail(`requestIdHeader must be an HTTP header name, not ${JSON.stringify(o.requestIdHeader)}.`);
   }

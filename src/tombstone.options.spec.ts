@@ -40,6 +40,7 @@ describe('resolveTombstoneOptions', () => {
       maxConcurrentLookups: 4,
       circuitBreaker: { failures: 5, cooldownMs: 1000, maxCooldownMs: 10_000 },
       preparedStatements: true,
+      lookups: 'primary',
       requestIdHeader: 'x-request-id',
       renderer: undefined,
       actor: undefined,
@@ -93,6 +94,7 @@ describe('resolveTombstoneOptions', () => {
           maxConcurrentLookups: 2,
           circuitBreaker: { failures: 10 },
           preparedStatements: false,
+          lookups: 'replica',
           requestIdHeader: 'X-Correlation-Id',
           renderer: MyRenderer,
           actor,
@@ -117,6 +119,7 @@ describe('resolveTombstoneOptions', () => {
         maxConcurrentLookups: 2,
         circuitBreaker: { failures: 10, cooldownMs: 1000, maxCooldownMs: 10_000 },
         preparedStatements: false,
+        lookups: 'replica',
         requestIdHeader: 'X-Correlation-Id',
         renderer: MyRenderer,
         actor,
@@ -145,6 +148,8 @@ describe('resolveTombstoneOptions', () => {
 
     it.each([
       [{ preparedStatements: 'yes' }, 'preparedStatements must be true or false, not "yes".'],
+      [{ lookups: 'replicas' }, `lookups must be 'primary' or 'replica', not "replicas".`],
+      [{ lookups: 'replica', cache: false }, "lookups: 'replica' needs the lookup cache"],
       [{ maxConcurrentLookups: 0 }, 'maxConcurrentLookups must be a whole number from 1 to 1000, not 0.'],
       [{ maxConcurrentLookups: 2.5 }, 'maxConcurrentLookups must be a whole number from 1 to 1000, not 2.5.'],
       [{ cache: 'yes' }, 'cache must be false, true or an object'],
@@ -252,7 +257,7 @@ describe('resolveTombstoneOptions', () => {
       expect(resolve({ ...unset, lookupTimeoutMs: undefined, cache })).toStrictEqual(resolve({ missLog: true }));
     });
 
-    const scalars = ['problemDetails', 'problemTypeBase', 'lookupTimeoutMs', 'maxConcurrentLookups', 'preparedStatements', 'requestIdHeader', 'captureCheck', 'cacheTags'];
+    const scalars = ['problemDetails', 'problemTypeBase', 'lookupTimeoutMs', 'maxConcurrentLookups', 'preparedStatements', 'lookups', 'requestIdHeader', 'captureCheck', 'cacheTags'];
     it.each(scalars)('checks a null %s instead of taking its default', (name) => {
       expect(configurationErrorOf({ [name]: null })).toMatch(new RegExp(`${name} must be .*not null\\.`));
     });
@@ -269,7 +274,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags.',
+        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, lookups, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags.',
       );
     });
 

@@ -232,6 +232,15 @@ export class TombstoneModuleOptions {
    */
   preparedStatements?: boolean = true;
 
+  /**
+   * Where cold lookups (misses the lookup cache cannot answer) are read: `'primary'`, or
+   * `'replica'`, a replica of the DataSource's TypeORM `replication.slaves` once it has replayed
+   * every change this instance has heard of (the primary otherwise, and whenever no replica may
+   * answer). Needs the lookup cache, which hears the changes; see docs/operations.md.
+   * Default: `'primary'`.
+   */
+  lookups?: 'primary' | 'replica' = 'primary';
+
   /** Header that carries the request id, read from the client and always answered. Default: `'x-request-id'`. */
   requestIdHeader?: string = 'x-request-id';
 

@@ -2,6 +2,7 @@ import { jest } from '@jest/globals';
 import { LruTombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
 import { TombstoneFences } from './tombstone.fences.js';
+import { TombstoneReplicas } from './tombstone.replicas.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
 import type { TombstoneModuleOptions } from '../tombstone.options.js';
 import { resolveTombstoneOptions } from '../tombstone.options-resolve.js';
@@ -69,7 +70,8 @@ function setup(options: TombstoneModuleOptions = {}, rows: Row[] = [], resolved 
     },
   };
   const store = new LruTombstoneCacheStore({ maxEntries: resolved.cache ? resolved.cache.maxEntries : 1 });
-  const lookup = new TombstoneLookup(resolved, service as unknown as TombstoneTable, new TombstoneChanges(), store, new TombstoneFences(service as unknown as TombstoneTable));
+  const table = service as unknown as TombstoneTable;
+  const lookup = new TombstoneLookup(resolved, table, new TombstoneChanges(), store, new TombstoneFences(table), new TombstoneReplicas(resolved, table));
   lookup.onModuleInit();
   jest.spyOn((lookup as unknown as { logger: { error: () => void; log: () => void } }).logger, 'error').mockImplementation(() => undefined);
   jest.spyOn((lookup as unknown as { logger: { error: () => void; log: () => void } }).logger, 'log').mockImplementation(() => undefined);

@@ -2,6 +2,7 @@ import { jest } from '@jest/globals';
 import { TombstoneCircuitOpenError } from './tombstone.breaker.js';
 import { LruTombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneFences } from './tombstone.fences.js';
+import { TombstoneReplicas } from './tombstone.replicas.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
 import type { TombstoneModuleOptions } from '../tombstone.options.js';
 import { resolveTombstoneOptions } from '../tombstone.options-resolve.js';
@@ -64,7 +65,8 @@ function setup(options: TombstoneModuleOptions = {}, rows: { id: string; scope: 
   const resolved = resolveTombstoneOptions(options);
   const store = new LruTombstoneCacheStore({ maxEntries: resolved.cache ? resolved.cache.maxEntries : 1 });
   const fences = new TombstoneFences(service as unknown as TombstoneTable);
-  const lookup = new TombstoneLookup(resolved, service as unknown as TombstoneTable, new TombstoneChanges(), store, fences);
+  const table = service as unknown as TombstoneTable;
+  const lookup = new TombstoneLookup(resolved, table, new TombstoneChanges(), store, fences, new TombstoneReplicas(resolved, table));
   lookup.onModuleInit();
   return {
     lookup,

@@ -4,6 +4,7 @@ import { BloomFilter } from 'bloomfilter';
 import { TombstoneBreaker } from './tombstone.breaker.js';
 import { TombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneFences } from './tombstone.fences.js';
+import { TombstoneReplicas } from './tombstone.replicas.js';
 import { estimateKeys, LOAD_BATCH, maxCapacity, readKeys, readPairKeys, type TombstoneLookupStats } from './tombstone.filter-keys.js';
 import { SOURCE_FILTER, SOURCE_STORE } from '../counters/tombstone.answers.js';
 import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
@@ -63,6 +64,7 @@ export class TombstoneLookup implements OnModuleInit {
     private readonly changes: TombstoneChanges,
     private readonly store: TombstoneCacheStore,
     private readonly fences: TombstoneFences,
+    private readonly replicas: TombstoneReplicas,
   ) {
     this.settings = options.cache;
     this.state = options.cache ? 'waiting' : 'off';
@@ -86,7 +88,7 @@ export class TombstoneLookup implements OnModuleInit {
       this.lastSource = SOURCE_FILTER;
       return NO_TOMBSTONE;
     }
-    if (this.state !== 'coherent' || this.fences.unsure(type)) return this.breaker.run(async () => (await this.timed(type, key, scope)).resolution);
+    if (this.state !== 'coherent' || this.fences.unsure(type)) return this.breaker.run(async () => (await this.timed(() => this.table.lookup(type, key, scope))).resolution);
     const id = `${scope}\u0000${type}\u0000${key}`;
     if (this.filter !== null && this.filterValid && (this.unsure.size === 0 || !this.unsure.has(`${scope}\u0000${type}`))) {
       if (!this.filter.test(this.salt + id)) {
@@ -117,6 +119,7 @@ export class TombstoneLookup implements OnModuleInit {
   invalidate(change: TombstoneInvalidation): void {
     if (!this.settings) return;
     this.epoch++;
+    this.replicas.changed();
     if (!('scope' in change)) {
       this.clear();
       this.requestLoad('invalid');
@@ -151,6 +154,8 @@ export class TombstoneLookup implements OnModuleInit {
     this.epoch++;
     this.clear();
     this.state = 'coherent';
+    // Changes made while nobody listened are never announced: replicas must have replayed them.
+    this.replicas.listening();
     this.reloadDelay = reloadDelayMs;
     this.requestLoad('invalid');
   }
@@ -161,6 +166,7 @@ export class TombstoneLookup implements OnModuleInit {
     this.generation++;
     this.epoch++;
     this.clear();
+    this.replicas.deaf();
     if (this.state !== 'off') this.state = 'waiting';
     this.filterValid = false;
     this.building = null;
@@ -188,12 +194,12 @@ export class TombstoneLookup implements OnModuleInit {
   onQueried: ((seconds: number, error: unknown) => void) | null = null;
 
   /** A lookup's query, timed for `onQueried`. */
-  private async timed(type: string, key: string, scope: string): Promise<TombstoneLookupResult> {
+  private async timed(query: () => Promise<TombstoneLookupResult>): Promise<TombstoneLookupResult> {
     const observe = this.onQueried;
-    if (observe === null) return this.table.lookup(type, key, scope);
+    if (observe === null) return query();
     const start = performance.now();
     try {
-      const result = await this.table.lookup(type, key, scope);
+      const result = await query();
       observe((performance.now() - start) / 1000, null);
       return result;
     } catch (error) {
@@ -222,7 +228,7 @@ export class TombstoneLookup implements OnModuleInit {
     const epoch = this.epoch;
     const result = await this.breaker.run(() => {
       this.counters.queried++;
-      return this.timed(type, key, scope);
+      return this.timed(() => this.replicas.lookup(type, key, scope));
     });
     if (epoch === this.epoch && this.state === 'coherent' && this.settings) this.remember(id, result, `${scope}\u0000${type}\u0000`);
     return result.resolution;

@@ -100,16 +100,18 @@ export class TombstoneTable implements OnModuleInit {
   async lookup(type: string, key: string, scope = ''): Promise<TombstoneLookupResult> {
     if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_LOOKUP;
     const [row] = await this.lookupRows([scope, type, key]);
-    if (!row) return NO_LOOKUP;
-    const redirect = isRedirect(row.kind);
-    const expiries = [row.expires_at, redirect ? row.final_expires_at : null].filter((d): d is Date => d !== null);
-    return {
-      resolution: interpret(row),
-      via: redirect ? row.target_key : null,
-      validUntil: expiries.length === 0 ? null : Math.min(...expiries.map((d) => d.getTime())),
-      // A chain that was not collapsed (edited by hand) depends on more than one other key.
-      cacheable: !(redirect && isRedirect(row.final_kind)),
-    };
+    return resultOf(row);
+  }
+
+  /**
+   * `lookup()` on a connection the caller holds (a replica's): the same statement, prepared the
+   * same way. The caller releases the connection, and does not reuse it after an error that
+   * `isBrokenConnection()` recognises.
+   */
+  async lookupOn(client: PgClient, type: string, key: string, scope = ''): Promise<TombstoneLookupResult> {
+    if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_LOOKUP;
+    const [row] = await this.runLookup(client, [scope, type, key]);
+    return resultOf(row);
   }
 
   /** `lookup()` for many keys of one (scope, type), in one round trip, in the order of the keys. */
@@ -135,31 +137,38 @@ export class TombstoneTable implements OnModuleInit {
     if (!this.options.preparedStatements || this.unprepared || typeof pool?.connect !== 'function') {
       return (await this.dataSource.query(LOOKUP_SQL, params)) as LookupRow[];
     }
-    const logger = this.dataSource.logger;
-    logger.logQuery(LOOKUP_SQL, params);
     const client = await pool.connect();
     // A connection that dies under the query rejects it, and also emits 'error': the pool only
     // listens to its idle connections, and an 'error' nobody listens to ends the process.
     client.on('error', ignore);
     let broken: Error | undefined;
     try {
-      return (await client.query({ name: PREPARED_LOOKUP, text: LOOKUP_SQL, values: params })).rows as LookupRow[];
+      return await this.runLookup(client, params);
+    } catch (error) {
+      if (isBrokenConnection(error)) broken = error as Error;
+      throw error;
+    } finally {
+      client.off('error', ignore);
+      client.release(broken);
+    }
+  }
+
+  private async runLookup(client: PgClient, params: unknown[]): Promise<LookupRow[]> {
+    const logger = this.dataSource.logger;
+    logger.logQuery(LOOKUP_SQL, params);
+    const prepared = this.options.preparedStatements && !this.unprepared;
+    try {
+      return (await client.query(prepared ? { name: PREPARED_LOOKUP, text: LOOKUP_SQL, values: params } : { text: LOOKUP_SQL, values: params }))
+        .rows as LookupRow[];
     } catch (error) {
       logger.logQueryError(error as Error, LOOKUP_SQL, params);
-      const code = (error as { code?: unknown }).code;
-      // Not a server's answer (the connection broke), or a prepared statement this connection
-      // cannot use any more (the table changed under it): that connection is not reused.
-      if (typeof code !== 'string' || code === '0A000' || code === '26000') broken = error as Error;
-      if (code === '26000' && !this.unprepared) {
+      if ((error as { code?: unknown }).code === '26000' && !this.unprepared) {
         // "prepared statement does not exist": a pooler that does not keep them (PgBouncer in
         // transaction mode before 1.21). Plain queries from now on.
         this.unprepared = true;
         this.logger.warn('Tombstone lookups: the connection does not keep prepared statements (a pooler?); using plain queries.');
       }
       throw error;
-    } finally {
-      client.off('error', ignore);
-      client.release(broken);
     }
   }
 
@@ -190,14 +199,44 @@ export class TombstoneTable implements OnModuleInit {
   }
 }
 
-/** The part of a `pg` pool the prepared lookup uses. */
-interface PgPool {
-  connect(): Promise<{
-    query(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: unknown[] }>;
-    release(error?: Error): void;
-    on(event: 'error', listener: () => void): void;
-    off(event: 'error', listener: () => void): void;
-  }>;
+/** A lookup's row, as a cache keeps it: the answer, the key it was read through, when it stops being true. */
+function resultOf(row: LookupRow | undefined): TombstoneLookupResult {
+  if (!row) return NO_LOOKUP;
+  const redirect = isRedirect(row.kind);
+  const expiries = [row.expires_at, redirect ? row.final_expires_at : null].filter((d): d is Date => d !== null);
+  return {
+    resolution: interpret(row),
+    via: redirect ? row.target_key : null,
+    validUntil: expiries.length === 0 ? null : Math.min(...expiries.map((d) => d.getTime())),
+    // A chain that was not collapsed (edited by hand) depends on more than one other key.
+    cacheable: !(redirect && isRedirect(row.final_kind)),
+  };
+}
+
+/**
+ * Whether a lookup's error says its connection must not be reused: not a server's answer (the
+ * connection broke), or a prepared statement this connection cannot use any more (the table
+ * changed under it, or a pooler lost it).
+ */
+export function isBrokenConnection(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code !== 'string' || code === '0A000' || code === '26000';
+}
+
+/** The part of a `pg` connection the lookup uses. */
+export interface PgClient {
+  query(config: { name?: string; text: string; values?: unknown[] }): Promise<{ rows: unknown[] }>;
+  release(error?: Error): void;
+  on(event: 'error', listener: () => void): void;
+  off(event: 'error', listener: () => void): void;
+}
+
+/** The part of a `pg` pool the lookups use (TypeORM's pools: `driver.master`, `driver.slaves`). */
+export interface PgPool {
+  connect(): Promise<PgClient>;
+  readonly idleCount: number;
+  readonly totalCount: number;
+  readonly options: { readonly max: number };
 }
 
 function ignore(): void {}
