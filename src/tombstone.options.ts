@@ -142,8 +142,9 @@ export class TombstoneLookupCacheOptions {
 
   /**
    * Where the connection that LISTENs for changes goes, as a `pg` client config or a connection
-   * string. It must reach PostgreSQL itself (not PgBouncer in transaction mode). Default: none
-   * (the DataSource's own settings).
+   * string. It must reach PostgreSQL itself, or a pool in session mode: the application does not
+   * start when it goes through a pooler that does not keep its session (PgBouncer in transaction
+   * or statement mode). Default: none (the DataSource's own settings).
    */
   listen?: string | Record<string, unknown> = undefined;
 
@@ -226,9 +227,10 @@ export class TombstoneModuleOptions {
 
   /**
    * Sends the lookup as a named prepared statement, planned once per connection (most of a cold
-   * lookup's time is planning). Turn it off behind a pooler that does not keep prepared
-   * statements (PgBouncer in transaction mode before 1.21); the module also does so by itself
-   * when a connection says it lost one. Default: `true`.
+   * lookup's time is planning). Behind a pooler in transaction mode that does not keep prepared
+   * statements (PgBouncer before 1.21, or with `max_prepared_statements = 0`), the module sees it
+   * at the first lookup that meets the problem, answers that lookup with a plain query, and uses
+   * plain queries from then on (with a warning); `false` starts with them. Default: `true`.
    */
   preparedStatements?: boolean = true;
 

@@ -3,7 +3,9 @@ import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplica
 import type { Client, ClientConfig, Notification } from 'pg';
 import { TOMBSTONE_CHANNEL, TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import { TombstoneFences } from './tombstone.fences.js';
+import { assertSessionKept, close, describeTarget, discard, sessionOf, STEP_TIMEOUT_MS, within } from './tombstone.listener-session.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
+import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
 import type { ResolvedTombstoneOptions } from '../tombstone.options.js';
 import { TombstoneTable } from '../table/tombstone.table.js';
 import { type TombstoneInvalidation } from '../tombstone.types.js';
@@ -12,10 +14,8 @@ const NOTIFY_TRIGGERS = ['tombstones_notify_ins', 'tombstones_notify_upd', 'tomb
 const TRIGGERS_SQL = `
   SELECT count(*)::int AS n FROM pg_trigger
    WHERE tgrelid = to_regclass($1) AND tgname = ANY($2::text[]) AND tgenabled IN ('O', 'A')`;
-/** How often the listening connection is checked, and how long a check may take. */
+/** How often the listening connection is checked (each check may take `STEP_TIMEOUT_MS`). */
 const HEALTH_INTERVAL_MS = 15_000;
-const HEALTH_TIMEOUT_MS = 5_000;
-const CLOSE_TIMEOUT_MS = 1_000;
 const RECONNECT_MIN_MS = 100;
 const RECONNECT_MAX_MS = 10_000;
 
@@ -30,6 +30,8 @@ const RECONNECT_MAX_MS = 10_000;
 export class TombstoneNotifications implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger('TombstoneModule');
   private client: Client | null = null;
+  /** The backend of the listening connection's session: it must never change. */
+  private session = 0;
   private stopped = false;
   private attempts = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -59,8 +61,9 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
       return;
     }
     this.table = this.tombstones.qualifiedName;
-    // Bounded (see attempt()): start-up never waits on a connection that does not answer.
-    await this.connect();
+    // Bounded (see attempt()): start-up never waits on a connection that does not answer. A
+    // pooler that does not keep the listener's session throws: the app does not start.
+    await this.connect(true);
     this.healthTimer = setInterval(() => void this.check(), HEALTH_INTERVAL_MS);
     this.healthTimer.unref();
   }
@@ -133,12 +136,18 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
     }
   }
 
-  private connect(): Promise<void> {
-    this.connecting ??= this.attempt().finally(() => (this.connecting = null));
+  private connect(atStart = false): Promise<void> {
+    this.connecting ??= this.attempt(atStart).finally(() => (this.connecting = null));
     return this.connecting;
   }
 
-  private async attempt(): Promise<void> {
+  /**
+   * One attempt to listen. The connection is trusted only once it has shown that it keeps its
+   * session (not a pooler in transaction mode: `assertSessionKept()`) and that it hears what the
+   * DataSource announces (a notification round trip). A pooler that does not keep the session
+   * fails the start (`atStart`); found later, it is logged, and the module keeps trying.
+   */
+  private async attempt(atStart: boolean): Promise<void> {
     if (this.stopped) return;
     let client: Client | undefined;
     try {
@@ -158,18 +167,18 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
         );
         this.stopped = true;
         this.lookup.disable();
-        current.removeAllListeners();
-        current.on('error', () => undefined);
-        await close(current);
+        await discard(current);
         return;
       }
+      const session = await sessionOf(current);
+      await assertSessionKept(current, session, () => this.createClient('nestjs-tombstones listener probe'), describeTarget(this.listenConfig()));
+      await this.checkHeard();
       if (this.stopped) {
-        current.removeAllListeners();
-        current.on('error', () => undefined);
-        await close(current);
+        await discard(current);
         return;
       }
       this.client = current;
+      this.session = session.pid;
       const again = this.attempts > 0;
       if (again) this.logger.log('Tombstone lookup cache: listening for changes again.');
       // The backoff resets only once the connection has held (a health check passed): a
@@ -181,9 +190,14 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
       this.fences.started();
       if (again) this.changed();
     } catch (error) {
-      client?.removeAllListeners();
-      client?.on('error', () => undefined);
-      if (client) void close(client);
+      if (client) void discard(client);
+      if (this.stopped) return;
+      if (error instanceof TombstoneConfigurationError && atStart) {
+        // A setup that can never keep the cache coherent is refused like an invalid option.
+        this.stopped = true;
+        this.lookup.disable();
+        throw error;
+      }
       this.logger.error(
         `Tombstone lookup cache: could not listen for changes (every miss is a query until it can): ${(error as Error)?.message ?? String(error)}`,
       );
@@ -191,18 +205,48 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
     }
   }
 
-  private createClient(): Client {
-    const driver = this.tombstones.dataSource.driver as unknown as { master?: { Client: new (config: ClientConfig) => Client; options: ClientConfig } };
-    const pool = driver.master;
-    if (!pool) throw new Error('the DataSource has no PostgreSQL pool');
+  /**
+   * Sends a barrier through the DataSource and waits for it on the new connection: proof that it
+   * hears what the app's writes announce (same database; a session that keeps its LISTEN). The
+   * listener sends nothing meanwhile: a pooler in transaction mode could link it, by chance, to
+   * the server connection that listens, just as the notification arrives.
+   */
+  private async checkHeard(): Promise<void> {
+    const id = `${this.instance}:${++this.barrierCount}`;
+    const heard = new Promise<void>((resolve) => this.barriers.set(id, resolve));
+    try {
+      await within(this.tombstones.dataSource.query(`SELECT pg_notify($1, $2)`, [TOMBSTONE_CHANNEL, JSON.stringify({ barrier: id })]), 'the notification check');
+      await within(heard, 'the notification check').catch(() => {
+        throw new Error(
+          `the listening connection did not hear a notification sent through the DataSource within ${STEP_TIMEOUT_MS} ms ` +
+            "(cache.listen must reach the DataSource's database, directly or through a pool in session mode)",
+        );
+      });
+    } finally {
+      this.barriers.delete(id);
+    }
+  }
+
+  /** The listening connection's settings: `cache.listen`, or the DataSource pool's own. */
+  private listenConfig(): ClientConfig {
     const listen = this.options.cache ? this.options.cache.listen : undefined;
-    const config: ClientConfig =
-      listen === undefined ? { ...pool.options } : typeof listen === 'string' ? { connectionString: listen } : { ...(listen as ClientConfig) };
-    return new pool.Client({
+    if (listen === undefined) return { ...this.pool().options };
+    return typeof listen === 'string' ? { connectionString: listen } : { ...(listen as ClientConfig) };
+  }
+
+  private pool(): { Client: new (config: ClientConfig) => Client; options: ClientConfig } {
+    const driver = this.tombstones.dataSource.driver as unknown as { master?: { Client: new (config: ClientConfig) => Client; options: ClientConfig } };
+    if (!driver.master) throw new Error('the DataSource has no PostgreSQL pool');
+    return driver.master;
+  }
+
+  private createClient(applicationName = 'nestjs-tombstones listener'): Client {
+    const config = this.listenConfig();
+    return new (this.pool().Client)({
       ...config,
       keepAlive: true,
-      connectionTimeoutMillis: config.connectionTimeoutMillis || HEALTH_TIMEOUT_MS,
-      application_name: 'nestjs-tombstones listener',
+      connectionTimeoutMillis: config.connectionTimeoutMillis || STEP_TIMEOUT_MS,
+      application_name: applicationName,
     });
   }
 
@@ -233,9 +277,7 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
     this.client = null;
     this.lookup.deaf();
     this.fences.stopped();
-    client.removeAllListeners();
-    client.on('error', () => undefined);
-    void close(client);
+    void discard(client);
     if (this.stopped) return;
     this.logger.warn(`Tombstone lookup cache: stopped listening for changes${error ? ` (${error.message})` : ''}; reconnecting.`);
     this.schedule();
@@ -249,47 +291,22 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
     this.reconnectTimer.unref();
   }
 
-  /** A connection that went quiet without an error (a half-open socket) is replaced. */
+  /**
+   * A connection that went quiet without an error (a half-open socket) is replaced, and so is one
+   * whose statements no longer run in the session that listens (a pooler changed under it).
+   */
   private async check(): Promise<void> {
     const client = this.client;
     if (client === null || this.stopped) return;
-    let timer: NodeJS.Timeout | undefined;
     try {
-      await Promise.race([
-        client.query('SELECT 1'),
-        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer in ${HEALTH_TIMEOUT_MS} ms`)), HEALTH_TIMEOUT_MS))),
-      ]);
+      const { pid, listening } = await sessionOf(client);
+      if (pid !== this.session || !listening) {
+        throw new Error(`its statements ran on PostgreSQL backend ${this.session}, then on backend ${pid}${listening ? '' : ', which does not listen'}`);
+      }
       this.attempts = 0;
     } catch (error) {
       this.lost(client, error as Error);
-    } finally {
-      clearTimeout(timer);
     }
-  }
-}
-
-/** Waits for a step of the listening connection at most `ms`. */
-async function within<T>(step: Promise<T>, what: string, ms = HEALTH_TIMEOUT_MS): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      step,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what} got no answer in ${ms} ms`)), ms);
-        timer.unref();
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** Ends a client politely, and destroys its socket if the server does not answer in time. */
-async function close(client: Client): Promise<void> {
-  try {
-    await within(client.end(), 'closing', CLOSE_TIMEOUT_MS);
-  } catch {
-    (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
   }
 }
 

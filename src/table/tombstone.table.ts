@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { getDataSourceToken } from '@nestjs/typeorm';
@@ -23,12 +24,22 @@ const FINAL_JOIN = `
   LEFT JOIN tombstones f
     ON f.scope = t.scope AND f.resource_type = t.resource_type AND f.resource_key = t.target_key
    AND (f.expires_at IS NULL OR f.expires_at > now())`;
-const PREPARED_LOOKUP = 'nestjs_tombstones_lookup_1';
 const LOOKUP_SQL = `
   SELECT ${LOOKUP_COLUMNS}
     FROM tombstones t ${FINAL_JOIN}
    WHERE t.scope = $1 AND t.resource_type = $2 AND t.resource_key = $3
      AND (t.expires_at IS NULL OR t.expires_at > now())`;
+// Named after its text: behind a pooler that shares server connections between clients without
+// tracking their statements (PgBouncer before 1.21, or with max_prepared_statements = 0), another
+// version of this module may have prepared a statement on the same server connection, and a
+// name means one text only.
+const PREPARED_LOOKUP = `nestjs_tombstones_lookup_${createHash('sha256').update(LOOKUP_SQL).digest('hex').slice(0, 16)}`;
+/**
+ * What a pooler that shares server connections without tracking prepared statements answers:
+ * the name was prepared on another server connection (26000), or another client prepared it on
+ * this one (42P05).
+ */
+const UNKEPT_STATEMENT = new Set(['26000', '42P05']);
 // The same lookup for many keys at once, still one round trip.
 const LOOKUP_MANY_SQL = `
   SELECT k.n, ${LOOKUP_COLUMNS}
@@ -130,13 +141,13 @@ export class TombstoneTable implements OnModuleInit {
   /**
    * The lookup, as a named prepared statement when it can be: PostgreSQL then plans it once per
    * connection instead of at every lookup (planning is most of a cold lookup's time). Logged
-   * through the DataSource's logger like any TypeORM query.
+   * through the DataSource's logger like any TypeORM query. Behind a pooler that does not keep
+   * prepared statements, the lookup that finds out is answered by a plain query, and so is every
+   * lookup after it.
    */
   private async lookupRows(params: unknown[]): Promise<LookupRow[]> {
     const pool = (this.dataSource.driver as unknown as { master?: PgPool }).master;
-    if (!this.options.preparedStatements || this.unprepared || typeof pool?.connect !== 'function') {
-      return (await this.dataSource.query(LOOKUP_SQL, params)) as LookupRow[];
-    }
+    if (!this.options.preparedStatements || this.unprepared || typeof pool?.connect !== 'function') return this.plainLookup(params);
     const client = await pool.connect();
     // A connection that dies under the query rejects it, and also emits 'error': the pool only
     // listens to its idle connections, and an 'error' nobody listens to ends the process.
@@ -146,13 +157,20 @@ export class TombstoneTable implements OnModuleInit {
       return await this.runLookup(client, params);
     } catch (error) {
       if (isBrokenConnection(error)) broken = error as Error;
-      throw error;
+      if (!isUnkeptStatement(error)) throw error;
     } finally {
       client.off('error', ignore);
       client.release(broken);
     }
+    // The connection did not keep the prepared statement: this lookup too is a plain query.
+    return this.plainLookup(params);
   }
 
+  /**
+   * The lookup on `client`, prepared unless prepared statements are off or were found not to be
+   * kept. A statement the connection did not keep (a pooler in transaction mode) turns them off
+   * for good, with one warning, and is thrown for the caller to answer with a plain query.
+   */
   private async runLookup(client: PgClient, params: unknown[]): Promise<LookupRow[]> {
     const logger = this.dataSource.logger;
     logger.logQuery(LOOKUP_SQL, params);
@@ -161,15 +179,23 @@ export class TombstoneTable implements OnModuleInit {
       return (await client.query(prepared ? { name: PREPARED_LOOKUP, text: LOOKUP_SQL, values: params } : { text: LOOKUP_SQL, values: params }))
         .rows as LookupRow[];
     } catch (error) {
-      logger.logQueryError(error as Error, LOOKUP_SQL, params);
-      if ((error as { code?: unknown }).code === '26000' && !this.unprepared) {
-        // "prepared statement does not exist": a pooler that does not keep them (PgBouncer in
-        // transaction mode before 1.21). Plain queries from now on.
+      if (!isUnkeptStatement(error)) {
+        logger.logQueryError(error as Error, LOOKUP_SQL, params);
+        throw error;
+      }
+      if (!this.unprepared) {
         this.unprepared = true;
-        this.logger.warn('Tombstone lookups: the connection does not keep prepared statements (a pooler?); using plain queries.');
+        this.logger.warn(
+          `Tombstone lookups: the connection does not keep prepared statements (${(error as Error).message}: a pooler in transaction mode, ` +
+            'such as PgBouncer before 1.21 or with max_prepared_statements = 0); using plain queries from now on. Set preparedStatements: false to start with them.',
+        );
       }
       throw error;
     }
+  }
+
+  private async plainLookup(params: unknown[]): Promise<LookupRow[]> {
+    return (await this.dataSource.query(LOOKUP_SQL, params)) as LookupRow[];
   }
 
   private locateDataSource(): DataSource {
@@ -220,7 +246,17 @@ function resultOf(row: LookupRow | undefined): TombstoneLookupResult {
  */
 export function isBrokenConnection(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code;
-  return typeof code !== 'string' || code === '0A000' || code === '26000';
+  return typeof code !== 'string' || code === '0A000' || isUnkeptStatement(error);
+}
+
+/**
+ * A prepared statement the connection did not keep: "does not exist" (26000) or "already exists"
+ * (42P05), as a pooler in transaction mode answers when the statement was prepared on another
+ * server connection.
+ */
+function isUnkeptStatement(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && UNKEPT_STATEMENT.has(code);
 }
 
 /** The part of a `pg` connection the lookup uses. */

@@ -4,11 +4,11 @@ export type Proxy = Awaited<ReturnType<typeof startProxy>>;
 
 /**
  * A TCP proxy in front of PostgreSQL that can stop answering without closing anything, as a
- * network partition or a stuck middlebox does (`allowHalfOpen`: a FIN is not answered), or
- * refuse connections, as a stopped server does.
+ * network partition or a stuck middlebox does (`allowHalfOpen`: a FIN is not answered), refuse
+ * connections, as a stopped server does, or send new connections somewhere else (`retarget`).
  */
 export async function startProxy(target: string) {
-  const upstreamUrl = new URL(target);
+  let upstreamUrl = new URL(target);
   const sockets = new Set<net.Socket>();
   /** `frozen`: nothing goes through, nothing is closed; `refusing`: new connections are closed at once. */
   const state = { freezeNextListen: false, frozen: false, refusing: false };
@@ -50,6 +50,10 @@ export async function startProxy(target: string) {
       url.hostname = '127.0.0.1';
       url.port = String(port);
       return url.toString();
+    },
+    /** Where new connections go from now on (those already open stay where they are). */
+    retarget(to: string): void {
+      upstreamUrl = new URL(to);
     },
     /** Ends the partition: every connection through the proxy is cut. */
     cut(): void {
