@@ -188,13 +188,12 @@ export class TombstoneFilterLoader {
   private async store(runner: QueryRunner | null, filter: SaltedFilter, watermark: string, replaces: string | null): Promise<void> {
     const write = (db: Queryable) => writeSnapshot(db, filter, this.settings.falsePositiveRate, watermark, replaces);
     try {
-      // A savepoint: a failed write leaves the lock's transaction usable.
-      if (runner !== null) await runner.query('SAVEPOINT tombstone_filter_snapshot');
+      // Not in a savepoint: the row must carry the id of the transaction that wrote it (`own`).
       if (runner !== null) await write(runner);
       else await this.locked(write);
-      if (runner !== null) await runner.query('RELEASE SAVEPOINT tombstone_filter_snapshot');
     } catch (error) {
-      if (runner !== null) await runner.query('ROLLBACK TO SAVEPOINT tombstone_filter_snapshot').catch(() => undefined);
+      // The lock's transaction is over: `locked()` has nothing left to commit.
+      if (runner?.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
       if (!this.warnedWrite) {
         this.warnedWrite = true;
         this.logger.warn(`Tombstone filter snapshot not written (the filter is in use; other instances read the table): ${(error as Error)?.message ?? String(error)}`);
@@ -212,7 +211,7 @@ export class TombstoneFilterLoader {
         `nestjs-tombstones-filter\u001f${this.table.qualifiedName}`,
       ])) as { got: boolean }[];
       const result = got ? await work(runner) : ('busy' as const);
-      await runner.commitTransaction();
+      if (runner.isTransactionActive) await runner.commitTransaction();
       return result;
     } catch (error) {
       if (runner.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
