@@ -13,10 +13,10 @@ import type { MigrationInterface, QueryRunner } from 'typeorm';
  *   A partial index serves "the rows changed since", and only holds rows changed since.
  * - `tombstone_filter_snapshots`: at most one row, the filter's bits with what reading them
  *   takes (layout, hash count, salt, false-positive rate, capacity, key count), a checksum, and
- *   its watermark: the oldest transaction that was still running when the reads it was built
- *   from began (`pg_snapshot_xmin`). Every row whose `changed_xid` is older is in the bits; a
- *   starting instance reads the row, then the rows whose `changed_xid` is the watermark or
- *   newer. The salt is the filter's secret: only the database role of the application reads it.
+ *   its watermark: the snapshot (`pg_snapshot`) taken before the reads it was built from. Every
+ *   row whose `changed_xid` that snapshot sees as committed is in the bits; a starting instance
+ *   reads the row, then the rows written by the transactions it saw running or that began after
+ *   it. The salt is the filter's secret: only the database role of the application reads it.
  */
 export class CreateTombstoneFilterSnapshot1765152000000 implements MigrationInterface {
   name = 'CreateTombstoneFilterSnapshot1765152000000';
@@ -72,14 +72,14 @@ export class CreateTombstoneFilterSnapshot1765152000000 implements MigrationInte
         "false_positive_rate" double precision NOT NULL,
         "capacity"            bigint           NOT NULL,
         "key_count"           bigint           NOT NULL,
-        "watermark"           xid8             NOT NULL,
+        "watermark"           pg_snapshot      NOT NULL,
         "built_at"            timestamptz      NOT NULL,
         "written_xid"         xid8             NOT NULL DEFAULT pg_catalog.pg_current_xact_id(),
         "written_at"          timestamptz      NOT NULL DEFAULT now(),
         "checksum"            bytea            NOT NULL,
         "bits"                bytea            NOT NULL,
         CONSTRAINT "tombstone_filter_snapshots_one_row_check" CHECK ("id" = 1),
-        CONSTRAINT "tombstone_filter_snapshots_bits_check" CHECK (octet_length("bits") * 8 = "bit_count")
+        CONSTRAINT "tombstone_filter_snapshots_bits_check" CHECK (octet_length("bits")::bigint * 8 = "bit_count")
       )`);
     // The bits look random: not worth compressing, and read in slices straight from TOAST.
     await queryRunner.query(`ALTER TABLE ${s}."tombstone_filter_snapshots" ALTER COLUMN "bits" SET STORAGE EXTERNAL`);

@@ -25,9 +25,9 @@ const SEEDED = 3000;
 /** The statement of a read of the whole table, sent once per batch of 50,000 rows. */
 const TABLE_BATCH = /FROM tombstones\s+WHERE id > \$1/;
 /** The statement that starts a read of the whole table (its watermark). */
-const TABLE_READ = /pg_snapshot_xmin\(pg_current_snapshot\(\)\)::text AS watermark, now\(\)/;
+const TABLE_READ = /SELECT pg_current_snapshot\(\)::text AS watermark, now\(\)/;
 /** The read of the rows changed since a snapshot. */
-const CHANGED = /changed_xid >= \$1::xid8/;
+const CHANGED = /changed_xid >= \$1::xid8 AND changed_xid < pg_snapshot_xmax\(pg_current_snapshot\(\)\)\s+ORDER BY/;
 
 const lookupOf = (app: INestApplication) => app.get(TombstoneLookup, { strict: false });
 const filterStats = (app: INestApplication) => lookupOf(app).stats().filter;
@@ -69,8 +69,8 @@ describe('filter snapshot: starting', () => {
   };
   const snapshot = async () =>
     ((await db.sql.query(
-      `SELECT written_xid::text AS version, watermark::text AS watermark, built_at AS "builtAt", salt, key_count::int AS keys FROM tombstone_filter_snapshots`,
-    )) as { version: string; watermark: string; builtAt: Date; salt: string; keys: number }[])[0] ?? null;
+      `SELECT written_xid::text AS version, pg_snapshot_xmax(watermark)::text AS xmax, built_at AS "builtAt", salt, key_count::int AS keys FROM tombstone_filter_snapshots`,
+    )) as { version: string; xmax: string; builtAt: Date; salt: string; keys: number }[])[0] ?? null;
   /** Rows that belong in the filter: neither hidden nor expired. */
   const listed = async () =>
     ((await db.sql.query(`SELECT count(*)::int AS n FROM tombstones WHERE kind <> 'hidden' AND (expires_at IS NULL OR expires_at > now())`)) as { n: number }[])[0].n;
@@ -167,9 +167,11 @@ describe('filter snapshot: starting', () => {
       // An instance reads the table (without the row: not committed) and stores the snapshot.
       const reader = await boot();
       expect(filterStats(reader).lastLoadFrom).toBe('table');
-      const stored = (await snapshot())!;
       // The trap: a watermark taken as "the newest transaction" would be past this one.
-      expect(BigInt(stored.watermark)).toBeLessThanOrEqual(BigInt(xid));
+      const [{ seen }] = (await db.sql.query(`SELECT pg_visible_in_snapshot($1::xid8, watermark) AS seen FROM tombstone_filter_snapshots`, [xid])) as {
+        seen: boolean;
+      }[];
+      expect(seen).toBe(false);
       await writer.query('COMMIT');
     } finally {
       await writer.end();
@@ -284,7 +286,7 @@ describe('filter snapshot: starting', () => {
     expect(filterStats(app)).toMatchObject({ lastLoadFrom: 'snapshot', lastLoadRows: 10_000, keys: LISTED + 10_000 });
     const second = (await snapshot())!;
     expect(second).toMatchObject({ keys: LISTED + 10_000, salt: first.salt, builtAt: first.builtAt });
-    expect(BigInt(second.watermark)).toBeGreaterThan(BigInt(first.watermark));
+    expect(BigInt(second.xmax)).toBeGreaterThan(BigInt(first.xmax));
     expect(filterStats(await boot())).toMatchObject({ lastLoadFrom: 'snapshot', lastLoadRows: 0 });
 
     // More than 50,000 since: a read of the table costs about as much, and makes a better filter.
@@ -367,8 +369,11 @@ describe('filter snapshot: many instances at once', () => {
     expect(counter.queries.filter((q) => TABLE_READ.test(q) || TABLE_BATCH.test(q))).toEqual([]);
   });
 
-  it('without one (or with one they cannot use): one instance reads the table, the others wait for its snapshot', async () => {
-    await db.sql.query(`DELETE FROM tombstone_filter_snapshots`);
+  it.each([
+    ['none', `DELETE FROM tombstone_filter_snapshots`],
+    ['a corrupt one', `UPDATE tombstone_filter_snapshots SET bits = set_byte(bits, 9, get_byte(bits, 9) # 16), written_xid = pg_current_xact_id()`],
+  ])('with %s: one instance reads the table, the others wait for its snapshot', async (_, sql) => {
+    await db.sql.query(sql);
     const lookups = await reconnectTwenty();
     const from = lookups.map((l) => l.stats().filter.lastLoadFrom);
     expect(from.filter((f) => f === 'table')).toHaveLength(1);
@@ -411,6 +416,54 @@ describe('filter snapshot: before the migration', () => {
       }
     } finally {
       warn.mockRestore();
+    }
+  });
+});
+
+describe('filter snapshot: a role that may not write it', () => {
+  let db: TestDatabase;
+  const role = `tombstones_reader_${process.pid}_${Date.now()}`;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind) VALUES ('item', 'old', 'deleted')`);
+    await db.sql.query(`CREATE ROLE ${role} LOGIN PASSWORD 'reader'`);
+    await db.sql.query(`GRANT SELECT ON tombstones, tombstone_filter_snapshots TO ${role}`);
+  });
+
+  afterAll(async () => {
+    await db?.drop();
+    const admin = new pg.Client({ connectionString: db.url.replace(/\/[^/]*$/, '/postgres') });
+    await admin.connect();
+    await admin.query(`DROP ROLE IF EXISTS ${role}`).finally(() => admin.end());
+  });
+
+  it('reads the table, warns once, and never waits for a snapshot it cannot write', async () => {
+    const url = new URL(db.url);
+    url.username = role;
+    url.password = 'reader';
+    const warn = jest.spyOn(Logger.prototype, 'warn');
+    const app = await bootApp('express', {
+      imports: [TypeOrmModule.forRoot(Object.assign(db.options(), { url: url.toString() })), TombstoneModule.forRoot({ hitCounts: false })],
+    });
+    try {
+      expect(filterStats(app)).toMatchObject({ ready: true, lastLoadFrom: 'table', lastLoadRows: 1 });
+      const warnings = () => warn.mock.calls.map(([message]) => String(message)).filter((m) => /snapshot not written/.test(m));
+      expect(warnings()).toEqual([expect.stringMatching(/permission denied for table tombstone_filter_snapshots/)]);
+      expect(await db.sql.query(`SELECT 1 FROM tombstone_filter_snapshots`)).toEqual([]);
+      // Listening again: the table, at once, with no lock to take and no warning again.
+      const lookup = lookupOf(app);
+      lookup.listening(0);
+      await lookup.loaded();
+      expect(filterStats(app)).toMatchObject({ ready: true, lastLoadFrom: 'table', lastLoadRows: 1 });
+      expect(warnings()).toHaveLength(1);
+      // Nothing for it to refresh.
+      await lookup.checkSnapshot();
+      expect(lookup.stats().filter.lastLoadFrom).toBe('table');
+      expect(await answer(app, 'old')).toMatchObject({ state: 'gone', byFilter: false });
+    } finally {
+      warn.mockRestore();
+      await app.close();
     }
   });
 });

@@ -83,20 +83,34 @@ const LOAD_PAIR_SQL = `
    WHERE scope = $1 AND resource_type = $2 AND resource_key > $3 AND kind <> 'hidden'
      AND (expires_at IS NULL OR expires_at > now())
    ORDER BY resource_key LIMIT ${LOAD_BATCH}`;
-// The rows changed since a snapshot's watermark, at most $2 of them (more: the snapshot is not
-// worth it). Hidden and expired rows are read too, and counted: they are work all the same.
-// Ids from this database's future were not written here (a restored dump keeps the source's):
-// they were in the table before any snapshot of this database was built.
+// The rows changed by the transactions a snapshot's watermark (a `pg_snapshot`) did not see as
+// committed: those that began after it ($1, its xmax) and those it saw running ($2, its xip);
+// at most $3 of each (more: the snapshot is not worth it). Two index scans, the first in index
+// order so that it stops at the limit whatever the planner thinks of the range. Hidden and
+// expired rows are read too, and counted: they are work all the same. Ids from this database's
+// future were not written here (a restored dump keeps the source's): they were in the table
+// before any snapshot of this database was built.
 const CHANGED_SQL = `
-  SELECT scope, resource_type, resource_key, kind <> 'hidden' AND (expires_at IS NULL OR expires_at > now()) AS listed
-    FROM tombstones
-   WHERE changed_xid >= $1::xid8 AND changed_xid < pg_snapshot_xmax(pg_current_snapshot())
-   LIMIT $2`;
+  (SELECT scope, resource_type, resource_key, kind <> 'hidden' AND (expires_at IS NULL OR expires_at > now()) AS listed
+     FROM tombstones
+    WHERE changed_xid >= $1::xid8 AND changed_xid < pg_snapshot_xmax(pg_current_snapshot())
+    ORDER BY changed_xid LIMIT $3)
+  UNION ALL
+  (SELECT scope, resource_type, resource_key, kind <> 'hidden' AND (expires_at IS NULL OR expires_at > now())
+     FROM tombstones
+    WHERE changed_xid = ANY ($2::xid8[])
+    LIMIT $3)`;
+const COUNT_CHANGED_SQL = `
+  SELECT count(*)::int AS n FROM (
+    (SELECT 1 FROM tombstones WHERE changed_xid >= $1::xid8 AND changed_xid < pg_snapshot_xmax(pg_current_snapshot())
+      ORDER BY changed_xid LIMIT $3)
+    UNION ALL
+    (SELECT 1 FROM tombstones WHERE changed_xid = ANY ($2::xid8[]) LIMIT $3)) AS c`;
 // The planner's row count: free, and close enough to size the filter.
 const ESTIMATE_SQL = `SELECT GREATEST(reltuples, 0)::bigint AS n FROM pg_class WHERE oid = to_regclass($1)`;
-// The oldest transaction still running, and the time: every transaction older than it has ended,
-// so what it committed is seen by any read that starts after this one.
-const WATERMARK_SQL = `SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS watermark, now() AS at`;
+// The transactions committed now, and the time: what they committed is seen by any read that
+// starts after this one; any other was running, or begins later.
+const WATERMARK_SQL = `SELECT pg_current_snapshot()::text AS watermark, now() AS at`;
 
 type KeyRow = { id: string; scope: string; resource_type: string; resource_key: string };
 
@@ -116,9 +130,25 @@ export async function readPairKeys(db: Queryable, scope: string, type: string, a
   return (await db.query(LOAD_PAIR_SQL, [scope, type, after])) as { resource_key: string }[];
 }
 
-/** Up to `limit` rows changed by transactions from `watermark` on, with whether each belongs in the filter. */
+/** The parts of a watermark (`pg_snapshot` as text, `xmin:xmax:xip,…`) that the reads of the changes take. */
+function unseen(watermark: string): [string, string[]] {
+  const match = /^(\d+):(\d+):((?:\d+(?:,\d+)*)?)$/.exec(watermark);
+  if (!match) throw new Error(`not a pg_snapshot: ${JSON.stringify(watermark)}`);
+  return [match[2], match[3] === '' ? [] : match[3].split(',')];
+}
+
+/**
+ * Up to `limit` rows changed by the transactions `watermark` did not see as committed (and up to
+ * `limit` more of those it saw running), with whether each belongs in the filter.
+ */
 export async function readChanged(db: Queryable, watermark: string, limit: number): Promise<(Omit<KeyRow, 'id'> & { listed: boolean })[]> {
-  return (await db.query(CHANGED_SQL, [watermark, limit])) as (Omit<KeyRow, 'id'> & { listed: boolean })[];
+  return (await db.query(CHANGED_SQL, [...unseen(watermark), limit])) as (Omit<KeyRow, 'id'> & { listed: boolean })[];
+}
+
+/** How many rows changed since `watermark`, counted up to about `limit`. */
+export async function countChanged(db: Queryable, watermark: string, limit: number): Promise<number> {
+  const [row] = (await db.query(COUNT_CHANGED_SQL, [...unseen(watermark), limit])) as { n: number }[];
+  return row.n;
 }
 
 /** A watermark for reads that start after this call (see WATERMARK_SQL), and the database's time. */

@@ -1,7 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '@nestjs/common';
 import type { QueryRunner } from 'typeorm';
-import { capacityFor, emptyFilter, estimateKeys, keyId, type Queryable, readAllKeys, readChanged, readWatermark, type SaltedFilter } from './tombstone.filter-keys.js';
+import {
+  capacityFor,
+  countChanged,
+  emptyFilter,
+  estimateKeys,
+  keyId,
+  type Queryable,
+  readAllKeys,
+  readChanged,
+  readWatermark,
+  type SaltedFilter,
+} from './tombstone.filter-keys.js';
 import { bitsProblem, filterOf, headerProblem, isMissingTable, readHeader, readSnapshot, readVersion, writeSnapshot } from './tombstone.filter-snapshot.js';
 import type { ResolvedFilterOptions } from '../tombstone.options.js';
 import type { TombstoneTable } from '../table/tombstone.table.js';
@@ -55,6 +66,8 @@ export function changesToRefresh(capacity: number): number {
 export class TombstoneFilterLoader {
   private warnedMissing = false;
   private warnedWrite = false;
+  /** `false` once the database refused a write for good (privileges, a read-only database). */
+  private writable = true;
 
   constructor(
     private readonly table: TombstoneTable,
@@ -83,6 +96,8 @@ export class TombstoneFilterLoader {
         return void (await this.readTable(db, current, hooks, started, null));
       }
       if (tried.done || !hooks.current()) return;
+      // An instance that cannot store the snapshot would only make the others wait for nothing.
+      if (!this.writable) return void (reason === 'refresh' ? undefined : await this.readTable(db, current, hooks, started, null));
       this.logger.log(`Tombstone filter snapshot not used: ${tried.problem}. ${reason === 'refresh' ? 'Building it again' : 'Reading the table'}.`);
       if ((await this.rebuild(reason === 'refresh' ? 'try' : 'wait', tried.seen, current, hooks, started)) === 'done') return;
     }
@@ -93,10 +108,10 @@ export class TombstoneFilterLoader {
 
   /** Why the stored snapshot should be written again, or loaded by an instance whose filter is `current`; `null` when not. */
   async refreshDue(current: SaltedFilter): Promise<string | null> {
-    if (!this.settings.snapshot) return null;
+    if (!this.settings.snapshot || !this.writable) return null;
     let header;
     try {
-      header = await readHeader(this.table.dataSource, this.table.qualifiedName, changesToRefresh(current.capacity));
+      header = await readHeader(this.table.dataSource, this.table.qualifiedName);
     } catch (error) {
       if (isMissingTable(error)) return null;
       throw error;
@@ -104,8 +119,9 @@ export class TombstoneFilterLoader {
     if (header === null) return 'there is none';
     const problem = headerProblem(header, this.settings);
     if (problem !== null) return problem;
-    if (header.keys + header.changes > header.capacity) return 'it is full';
-    if (header.changes >= changesToRefresh(header.capacity)) return `${header.changes} rows changed since it was written`;
+    const changes = await countChanged(this.table.dataSource, header.watermark, changesToRefresh(header.capacity));
+    if (header.keys + changes > header.capacity) return 'it is full';
+    if (changes >= changesToRefresh(header.capacity)) return `${changes} rows changed since it was written`;
     if (header.builtAt.getTime() > current.builtAt.getTime()) return 'it was built from a newer read of the table than this instance’s filter';
     return null;
   }
@@ -156,15 +172,16 @@ export class TombstoneFilterLoader {
       }
       await new Promise((resolve) => setTimeout(resolve, BUILD_POLL_MS * (0.5 + Math.random())).unref());
       if (!hooks.current()) return 'done';
-      const header = await readHeader(this.table.dataSource, this.table.qualifiedName, 0);
+      const header = await readHeader(this.table.dataSource, this.table.qualifiedName);
       if (header !== null && header.writtenXid !== seen && headerProblem(header, this.settings) === null) return 'again';
     }
   }
 
   /**
    * Reads every key that belongs in the filter; with `runner` (which holds the lock), stores the
-   * snapshot too. Its watermark is taken before the first read: whatever committed before it is
-   * read, whatever did not was written by a transaction no older than it.
+   * snapshot too. Its watermark is the database snapshot taken before the first read: whatever
+   * that snapshot sees as committed is read (each batch sees at least as much); whatever it does
+   * not was written by a transaction it saw running, or that began after it.
    */
   private async readTable(db: Queryable, current: SaltedFilter | null, hooks: LoadHooks, started: number, runner: QueryRunner | null): Promise<void> {
     const { watermark, at } = await readWatermark(db);
@@ -194,6 +211,8 @@ export class TombstoneFilterLoader {
     } catch (error) {
       // The lock's transaction is over: `locked()` has nothing left to commit.
       if (runner?.isTransactionActive) await runner.rollbackTransaction().catch(() => undefined);
+      const code = (error as { code?: unknown } | null)?.code;
+      if (code === '42501' || code === '25006') this.writable = false;
       if (!this.warnedWrite) {
         this.warnedWrite = true;
         this.logger.warn(`Tombstone filter snapshot not written (the filter is in use; other instances read the table): ${(error as Error)?.message ?? String(error)}`);

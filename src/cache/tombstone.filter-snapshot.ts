@@ -31,7 +31,7 @@ export interface SnapshotHeader {
   falsePositiveRate: number;
   capacity: number;
   keys: number;
-  /** Every row changed by a transaction older than this (an `xid8`, as text) is in the bits. */
+  /** Every row whose `changed_xid` this snapshot (a `pg_snapshot`, as text) sees as committed is in the bits. */
   watermark: string;
   builtAt: Date;
   ageMs: number;
@@ -46,36 +46,31 @@ export interface SnapshotHeader {
 
 export interface Snapshot extends SnapshotHeader {
   bytes: Buffer;
-  /** A watermark taken by the same read (see WATERMARK_SQL), for a snapshot written from this one. */
+  /** A watermark taken by the same read (a `pg_snapshot`), for a snapshot written from this one. */
   readAt: string;
 }
 
 const TRIGGERS = `ARRAY['tombstones_changed_ins', 'tombstones_changed_upd']`;
-const HEADER = `
+/** The header's columns; `table` is the parameter that names the tombstone table. */
+const header = (table: string) => `
   s.format, s.bit_count, s.hash_count, s.salt, s.false_positive_rate, s.capacity, s.key_count,
   s.watermark::text AS watermark, s.built_at, s.written_xid::text AS written_xid, s.checksum,
   (extract(epoch FROM now() - s.built_at) * 1000)::float8 AS age_ms,
   s.xmin = pg_catalog.xid(s.written_xid) AS own,
   (SELECT count(*) FROM pg_trigger
-    WHERE tgrelid = to_regclass($2) AND tgname = ANY(${TRIGGERS}) AND tgenabled <> 'D') = 2 AS tracked`;
+    WHERE tgrelid = to_regclass(${table}) AND tgname = ANY(${TRIGGERS}) AND tgenabled <> 'D') = 2 AS tracked`;
 // One statement, so one state of the row: its header on every slice.
 const READ_SQL = `
-  SELECT ${HEADER}, pg_snapshot_xmin(pg_current_snapshot())::text AS read_at,
+  SELECT ${header('$2')}, pg_current_snapshot()::text AS read_at,
          n, substring(s.bits FROM n * $1 + 1 FOR $1) AS chunk
     FROM tombstone_filter_snapshots s CROSS JOIN LATERAL generate_series(0, (octet_length(s.bits) - 1) / $1) AS n
    WHERE s.id = 1 ORDER BY n`;
-// The header, and how many rows changed since it was written (counted up to $1).
-const HEADER_SQL = `
-  SELECT ${HEADER},
-         (SELECT count(*) FROM (SELECT 1 FROM tombstones t
-                                 WHERE t.changed_xid >= s.watermark
-                                   AND t.changed_xid < pg_snapshot_xmax(pg_current_snapshot()) LIMIT $1) c)::int AS changes
-    FROM tombstone_filter_snapshots s WHERE s.id = 1`;
+const HEADER_SQL = `SELECT ${header('$1')} FROM tombstone_filter_snapshots s WHERE s.id = 1`;
 // `$12`: the version it replaces, when it must still be there (null: whatever is there).
 const WRITE_SQL = `
   INSERT INTO tombstone_filter_snapshots AS s
          (id, format, bit_count, hash_count, salt, false_positive_rate, capacity, key_count, watermark, built_at, checksum, bits)
-  VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8::xid8, $9, $10, $11)
+  VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8::pg_snapshot, $9, $10, $11)
   ON CONFLICT (id) DO UPDATE SET
     format = EXCLUDED.format, bit_count = EXCLUDED.bit_count, hash_count = EXCLUDED.hash_count, salt = EXCLUDED.salt,
     false_positive_rate = EXCLUDED.false_positive_rate, capacity = EXCLUDED.capacity, key_count = EXCLUDED.key_count,
@@ -128,10 +123,10 @@ export async function readSnapshot(db: Queryable, qualifiedName: string): Promis
   return { ...headerOf(rows[0]), readAt: rows[0].read_at, bytes: rows.length === 1 ? rows[0].chunk : Buffer.concat(rows.map((row) => row.chunk)) };
 }
 
-/** The stored snapshot's header and the rows changed since it was written, counted up to `countUpTo`. */
-export async function readHeader(db: Queryable, qualifiedName: string, countUpTo: number): Promise<(SnapshotHeader & { changes: number }) | null> {
-  const [row] = (await db.query(HEADER_SQL, [countUpTo, qualifiedName])) as (HeaderRow & { changes: number })[];
-  return row ? { ...headerOf(row), changes: row.changes } : null;
+/** The stored snapshot's header, without its bits; `null` when there is none. */
+export async function readHeader(db: Queryable, qualifiedName: string): Promise<SnapshotHeader | null> {
+  const [row] = (await db.query(HEADER_SQL, [qualifiedName])) as HeaderRow[];
+  return row ? headerOf(row) : null;
 }
 
 /** The version (`written_xid`) of the stored snapshot; `null` when there is none. */
@@ -141,7 +136,7 @@ export async function readVersion(db: Queryable): Promise<string | null> {
 }
 
 /**
- * Stores `filter` as the snapshot, every row changed before `watermark` in it. When `replaces`
+ * Stores `filter` as the snapshot: every row whose `changed_xid` `watermark` sees as committed is in it. When `replaces`
  * is given, only over that version (a snapshot written meanwhile by a full read is not replaced
  * by one made from an older read). Answers whether it was written.
  */

@@ -55,7 +55,7 @@ function setup(options: TombstoneModuleOptions = {}, rows: Row[] = [], resolved 
         if (/reltuples/.test(sql)) return [{ n: String(rows.length) }];
         // A database whose migrations stop before the filter snapshot's: every load reads the table.
         if (/tombstone_filter_snapshots/.test(sql)) throw Object.assign(new Error('relation "tombstone_filter_snapshots" does not exist'), { code: '42P01' });
-        if (/pg_snapshot_xmin/.test(sql)) return [{ watermark: '1', at: new Date() }];
+        if (/pg_current_snapshot\(\)::text AS watermark/.test(sql)) return [{ watermark: '1:1:', at: new Date() }];
         if (/WHERE id > \$1/.test(sql)) {
           if (loadGate) {
             blockedLoads++;
