@@ -58,7 +58,7 @@ const header = (table: string) => `
   (extract(epoch FROM now() - s.built_at) * 1000)::float8 AS age_ms,
   s.xmin = pg_catalog.xid(s.written_xid) AS own,
   (SELECT count(*) FROM pg_trigger
-    WHERE tgrelid = to_regclass(${table}) AND tgname = ANY(${TRIGGERS}) AND tgenabled <> 'D') = 2 AS tracked`;
+    WHERE tgrelid = to_regclass(${table}) AND tgname = ANY(${TRIGGERS}) AND tgenabled IN ('O', 'A')) = 2 AS tracked`;
 // One statement, so one state of the row: its header on every slice.
 const READ_SQL = `
   SELECT ${header('$2')}, pg_current_snapshot()::text AS read_at,
