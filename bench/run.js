@@ -13,8 +13,9 @@
 //                                               summarised in /tmp/prof/summary.md)
 //
 // Other knobs: BENCH_CONNECTIONS (32), BENCH_ROUNDS (7, of the HTTP scenarios), BENCH_IMPORT_ROUNDS
-// (3), BENCH_SEED_ROWS (1000000), BENCH_IMPORT_ROWS (100000), BENCH_OUTPUT (BENCHMARKS.md),
-// BENCH_ONLY=http (P1 to P3 only, their ratios printed and no report written).
+// (3), BENCH_SEED_ROWS (1000000), BENCH_IMPORT_ROWS (100000), BENCH_FLEET (20, instances of P8's
+// reconnection), BENCH_OUTPUT (BENCHMARKS.md), BENCH_ONLY=http (P1 to P3 only, their ratios printed
+// and no report written).
 //
 // Three copies of bench/app.js run as child processes: the module app, the plain app (the same
 // routes and DataSource, no module) and the hand-written app. Before any measured run, the
@@ -54,6 +55,10 @@ const ROUNDS = setting('BENCH_ROUNDS', 7);
 const IMPORT_ROUNDS = setting('BENCH_IMPORT_ROUNDS', 3);
 const SEED_ROWS = setting('BENCH_SEED_ROWS', 1_000_000);
 const IMPORT_ROWS = setting('BENCH_IMPORT_ROWS', 100_000);
+const FLEET = setting('BENCH_FLEET', 20);
+// P8: starts from the snapshot timed (the median is reported), and rows changed before the last one.
+const START_ROUNDS = 3;
+const START_CHANGES = 10_000;
 const LOOKUPS = 2_000;
 // P6: writes timed, and how long the other instance may take to show one before it counts as lost.
 const P6_WRITES = 200;
@@ -147,8 +152,9 @@ async function main() {
   await apps.module.stop();
   const purges = await purgeScenario(adminToken);
   const lookups = await lookupScenario();
+  const starts = await startScenario();
 
-  const report = render({ pgVersion, http, check, invalidation, imports, lookups, purges });
+  const report = render({ pgVersion, http, check, invalidation, imports, lookups, purges, starts });
   writeFileSync(OUTPUT, report);
   console.log(`\n${report}`);
   log(`written to ${OUTPUT}`);
@@ -771,7 +777,8 @@ async function lookupScenario() {
   Module({
     imports: [
       TypeOrmModule.forRoot({ type: 'postgres', url: dbUrl, entities: [...TOMBSTONE_ENTITIES], logger: counter }),
-      TombstoneModule.forRoot({ hitCounts: false }),
+      // The filter read from the table, as before snapshots: P8 measures starts from a snapshot.
+      TombstoneModule.forRoot({ hitCounts: false, cache: { filter: { snapshot: false } } }),
     ],
   })(LookupModule);
   context = await NestFactory.createApplicationContext(LookupModule, { logger: ['error'] });
@@ -885,6 +892,147 @@ class LastQueryLogger {
 }
 
 // ---------------------------------------------------------------------------------------------
+// P8: starting with the P4 table (issue 15). How long a new instance (a Nest application context
+// of this process) takes to be ready, listening with its filter loaded, and how many rows of the
+// tombstone table it reads: reading the table (`snapshot: false`), storing the first snapshot,
+// then from the snapshot and the rows changed since. Then a fleet of instances whose listening
+// connections are all cut at once, as when PostgreSQL restarts: what their reloads read.
+
+/** Rows of `tombstones` read so far, as PostgreSQL counts them (sequential and index scans). */
+async function tupleReads() {
+  const [{ n }] = await db.query(
+    `SELECT (seq_tup_read + coalesce(idx_tup_fetch, 0))::bigint AS n FROM pg_stat_user_tables WHERE relid = 'tombstones'::regclass`,
+  );
+  return Number(n);
+}
+
+/**
+ * The count once the backends that read have reported. A backend reports when it ends, or up to
+ * 10 s after it goes idle: every instance measured is stopped first, and the bench's own
+ * connections that read the table are replaced (`freshConnections()`). Taken once two reads 1.2 s
+ * apart agree.
+ */
+async function settledTupleReads() {
+  let last = await tupleReads();
+  for (let waited = 0; waited < 20_000; waited += 1_200) {
+    await sleep(1_200);
+    const now = await tupleReads();
+    if (now === last) return now;
+    last = now;
+  }
+  return last;
+}
+
+/** Ends the bench's own connections, so that what they read is reported now, not counted later. */
+async function freshConnections() {
+  await db.destroy();
+  await db.initialize();
+}
+
+/** The version of the stored snapshot (`null`: none). */
+async function snapshotVersion() {
+  return (await db.query(`SELECT written_xid::text AS version FROM tombstone_filter_snapshots`))[0]?.version ?? null;
+}
+
+async function startInstance(filter) {
+  class StartModule {}
+  Module({
+    imports: [
+      TypeOrmModule.forRoot({ type: 'postgres', url: dbUrl, entities: [...TOMBSTONE_ENTITIES] }),
+      TombstoneModule.forRoot({ hitCounts: false, cache: { filter } }),
+    ],
+  })(StartModule);
+  const begun = process.hrtime.bigint();
+  const app = await NestFactory.createApplicationContext(StartModule, { logger: ['error'] });
+  const lookup = app.get(TombstoneLookup);
+  // Ready: listening, its filter loaded (polled: the load runs in the background).
+  for (let waited = 0; !lookup.stats().filter.ready; waited++) {
+    if (waited > 120_000) throw new Error(`P8: no filter after 2 minutes: ${JSON.stringify(lookup.stats())}`);
+    await sleep(1);
+  }
+  const readyMs = Number(process.hrtime.bigint() - begun) / 1e6;
+  // And whatever it writes after (the snapshot).
+  await lookup.loaded();
+  const doneMs = Number(process.hrtime.bigint() - begun) / 1e6;
+  const { lastLoadMs, lastLoadFrom, lastLoadRows, keys, bytes } = lookup.stats().filter;
+  return { app, lookup, readyMs, doneMs, loadMs: lastLoadMs, from: lastLoadFrom, rows: lastLoadRows, keys, bytes };
+}
+
+/** One instance started and stopped, with the rows PostgreSQL says it read, and whether it stored the snapshot. */
+async function timedStart(filter) {
+  const version = await snapshotVersion();
+  const before = await settledTupleReads();
+  const { app, ...start } = await startInstance(filter);
+  await app.close();
+  const stored = (await snapshotVersion()) !== version;
+  return { ...start, pgRows: (await settledTupleReads()) - before, stored };
+}
+
+async function startScenario() {
+  await context?.close();
+  context = undefined;
+  const [{ rows }] = await db.query(`SELECT count(*)::int AS rows FROM tombstones`);
+  await freshConnections();
+  log(`P8 starts with ${fmt(rows)} tombstones`);
+  const table = await timedStart({ snapshot: false });
+  await db.query(`DELETE FROM tombstone_filter_snapshots`);
+  const first = await timedStart({});
+  const fromSnapshot = [];
+  for (let round = 0; round < START_ROUNDS; round++) fromSnapshot.push(await timedStart({}));
+  // Rows changed since the snapshot: hidden keys of P4 that become deletions.
+  const [{ changes }] = await db.query(
+    `WITH u AS (UPDATE tombstones SET kind = 'deleted'
+                 WHERE id IN (SELECT id FROM tombstones WHERE resource_type = 'p4-item' AND kind = 'hidden' LIMIT $1) RETURNING 1)
+     SELECT count(*)::int AS changes FROM u`,
+    [START_CHANGES],
+  );
+  await freshConnections();
+  const changed = { ...(await timedStart({})), changes };
+  const afterChanged = await timedStart({});
+  const fleet = { snapshot: await fleetScenario({}), table: await fleetScenario({ snapshot: false }) };
+  return { rows, table, first, fromSnapshot, changed, afterChanged, fleet };
+}
+
+/** FLEET instances listening, whose listening connections are cut at once; until all are ready again. */
+async function fleetScenario(filter) {
+  log(`P8 fleet of ${FLEET} instances (${filter.snapshot === false ? 'snapshot: false' : 'snapshots'})`);
+  const instances = [];
+  try {
+    const before = await settledTupleReads();
+    // Started a few at a time.
+    for (let i = 0; i < FLEET; i += 5) instances.push(...(await Promise.all(Array.from({ length: Math.min(5, FLEET - i) }, () => startInstance(filter)))));
+    const started = instances.reduce((total, instance) => total + instance.rows, 0);
+    const down = new Set();
+    const cut = process.hrtime.bigint();
+    await db.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'nestjs-tombstones listener'`);
+    // Each reconnects with backoff, then reloads after a random delay up to reloadJitterMs (5 s).
+    for (let waited = 0; ; waited += 5) {
+      instances.forEach((instance, i) => {
+        if (!instance.lookup.stats().filter.ready) down.add(i);
+      });
+      if (down.size === instances.length && instances.every((instance) => instance.lookup.stats().filter.ready)) break;
+      if (waited > 180_000) throw new Error(`P8: the fleet did not reload within 3 minutes (${down.size} of ${instances.length} went down)`);
+      await sleep(5);
+    }
+    const allReadyMs = Number(process.hrtime.bigint() - cut) / 1e6;
+    const loads = instances.map((instance) => instance.lookup.stats().filter);
+    for (const instance of instances.splice(0)) await instance.app.close();
+    return {
+      allReadyMs,
+      tableReads: loads.filter((load) => load.lastLoadFrom === 'table').length,
+      fromSnapshot: loads.filter((load) => load.lastLoadFrom === 'snapshot').length,
+      started,
+      rows: loads.reduce((total, load) => total + load.lastLoadRows, 0),
+      // The starts' reads and the reloads', as PostgreSQL counts them (a live backend reports late).
+      pgRows: (await settledTupleReads()) - before,
+      loadMs: percentiles(loads.map((load) => load.lastLoadMs)),
+    };
+  } finally {
+    for (const instance of instances) await instance.app.close().catch(() => undefined);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // The report.
 
 function median(values) {
@@ -912,9 +1060,9 @@ function verdict(measured, target, higherIsBetter) {
   return `**missed**: ${fmt(measured / target, 1)}× the limit`;
 }
 
-function render({ pgVersion, http, check, invalidation, imports, lookups, purges }) {
+function render({ pgVersion, http, check, invalidation, imports, lookups, purges, starts }) {
   const cpus = os.cpus();
-  const envSet = ['BENCH_DURATION', 'BENCH_CONNECTIONS', 'BENCH_ROUNDS', 'BENCH_IMPORT_ROUNDS', 'BENCH_SEED_ROWS', 'BENCH_IMPORT_ROWS', 'BENCH_PURGE_WRITES', 'HTTP_ADAPTER']
+  const envSet = ['BENCH_DURATION', 'BENCH_CONNECTIONS', 'BENCH_ROUNDS', 'BENCH_IMPORT_ROUNDS', 'BENCH_SEED_ROWS', 'BENCH_IMPORT_ROWS', 'BENCH_PURGE_WRITES', 'BENCH_FLEET', 'HTTP_ADAPTER']
     .filter((name) => process.env[name] !== undefined)
     .map((name) => `${name}=${process.env[name]}`);
   const command = [...envSet, 'npm run bench'].join(' ');
@@ -1029,6 +1177,13 @@ function render({ pgVersion, http, check, invalidation, imports, lookups, purges
     `one taking p50 ${fmt(invalidation.get.p50, 2)} ms)` +
     (stale > 0 ? `; ${stale} answered the old state again after the new one` : '');
 
+  // P8: the start of median time to ready.
+  const snapshotStart = [...starts.fromSnapshot].sort((a, b) => a.readyMs - b.readyMs)[Math.floor(starts.fromSnapshot.length / 2)];
+  const startWhy =
+    `${fmt(snapshotStart.loadMs)} ms of it loading the filter (one row of ${fmt(snapshotStart.bytes / 1e6, 2)} MB and ${fmt(snapshotStart.rows)} rows changed since), ` +
+    `the rest the application context's start, TypeORM's connection and the LISTEN`;
+  const fleetWhy = (f) => `${f.tableReads} of ${FLEET} instances read the table (${fmt(f.rows)} rows)`;
+
   const row = (target, measured, goal, outcome, why = '') => `| ${target} | ${measured} | ${goal} | ${outcome} | ${why} |`;
   const why = (met, reason) => (met ? '' : reason);
   const targets = [
@@ -1064,6 +1219,13 @@ function render({ pgVersion, http, check, invalidation, imports, lookups, purges
     row(`P6 cross-instance invalidation p99, ${writes.length} writes`, `${fmt(p6.p99, 1)} ms (p50 ${fmt(p6.p50, 1)}, max ${fmt(p6.max, 1)})`, '≤ 100 ms',
       lost > 0 || stale > 0 ? `**missed**: ${lost} lost, ${stale} stale again` : verdict(p6.p99, 100, false),
       why(p6.p99 <= 100 && lost === 0 && stale === 0, p6Why)),
+    row(`P8 start from the snapshot with ${fmt(starts.rows)} tombstones: time to ready (listening, filter loaded)`,
+      `${fmt(snapshotStart.readyMs)} ms (reading the table instead: ${fmt(starts.table.readyMs)} ms)`, '< 500 ms', verdict(snapshotStart.readyMs, 500, false),
+      why(snapshotStart.readyMs < 500, startWhy)),
+    row(`P8 start from the snapshot: rows of the tombstone table read`, `${fmt(snapshotStart.pgRows)} (reading the table: ${fmt(starts.table.pgRows)})`, 'not a read of the table',
+      snapshotStart.from === 'snapshot' && snapshotStart.pgRows < starts.rows / 10 ? 'met' : '**missed**', why(snapshotStart.from === 'snapshot', `it loaded from ${snapshotStart.from}`)),
+    row(`P8 ${FLEET} instances reconnect at once: reads of the whole table`, `${starts.fleet.snapshot.tableReads} (\`snapshot: false\`: ${starts.fleet.table.tableReads})`, '0',
+      verdict(starts.fleet.snapshot.tableReads, 0, false), why(starts.fleet.snapshot.tableReads === 0, fleetWhy(starts.fleet.snapshot))),
     ...[['one at a time', purges.sequential], [`a burst of ${purges.burst.length} at once`, purges.burst]].map(([how, values]) => {
       const p7 = percentiles(values);
       const missing = values.filter((ms) => ms === Infinity).length;
@@ -1071,6 +1233,26 @@ function render({ pgVersion, http, check, invalidation, imports, lookups, purges
         missing > 0 ? `**missed**: ${missing} purges never arrived` : verdict(p7.p99, 1000, false),
         why(p7.p99 <= 1000 && missing === 0, `the outbox's worker for the purge sink wakes on the change notification; a burst is delivered in batches of up to 100 events per purge request`));
     }),
+  ];
+
+  const startRow = (name, start) =>
+    `| ${name} | ${fmt(start.readyMs)} | ${fmt(start.loadMs)} | ${fmt(start.rows)} / ${fmt(start.pgRows)} | ${start.from} | ${start.stored ? `stored (${fmt(start.doneMs)} ms from the start)` : 'unchanged'} |`;
+  const startTable = [
+    '| Start | Time to ready ms | Filter load ms | Rows of `tombstones` read, module / PostgreSQL | Loaded from | Snapshot |',
+    '|---|---:|---:|---:|---|---|',
+    startRow('`snapshot: false`: every instance reads the table', starts.table),
+    startRow('snapshots on, none stored yet: reads the table, stores the snapshot', starts.first),
+    ...starts.fromSnapshot.map((start, i) => startRow(`from the snapshot (${i + 1} of ${starts.fromSnapshot.length})`, start)),
+    startRow(`from the snapshot, ${fmt(starts.changed.changes)} rows changed since (hidden keys made deletions)`, starts.changed),
+    startRow('the next start', starts.afterChanged),
+  ];
+  const fleetRow = (name, f) =>
+    `| ${name} | ${f.tableReads} | ${f.fromSnapshot} | ${fmt(f.rows)} | ${fmt(f.started)} + ${fmt(f.rows)} / ${fmt(f.pgRows)} | ${fmt(f.loadMs.p50)} / ${fmt(f.loadMs.max)} | ${fmt(f.allReadyMs)} |`;
+  const fleetTable = [
+    `| ${FLEET} instances reconnect at once | Read the table | Loaded from the snapshot | Rows of \`tombstones\` their reloads read | Rows read by their starts + reloads, module / PostgreSQL | Filter load p50 / max ms | Until all were ready ms |`,
+    '|---|---:|---:|---:|---:|---:|---:|',
+    fleetRow('snapshots (the default)', starts.fleet.snapshot),
+    fleetRow('`snapshot: false`', starts.fleet.table),
   ];
 
   const MODES = ['plain', 'handwritten', 'module'];
@@ -1098,7 +1280,7 @@ function render({ pgVersion, http, check, invalidation, imports, lookups, purges
   const filterTable = [
     '| Membership filter | |',
     '|---|---:|',
-    `| Load time (\`stats().filter.lastLoadMs\`) | ${fmt(f.lastLoadMs)} ms |`,
+    `| Load time (\`stats().filter.lastLoadMs\`), reading the table | ${fmt(f.lastLoadMs)} ms |`,
     `| Keys loaded | ${fmt(f.keys)} (the table holds ${fmt(f.listed)} live tombstones that are not hidden) |`,
     `| Capacity | ${fmt(f.capacity)} keys |`,
     `| Memory (\`filter.bytes\`) | ${fmt(f.bytes)} bytes (${mb(f.bytes)}) |`,
@@ -1306,6 +1488,29 @@ the first purge request naming each tag arrived. The app deletes keys through it
 event committed). The latency is from that instant to the purge request's arrival: first
 ${purges.sequential.length} writes one at a time (each waits for its purge), then ${purges.burst.length} writes at once.
 A purge that did not arrive within ${fmt(P7_TIMEOUT_MS)} ms would count as infinite.
+
+## P8: starting with ${fmt(starts.rows)} tombstones
+
+The P4 table, and what it takes an instance to start on it. Each start is a new application
+context of the module in this process (its own DataSource and listening connection, hit counts
+off), timed from \`createApplicationContext()\` until its filter is ready; the filter load is the
+module's own \`stats().filter.lastLoadMs\`, from the start of the load (once it listens) until the
+filter is in use. Rows read are what the load read (\`lastLoadRows\`: the table's rows, or the rows
+changed since the snapshot) and what PostgreSQL counted for \`tombstones\` (\`seq_tup_read +
+idx_tup_fetch\` of \`pg_stat_user_tables\`) from before the start until after the instance had
+stopped. A snapshot is one row of \`tombstone_filter_snapshots\`: ${fmt(snapshotStart.bytes / 1e6, 2)} MB of bits here.
+P4's own load read the table (\`snapshot: false\`); the first start below has no snapshot to read.
+
+${startTable.join('\n')}
+
+Then ${FLEET} instances listening on the same database (started five at a time, from the snapshot
+or the table), whose listening connections were all ended at once (\`pg_terminate_backend\`), as
+when PostgreSQL restarts: each reconnects with backoff and reloads its filter after a random delay
+of up to \`reloadJitterMs\` (5 s). Timed from the cut until the last one was ready again. The
+module counts each load's rows; PostgreSQL's count covers the starts too (a backend that stays
+connected reports its counts up to 10 s late, so it is read once the instances have stopped).
+
+${fleetTable.join('\n')}
 `;
 }
 

@@ -6,6 +6,7 @@ import { CreateTombstoneMisses1764028800000 } from '../migrations/1764028800000-
 import { CreateTombstoneNotify1764115200000 } from '../migrations/1764115200000-create-tombstone-notify.js';
 import { CreateTombstoneEvents1764979200000 } from '../migrations/1764979200000-create-tombstone-events.js';
 import { SpeedUpTombstoneNotify1765065600000 } from '../migrations/1765065600000-speed-up-tombstone-notify.js';
+import { CreateTombstoneFilterSnapshot1765152000000 } from '../migrations/1765152000000-create-tombstone-filter-snapshot.js';
 import { Tombstone } from './tombstone.entity.js';
 
 /** Entities to add to your DataSource's `entities`. */
@@ -19,6 +20,7 @@ export const TOMBSTONE_MIGRATIONS = [
   CreateTombstoneNotify1764115200000,
   CreateTombstoneEvents1764979200000,
   SpeedUpTombstoneNotify1765065600000,
+  CreateTombstoneFilterSnapshot1765152000000,
 ] as const;
 
 // The module and its routes

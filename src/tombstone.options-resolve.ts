@@ -268,6 +268,7 @@ function resolveFilter(value: unknown, fail: Fail): ResolvedFilterOptions | fals
     fail(`cache.filter.falsePositiveRate must be a number from 0.000001 to 0.5, not ${JSON.stringify(rate)}.`);
   }
   whole('cache.filter.minCapacity', filter.minCapacity, fail);
+  if (typeof filter.snapshot !== 'boolean') fail(`cache.filter.snapshot must be true or false, not ${JSON.stringify(filter.snapshot)}.`);
   return filter as ResolvedFilterOptions;
 }
 

@@ -102,6 +102,14 @@ export class TombstoneFilterOptions {
 
   /** Keys the filter is sized for at least; it is rebuilt larger when it fills. Default: `100000`. */
   minCapacity?: number = 100_000;
+
+  /**
+   * Start from the copy of the filter stored in the database (table `tombstone_filter_snapshots`)
+   * and the rows changed since, instead of reading the whole table; one instance at a time reads
+   * the table and stores the copy. `false`: every instance reads the table. See docs/cache.md.
+   * Default: `true`.
+   */
+  snapshot?: boolean = true;
 }
 
 /** The circuit breaker in front of the lookups that reach the database; see docs/operations.md. */

@@ -149,7 +149,8 @@ describe('lookup cache edges: coherence', () => {
     let held = true;
     let blocked = 0;
     dataSource.query = (async (sql: string, parameters?: unknown[]) => {
-      if (held && /FROM tombstones\s+WHERE id > \$1/.test(sql)) {
+      // The first read of a load: the stored snapshot (B starts from it), or the table.
+      if (held && /FROM tombstone_filter_snapshots s CROSS JOIN|FROM tombstones\s+WHERE id > \$1/.test(sql)) {
         blocked++;
         await gate.promise;
       }

@@ -54,6 +54,9 @@ function setup(options: TombstoneModuleOptions = {}, rows: Row[] = [], resolved 
       getMetadata: () => ({ schema: undefined, tableName: 'tombstones' }),
       query: jest.fn(async (sql: string, params: unknown[]) => {
         if (/reltuples/.test(sql)) return [{ n: String(rows.length) }];
+        // A database whose migrations stop before the filter snapshot's: every load reads the table.
+        if (/tombstone_filter_snapshots/.test(sql)) throw Object.assign(new Error('relation "tombstone_filter_snapshots" does not exist'), { code: '42P01' });
+        if (/pg_current_snapshot\(\)::text AS watermark/.test(sql)) return [{ watermark: '1:1:', at: new Date() }];
         if (/WHERE id > \$1/.test(sql)) {
           if (loadGate) {
             blockedLoads++;
@@ -75,6 +78,7 @@ function setup(options: TombstoneModuleOptions = {}, rows: Row[] = [], resolved 
   lookup.onModuleInit();
   jest.spyOn((lookup as unknown as { logger: { error: () => void; log: () => void } }).logger, 'error').mockImplementation(() => undefined);
   jest.spyOn((lookup as unknown as { logger: { error: () => void; log: () => void } }).logger, 'log').mockImplementation(() => undefined);
+  jest.spyOn((lookup as unknown as { logger: { warn: () => void } }).logger, 'warn').mockImplementation(() => undefined);
   return {
     lookup,
     service,
@@ -128,7 +132,7 @@ describe('TombstoneLookup edges', () => {
       'cache.filter.minCapacity must be a whole number of keys from 1000 to 100000000, not 100000001.',
     );
     const resolved = resolveTombstoneOptions({ cache: { filter: { minCapacity: 100_000_000 } } });
-    expect(resolved.cache && resolved.cache.filter).toEqual({ falsePositiveRate: 0.01, minCapacity: 100_000_000 });
+    expect(resolved.cache && resolved.cache.filter).toEqual({ falsePositiveRate: 0.01, minCapacity: 100_000_000, snapshot: true });
   });
 
   it('builds the filter at the largest filter.minCapacity the options accept', async () => {

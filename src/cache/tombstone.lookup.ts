@@ -1,11 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
-import { BloomFilter } from 'bloomfilter';
 import { TombstoneBreaker } from './tombstone.breaker.js';
 import { TombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneFences } from './tombstone.fences.js';
 import { TombstoneReplicas } from './tombstone.replicas.js';
-import { estimateKeys, LOAD_BATCH, maxCapacity, readKeys, readPairKeys, type TombstoneLookupStats } from './tombstone.filter-keys.js';
+import { LOAD_BATCH, maxCapacity, readPairKeys, type SaltedFilter, type TombstoneLookupStats } from './tombstone.filter-keys.js';
+import { type LoadedFilter, type LoadReason, TombstoneFilterLoader } from './tombstone.filter-loader.js';
 import { SOURCE_FILTER, SOURCE_STORE } from '../counters/tombstone.answers.js';
 import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import type { ResolvedCacheOptions, ResolvedTombstoneOptions } from '../tombstone.options.js';
@@ -15,6 +14,9 @@ import { isStorableKey, isStorableScope, isValidType } from '../tombstone.valida
 import { NO_TOMBSTONE, type TombstoneInvalidation, type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
 
 export type { TombstoneLookupStats };
+
+/** How often, about, each instance looks at the stored snapshot of the filter. */
+const SNAPSHOT_CHECK_MS = 10 * 60_000;
 
 /**
  * Answers lookups from memory when it can: a membership filter of tombstoned keys answers
@@ -41,22 +43,20 @@ export class TombstoneLookup implements OnModuleInit {
   /** Between lookups and the database: their time budget, their share of the pool, the circuit breaker. */
   readonly breaker: TombstoneBreaker;
 
-  /** Keeps an attacker from crafting keys that collide in the filter (FNV is not keyed). */
-  private readonly salt = randomBytes(12).toString('base64');
-  private filter: BloomFilter | null = null;
+  private filter: SaltedFilter | null = null;
   /** A full load in progress: changes are added to it as well. */
-  private building: BloomFilter | null = null;
+  private building: SaltedFilter | null = null;
   private filterValid = false;
-  private filterKeys = 0;
-  private buildingKeys = 0;
-  private filterCapacity = 0;
-  private lastLoadMs: number | null = null;
+  private lastLoad: Omit<LoadedFilter, 'filter'> | null = null;
+  private readonly loader: TombstoneFilterLoader | null;
+  /** The next look at the stored snapshot (see `checkSnapshot()`). */
+  private checkTimer: NodeJS.Timeout | undefined;
   /** (scope, type) pairs reloaded after a change too large to list: the filter skips them. */
   private readonly unsure = new Set<string>();
   private loading: Promise<void> | null = null;
   /** How long the next run of loads waits before it starts (see `listening()`). */
   private reloadDelay = 0;
-  private pending: { full: 'invalid' | 'grow' | null; pairs: Set<string> } = { full: null, pairs: new Set() };
+  private pending: { full: LoadReason | null; pairs: Set<string> } = { full: null, pairs: new Set() };
 
   constructor(
     @Inject(TOMBSTONE_OPTIONS) options: ResolvedTombstoneOptions,
@@ -69,6 +69,7 @@ export class TombstoneLookup implements OnModuleInit {
     this.settings = options.cache;
     this.state = options.cache ? 'waiting' : 'off';
     this.breaker = new TombstoneBreaker(options.circuitBreaker, options.lookupTimeoutMs, options.maxConcurrentLookups, this.logger);
+    this.loader = options.cache && options.cache.filter ? new TombstoneFilterLoader(table, options.cache.filter, this.logger) : null;
   }
 
   onModuleInit(): void {
@@ -91,7 +92,7 @@ export class TombstoneLookup implements OnModuleInit {
     if (this.state !== 'coherent' || this.fences.unsure(type)) return this.breaker.run(async () => (await this.timed(() => this.table.lookup(type, key, scope))).resolution);
     const id = `${scope}\u0000${type}\u0000${key}`;
     if (this.filter !== null && this.filterValid && (this.unsure.size === 0 || !this.unsure.has(`${scope}\u0000${type}`))) {
-      if (!this.filter.test(this.salt + id)) {
+      if (!this.filter.has(id)) {
         this.counters.filtered++;
         this.lastSource = SOURCE_FILTER;
         return NO_TOMBSTONE;
@@ -167,6 +168,7 @@ export class TombstoneLookup implements OnModuleInit {
     this.epoch++;
     this.clear();
     this.replicas.deaf();
+    clearTimeout(this.checkTimer);
     if (this.state !== 'off') this.state = 'waiting';
     this.filterValid = false;
     this.building = null;
@@ -216,10 +218,12 @@ export class TombstoneLookup implements OnModuleInit {
       ...this.counters,
       filter: {
         ready: filter !== null && this.filterValid && this.state === 'coherent',
-        keys: this.filterKeys,
-        capacity: this.filterCapacity,
-        bytes: filter ? filter.buckets.byteLength : 0,
-        lastLoadMs: this.lastLoadMs,
+        keys: filter?.keys ?? 0,
+        capacity: filter?.capacity ?? 0,
+        bytes: filter ? filter.bloom.buckets.byteLength : 0,
+        lastLoadMs: this.lastLoad && Math.round(this.lastLoad.ms),
+        lastLoadFrom: this.lastLoad && this.lastLoad.from,
+        lastLoadRows: this.lastLoad && this.lastLoad.rows,
       },
     };
   }
@@ -280,24 +284,16 @@ export class TombstoneLookup implements OnModuleInit {
   }
 
   private addToFilter(id: string): void {
-    if (this.filter === null && this.building === null) return;
-    // Counted only when new: a key written again (or announced twice) is one key.
-    const value = this.salt + id;
-    if (this.filter !== null && !this.filter.test(value)) {
-      this.filter.add(value);
-      this.filterKeys++;
-    }
-    if (this.building !== null && !this.building.test(value)) {
-      this.building.add(value);
-      this.buildingKeys++;
-    }
+    this.filter?.add(id);
+    this.building?.add(id);
   }
 
   /**
    * Asks for a load: `invalid` (the filter missed changes: skip it until a full load is done),
-   * `grow` (it is full: load a larger one, keep using this one), or `null` (the pairs pending).
+   * `grow` (it is full: load a larger one, keep using this one), `refresh` (see
+   * `checkSnapshot()`; keep using this one), or `null` (the pairs pending).
    */
-  private requestLoad(full: 'invalid' | 'grow' | null): void {
+  private requestLoad(full: LoadReason | null): void {
     if (!this.settings || !this.settings.filter || this.state !== 'coherent') return;
     if (full === 'invalid') {
       // Everything is loaded again: no pair needs a load of its own.
@@ -305,8 +301,10 @@ export class TombstoneLookup implements OnModuleInit {
       this.pending.full = 'invalid';
       this.pending.pairs.clear();
       this.unsure.clear();
-    } else if (full === 'grow' && this.pending.full === null) {
+    } else if (full === 'grow' && (this.pending.full === null || this.pending.full === 'refresh')) {
       this.pending.full = 'grow';
+    } else if (full === 'refresh' && this.pending.full === null) {
+      this.pending.full = 'refresh';
     }
     this.loading ??= this.runLoads().finally(() => {
       this.loading = null;
@@ -328,7 +326,7 @@ export class TombstoneLookup implements OnModuleInit {
       try {
         if (full !== null) {
           this.pending.full = null;
-          await this.loadAll(generation);
+          await this.loadAll(generation, full);
         } else {
           this.pending.pairs.delete(pair);
           await this.loadPair(generation, pair);
@@ -350,50 +348,67 @@ export class TombstoneLookup implements OnModuleInit {
     }
   }
 
-  private async loadAll(generation: number): Promise<void> {
-    const settings = this.settings as ResolvedCacheOptions;
-    const filterSettings = settings.filter as { falsePositiveRate: number; minCapacity: number };
-    const started = performance.now();
-    const estimate = await estimateKeys(this.table);
-    // Twice the keys there are: the planner's estimate of the rows, or, when it is behind (0
-    // right after a restore), the distinct keys the current filter holds.
-    const wanted = Math.max(filterSettings.minCapacity, 2 * estimate, 2 * this.filterKeys);
-    const capacity = Math.min(wanted, maxCapacity(filterSettings.falsePositiveRate));
-    const next = BloomFilter.withTargetError(capacity, filterSettings.falsePositiveRate);
-    this.building = next;
-    this.buildingKeys = 0;
-    let keys = 0;
-    let after = '0';
-    for (;;) {
-      const rows = await readKeys(this.table, after);
-      if (generation !== this.generation || this.building !== next) return;
-      for (const row of rows) {
-        const value = `${this.salt}${row.scope}\u0000${row.resource_type}\u0000${row.resource_key}`;
-        // Announced during the load and read by it too: counted once.
-        if (!next.test(value)) next.add(value);
-        else this.buildingKeys--;
-      }
-      keys += rows.length;
-      if (rows.length < LOAD_BATCH) break;
-      after = rows[rows.length - 1].id;
-    }
-    // Changes announced during the load went into `next` too (see addToFilter).
-    this.filter = next;
-    this.building = null;
-    this.filterKeys = keys + this.buildingKeys;
-    this.filterCapacity = capacity;
-    // Unless a change too large to list came during the load: the next load makes it valid.
-    if (this.pending.full !== 'invalid') this.filterValid = true;
-    this.lastLoadMs = Math.round(performance.now() - started);
-    this.logger.log(`Tombstone filter loaded: ${keys} keys in ${this.lastLoadMs} ms (${Math.round(next.buckets.byteLength / 1024)} KiB).`);
-    this.growIfFull();
+  private async loadAll(generation: number, reason: LoadReason): Promise<void> {
+    const current = () => generation === this.generation;
+    await (this.loader as TombstoneFilterLoader).load(reason, this.filter, {
+      current,
+      building: (filter) => {
+        if (current()) this.building = filter;
+      },
+      install: (loaded) => {
+        if (!current() || this.building !== loaded.filter) return;
+        // Changes announced during the load went into it too (see addToFilter).
+        this.filter = loaded.filter;
+        this.building = null;
+        // Unless a change too large to list came during the load: the next load makes it valid.
+        if (this.pending.full !== 'invalid') this.filterValid = true;
+        const { filter, ...load } = loaded;
+        this.lastLoad = load;
+        this.logger.log(
+          `Tombstone filter loaded from ${load.from === 'snapshot' ? 'the stored snapshot and the rows changed since' : 'the table'}: ` +
+            `${filter.keys} keys, ${load.rows} rows read in ${Math.round(load.ms)} ms (${Math.round(filter.bloom.buckets.byteLength / 1024)} KiB).`,
+        );
+        this.growIfFull();
+        this.scheduleCheck();
+      },
+    });
   }
 
   /** A filter holding more keys than it was sized for lets more unknown keys through: grow it. */
   private growIfFull(): void {
-    const filter = (this.settings as ResolvedCacheOptions).filter;
-    if (!filter || this.filterKeys <= this.filterCapacity || this.filterCapacity >= maxCapacity(filter.falsePositiveRate)) return;
+    const settings = (this.settings as ResolvedCacheOptions).filter;
+    const filter = this.filter;
+    if (!settings || filter === null || filter.keys <= filter.capacity || filter.capacity >= maxCapacity(settings.falsePositiveRate)) return;
     this.requestLoad('grow');
+  }
+
+  /** Looks at the stored snapshot now and then (see `checkSnapshot()`), at times that differ between instances. */
+  private scheduleCheck(): void {
+    clearTimeout(this.checkTimer);
+    if (this.state !== 'coherent') return;
+    this.checkTimer = setTimeout(() => void this.checkSnapshot(), SNAPSHOT_CHECK_MS * (0.5 + Math.random()));
+    this.checkTimer.unref();
+  }
+
+  /**
+   * Loads the filter again in the background when the stored snapshot calls for it: it is stale
+   * (this instance then writes it again, unless another one is at it) or newer than this
+   * instance's filter (which sheds the keys deleted or hidden since). @internal Tests call it.
+   */
+  async checkSnapshot(): Promise<void> {
+    const generation = this.generation;
+    const filter = this.filter;
+    try {
+      if (this.loader === null || filter === null || !this.filterValid || this.loading || this.state !== 'coherent') return;
+      const due = await this.loader.refreshDue(filter);
+      if (due === null || generation !== this.generation || this.filter !== filter) return;
+      this.logger.log(`Tombstone filter snapshot: ${due}; loading the filter again.`);
+      this.requestLoad('refresh');
+    } catch (error) {
+      this.logger.warn(`Tombstone filter snapshot: could not look at it: ${(error as Error)?.message ?? String(error)}`);
+    } finally {
+      if (generation === this.generation) this.scheduleCheck();
+    }
   }
 
   private async loadPair(generation: number, pair: string): Promise<void> {
@@ -401,7 +416,7 @@ export class TombstoneLookup implements OnModuleInit {
     const prefix = `${pair}\u0000`;
     let after = '';
     for (;;) {
-      const rows = await readPairKeys(this.table, scope, type, after);
+      const rows = await readPairKeys(this.table.dataSource, scope, type, after);
       if (generation !== this.generation) return;
       for (const row of rows) this.addToFilter(prefix + row.resource_key);
       if (rows.length < LOAD_BATCH) break;
