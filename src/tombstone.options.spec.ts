@@ -41,6 +41,7 @@ describe('resolveTombstoneOptions', () => {
       circuitBreaker: { failures: 5, cooldownMs: 1000, maxCooldownMs: 10_000 },
       preparedStatements: true,
       requestIdHeader: 'x-request-id',
+      requestId: undefined,
       renderer: undefined,
       actor: undefined,
       captureCheck: 'error',
@@ -81,6 +82,7 @@ describe('resolveTombstoneOptions', () => {
       class MyRenderer extends TombstoneRenderer {}
       const scope = { header: 'x-tenant-id' };
       const actor = () => 'someone';
+      const requestId = () => 'req-1';
       const tag = (type: string, key: string) => [`${type}:${key}`];
       expect(
         resolveTombstoneOptions({
@@ -94,6 +96,7 @@ describe('resolveTombstoneOptions', () => {
           circuitBreaker: { failures: 10 },
           preparedStatements: false,
           requestIdHeader: 'X-Correlation-Id',
+          requestId,
           renderer: MyRenderer,
           actor,
           captureCheck: 'warn',
@@ -118,6 +121,7 @@ describe('resolveTombstoneOptions', () => {
         circuitBreaker: { failures: 10, cooldownMs: 1000, maxCooldownMs: 10_000 },
         preparedStatements: false,
         requestIdHeader: 'X-Correlation-Id',
+        requestId,
         renderer: MyRenderer,
         actor,
         captureCheck: 'warn',
@@ -269,7 +273,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags.',
+        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, requestIdHeader, requestId, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags.',
       );
     });
 
