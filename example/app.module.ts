@@ -8,6 +8,7 @@ import { TOMBSTONE_ENTITIES, TOMBSTONE_MIGRATIONS, TombstoneModule } from '../sr
 import { AdminTokenGuard } from './admin.js';
 import { ArticlesController, ArticlesService } from './articles.js';
 import { DEMO_ENTITIES } from './entities.js';
+import { HealthModule } from './health.js';
 import { CreateDemoTables1763769700000, TrackDemoTables1763942400000 } from './migrations.js';
 import { OrdersController, OrdersService } from './orders.js';
 import { UsersController, UsersService } from './users.js';
@@ -30,6 +31,7 @@ export class AppModule {
    * The admin endpoints live under /admin/tombstones, behind `adminToken` (a random one when
    * none is given: never open). With `events`, answers of article routes (found ones included)
    * carry `Surrogate-Key`, and every change reaches the webhook and the purge endpoint.
+   * GET /health reports the module's health (Terminus).
    */
   static forRoot(databaseUrl: string, { adminToken = randomBytes(18).toString('base64url'), events = {} as DemoEvents } = {}): DynamicModule {
     const { webhookUrl, webhookSecret, purgeUrl } = events;
@@ -49,6 +51,7 @@ export class AppModule {
         TombstoneModule.forRoot({ isGlobal: true, cacheTags: withEvents }),
         TombstoneAdminModule.forRoot({ guard: new AdminTokenGuard(adminToken) }),
         RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
+        HealthModule,
         ...(withEvents
           ? [
               TombstoneEventsModule.forRoot({

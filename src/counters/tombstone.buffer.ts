@@ -38,6 +38,7 @@ export abstract class TombstoneBuffer<E extends BufferedEntry> implements Before
   protected readonly logger = new Logger('TombstoneModule');
   private entries = new Map<string, E>();
   private dropped = 0;
+  private droppedSinceStart = 0;
   private timer?: NodeJS.Timeout;
   private running?: Promise<void>;
   private queued?: Promise<void>;
@@ -57,6 +58,11 @@ export abstract class TombstoneBuffer<E extends BufferedEntry> implements Before
   /** Events dropped since the last write because `maxPending` entries were already waiting. */
   get droppedCount(): number {
     return this.dropped;
+  }
+
+  /** Events dropped since the app started (what a health check reports: it does not reset). */
+  get droppedTotal(): number {
+    return this.droppedSinceStart;
   }
 
   /**
@@ -107,6 +113,7 @@ export abstract class TombstoneBuffer<E extends BufferedEntry> implements Before
     }
     if (this.entries.size >= this.settings.maxPending) {
       this.dropped += entry.count;
+      this.droppedSinceStart += entry.count;
       return;
     }
     this.entries.set(key, entry);
@@ -168,7 +175,10 @@ export abstract class TombstoneBuffer<E extends BufferedEntry> implements Before
       const existing = this.entries.get(key);
       if (existing !== undefined) this.merge(existing, entry);
       else if (this.entries.size < this.settings.maxPending) this.entries.set(key, entry);
-      else this.dropped += entry.count;
+      else {
+        this.dropped += entry.count;
+        this.droppedSinceStart += entry.count;
+      }
     }
   }
 
