@@ -1,6 +1,6 @@
 import { jest } from '@jest/globals';
 import { Logger } from '@nestjs/common';
-import type { ModuleRef } from '@nestjs/core';
+import type { ModuleRef, ModulesContainer } from '@nestjs/core';
 import { ClsService } from 'nestjs-cls';
 import { LogBudget } from './tombstone.log-budget.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
@@ -23,8 +23,17 @@ function moduleRefWith(cls?: { isActive(): boolean; getId(): unknown }): ModuleR
   } as unknown as ModuleRef;
 }
 
-async function requestIds(options: Parameters<typeof resolveTombstoneOptions>[0], moduleRef = moduleRefWith()): Promise<TombstoneRequestIds> {
-  const ids = new TombstoneRequestIds(resolveTombstoneOptions(options) as ResolvedTombstoneOptions, moduleRef);
+/** The app's modules, as far as the lookup of ClsService reads them: one module with these provider tokens. */
+function modulesWith(...tokens: unknown[]): ModulesContainer {
+  return new Map([['app', { providers: new Map(tokens.map((token) => [token, {}])) }]]) as unknown as ModulesContainer;
+}
+
+async function requestIds(
+  options: Parameters<typeof resolveTombstoneOptions>[0],
+  moduleRef = moduleRefWith(),
+  modules = modulesWith(ClsService),
+): Promise<TombstoneRequestIds> {
+  const ids = new TombstoneRequestIds(resolveTombstoneOptions(options) as ResolvedTombstoneOptions, moduleRef, modules);
   await ids.onModuleInit();
   return ids;
 }
@@ -146,7 +155,14 @@ describe('TombstoneRequestIds', () => {
     });
 
     it('installed but ClsModule not imported: not used', async () => {
-      const ids = await requestIds({}, moduleRefWith());
+      const ids = await requestIds({}, moduleRefWith(), modulesWith());
+      expect(ids.of(request({ 'x-request-id': 'from-client' }))).toBe('from-client');
+    });
+
+    it('not looked up at all when no module registers a ClsService (the package is not even loaded)', async () => {
+      const get = jest.fn(() => ({ isActive: () => true, getId: () => 'cls-1' }));
+      const ids = await requestIds({}, { get } as unknown as ModuleRef, modulesWith(class Other {}, 'TOKEN'));
+      expect(get).not.toHaveBeenCalled();
       expect(ids.of(request({ 'x-request-id': 'from-client' }))).toBe('from-client');
     });
   });

@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger, type OnModuleInit } from '@nestjs/common';
-import { ModuleRef } from '@nestjs/core';
+import { ModuleRef, ModulesContainer } from '@nestjs/core';
 import { isRequestId, requestIdOf } from './tombstone.answer.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { preview } from './tombstone.exceptions.js';
@@ -35,6 +35,7 @@ export class TombstoneRequestIds implements OnModuleInit {
   constructor(
     @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
     private readonly moduleRef: ModuleRef,
+    private readonly modules: ModulesContainer,
   ) {}
 
   async onModuleInit(): Promise<void> {
@@ -43,7 +44,7 @@ export class TombstoneRequestIds implements OnModuleInit {
       this.of = (request) => this.fromFunction(app, request);
       return;
     }
-    const cls = await clsServiceOf(this.moduleRef);
+    const cls = await clsServiceOf(this.modules, this.moduleRef);
     if (cls !== undefined) this.of = (request) => this.fromCls(cls, request);
   }
 
@@ -99,10 +100,14 @@ function described(value: unknown): string {
 }
 
 /**
- * nestjs-cls's `ClsService` when the package is installed and the app imports `ClsModule`;
- * `undefined` otherwise. The package is optional: it is loaded only here, once, at start.
+ * nestjs-cls's `ClsService` when the app imports `ClsModule`; `undefined` otherwise. The package
+ * is optional, and loaded only here, once, at start, and only when the app registers a
+ * `ClsService` already: loading it starts an AsyncLocalStorage, which an app that has the package
+ * installed but does not use it should not pay for.
  */
-async function clsServiceOf(moduleRef: ModuleRef): Promise<ClsLike | undefined> {
+async function clsServiceOf(modules: ModulesContainer, moduleRef: ModuleRef): Promise<ClsLike | undefined> {
+  const registered = [...modules.values()].some((module) => [...module.providers.keys()].some((token) => typeof token === 'function' && token.name === 'ClsService'));
+  if (!registered) return undefined;
   try {
     const { ClsService } = (await import('nestjs-cls')) as { ClsService: new (...args: never[]) => ClsLike };
     return moduleRef.get(ClsService, { strict: false });
