@@ -10,6 +10,7 @@ import { AdminTokenGuard } from './admin.js';
 import { ArticlesController, ArticlesService } from './articles.js';
 import { DEMO_ENTITIES } from './entities.js';
 import { demoMetrics } from './metrics.js';
+import { HealthModule } from './health.js';
 import { CreateDemoTables1763769700000, TrackDemoTables1763942400000 } from './migrations.js';
 import { OrdersController, OrdersService } from './orders.js';
 import { UsersController, UsersService } from './users.js';
@@ -32,7 +33,8 @@ export class AppModule {
    * The admin endpoints live under /admin/tombstones, behind `adminToken` (a random one when
    * none is given: never open). With `events`, answers of article routes (found ones included)
    * carry `Surrogate-Key`, and every change reaches the webhook and the purge endpoint. With
-   * `metrics`, /metrics serves the module's metrics as Prometheus text.
+   * `metrics`, /metrics serves the module's metrics as Prometheus text. GET /health reports the
+   * module's health (Terminus).
    */
   static forRoot(databaseUrl: string, { adminToken = randomBytes(18).toString('base64url'), events = {} as DemoEvents, metrics = false } = {}): DynamicModule {
     const { webhookUrl, webhookSecret, purgeUrl } = events;
@@ -53,6 +55,7 @@ export class AppModule {
         TombstoneModule.forRoot({ isGlobal: true, cacheTags: withEvents }),
         TombstoneAdminModule.forRoot({ guard: new AdminTokenGuard(adminToken) }),
         RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
+        HealthModule,
         ...(withEvents
           ? [
               TombstoneEventsModule.forRoot({

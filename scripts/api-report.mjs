@@ -19,6 +19,7 @@ const ENTRIES = [
   { name: 'nestjs-tombstones/admin', config: 'api-extractor.admin.json', cap: 10 },
   { name: 'nestjs-tombstones/events', config: 'api-extractor.events.json', cap: 15 },
   { name: 'nestjs-tombstones/metrics', config: 'api-extractor.metrics.json', cap: 5 },
+  { name: 'nestjs-tombstones/terminus', config: 'api-extractor.terminus.json', cap: 5 },
 ];
 
 const mode = process.argv[2];
@@ -45,7 +46,7 @@ if (newer.length) {
   process.exit(1);
 }
 
-// One TypeScript program for both entries (the analysis is most of the time).
+// One TypeScript program for every entry (the analysis is most of the time).
 const compilerState = CompilerState.create(configs[0], {
   additionalEntryPoints: configs.map((config) => config.mainEntryPointFilePath),
 });
@@ -82,7 +83,7 @@ for (const [i, config] of configs.entries()) {
   }
   const count = checker.getExportsOfModule(moduleSymbol).length;
   const over = count > cap;
-  write(`  ${name.padEnd(24)} ${String(count).padStart(3)} (at most ${cap})${over ? '  OVER THE CAP' : ''}\n`);
+  write(`  ${name.padEnd(26)} ${String(count).padStart(3)} (at most ${cap})${over ? '  OVER THE CAP' : ''}\n`);
   if (over && !update) {
     failures.push(`${name} exports ${count} names, more than the ${cap} allowed: make the rest internal.`);
   }

@@ -1,5 +1,5 @@
 // A consumer's first minutes, on the packed tarball: install it into a new project outside the
-// repository (with its peer dependencies at the versions package-lock.json holds), import both
+// repository (with its peer dependencies at the versions package-lock.json holds), import every
 // entries from plain ESM, and type-check a small TypeScript file against the shipped .d.ts.
 //
 //   node scripts/smoke-consumer.mjs [tarball]     (npm run check:consumer; default .pack/nestjs-tombstones.tgz)
@@ -25,6 +25,7 @@ const EXPECTED = {
   [`${pkg.name}/admin`]: ['TombstoneAdminModule'],
   [`${pkg.name}/events`]: ['TombstoneEventsModule', 'OnTombstoneEvent'],
   [`${pkg.name}/metrics`]: ['TombstoneMetricsModule'],
+  [`${pkg.name}/terminus`]: ['TombstoneHealthIndicator'],
 };
 
 const lock = JSON.parse(readFileSync(join(root, 'package-lock.json'), 'utf8')).packages;
@@ -53,7 +54,7 @@ try {
   run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error']);
   process.stdout.write(`installed in ${dir} (${elapsed()})\n`);
 
-  // 1. Plain ESM: both entries load and export the names; internals stay behind "exports".
+  // 1. Plain ESM: every entry loads and exports the names; internals stay behind "exports".
   writeFileSync(
     join(dir, 'smoke.mjs'),
     `import 'reflect-metadata';
@@ -92,6 +93,8 @@ import { TOMBSTONE_MIGRATIONS, TombstoneModule, Tombstoned, TombstoneService } f
 import { TombstoneAdminModule } from '${pkg.name}/admin';
 import { OnTombstoneEvent, type TombstoneEvent, TombstoneEventsModule } from '${pkg.name}/events';
 import { TombstoneMetricsModule } from '${pkg.name}/metrics';
+import { TombstoneHealthIndicator } from '${pkg.name}/terminus';
+import { HealthCheck, HealthCheckService, TerminusModule } from '@nestjs/terminus';
 
 @Controller('articles')
 class ArticlesController {
@@ -120,7 +123,26 @@ export const events: DynamicModule = TombstoneEventsModule.forRoot({ maxAttempts
 export const indexer = new SearchIndexer();
 export const metrics: DynamicModule = TombstoneMetricsModule.forRoot({ minIntervalMs: 30_000 });
 
-@Module({ imports: [tombstones], controllers: [ArticlesController] })
+@Controller('health')
+class HealthController {
+  constructor(
+    private readonly health: HealthCheckService,
+    private readonly tombstones: TombstoneHealthIndicator,
+  ) {}
+
+  @Get()
+  @HealthCheck()
+  async check(): Promise<string> {
+    const result = await this.health.check([() => this.tombstones.isHealthy('tombstones', { timeoutMs: 500 })]);
+    const status: 'up' | 'degraded' | 'down' = result.details['tombstones'].status;
+    return status;
+  }
+}
+
+@Module({ imports: [TerminusModule], controllers: [HealthController], providers: [TombstoneHealthIndicator] })
+class HealthModule {}
+
+@Module({ imports: [tombstones, HealthModule], controllers: [ArticlesController] })
 export class AppModule {}
 `,
   );

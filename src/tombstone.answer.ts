@@ -106,8 +106,19 @@ export function hasDotSegment(path: string): boolean {
 export function requestIdOf(request: TombstoneRequest, header: string): string {
   const given = request.headers[header.toLowerCase()];
   const value = Array.isArray(given) ? given[0] : given;
-  return typeof value === 'string' && /^[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}$/.test(value) ? value : randomUUID();
+  return isRequestId(value) ? value : randomUUID();
 }
+
+/**
+ * Whether a value can be a request id: it is written in a header and a body, and logged, so it is
+ * short printable ASCII without spaces, quotes or separators that a header or a log line could
+ * read otherwise (a UUID, a ULID, `req-1`, `svc@host:1/req.42` all are).
+ */
+export function isRequestId(value: unknown): value is string {
+  return typeof value === 'string' && REQUEST_ID.test(value);
+}
+
+const REQUEST_ID = /^[A-Za-z0-9][A-Za-z0-9._:@+=/-]{0,127}$/;
 
 export function requestPath(request: TombstoneRequest): string {
   const url = request.originalUrl ?? request.url ?? '/';

@@ -1,13 +1,15 @@
 import { HttpStatus, Inject, Injectable, Logger, NotFoundException } from '@nestjs/common';
 import { HTTP_CODE_METADATA } from '@nestjs/common/constants.js';
-import { answerFor, requestIdOf, requestPath } from './tombstone.answer.js';
+import { answerFor, requestPath } from './tombstone.answer.js';
 import { tagFound } from './tombstone.cache-tags.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { preview } from './tombstone.exceptions.js';
 import { SOURCE_DATABASE, SOURCE_FAIL_OPEN, TombstoneAnswerTally } from './counters/tombstone.answers.js';
+import { LogBudget } from './tombstone.log-budget.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
+import { TombstoneRequestIds } from './tombstone.request-id.js';
 import { TombstoneCircuitOpenError } from './cache/tombstone.breaker.js';
 import { TombstoneLookup } from './cache/tombstone.lookup.js';
 import { NO_TOMBSTONE, type TombstoneAnswer, type TombstonedSettings, type TombstoneRequest, type TombstoneResolution, type TombstoneScopeSource } from './tombstone.types.js';
@@ -113,13 +115,6 @@ export function tombstonedHandler(original: (...args: unknown[]) => unknown, set
   return wrapped;
 }
 
-/**
- * Failed lookups are logged up to LOG_BURST at once, then one per LOG_INTERVAL_MS; the next line
- * logged says how many were not.
- */
-const LOG_BURST = 10;
-const LOG_INTERVAL_MS = 1000;
-
 /** Marks a handler `@Tombstoned()` already wrapped (a handler-level one wins over the class's). */
 export const WRAPPED = Symbol('nestjs-tombstones:wrapped');
 
@@ -132,9 +127,8 @@ export const WRAPPED = Symbol('nestjs-tombstones:wrapped');
 @Injectable()
 export class TombstoneMissResolver {
   private readonly logger = new Logger('TombstoneModule');
-  private lastLogged = 0;
-  private logBudget = LOG_BURST;
-  private unlogged = 0;
+  /** Failed lookups are logged at a bounded rate (see `LogBudget`). */
+  private readonly logBudget = new LogBudget();
   /** The plain 404s given because nothing could be known (see `failedOpen()`). */
   private readonly failures = new WeakSet<TombstoneAnswer>();
 
@@ -144,6 +138,7 @@ export class TombstoneMissResolver {
     private readonly hits: TombstoneHitCounter,
     private readonly misses: TombstoneMissLog,
     private readonly tally: TombstoneAnswerTally,
+    private readonly requestIds: TombstoneRequestIds,
   ) {}
 
   /**
@@ -154,7 +149,7 @@ export class TombstoneMissResolver {
   answer(settings: TombstonedSettings, request: TombstoneRequest): TombstoneAnswer | undefined | Promise<TombstoneAnswer | undefined> {
     const key = settings.key ? settings.key(request) : request.params?.[settings.param];
     if (typeof key !== 'string') return undefined;
-    const requestId = requestIdOf(request, this.options.requestIdHeader);
+    const requestId = this.requestIds.of(request);
     const source = settings.scope ?? this.options.scope;
     if (typeof source === 'function') {
       return (async () => {
@@ -209,7 +204,7 @@ export class TombstoneMissResolver {
     } catch {
       key = undefined;
     }
-    const answer = this.answerOf(NO_TOMBSTONE, settings, request, typeof key === 'string' ? key : '', '', requestIdOf(request, this.options.requestIdHeader));
+    const answer = this.answerOf(NO_TOMBSTONE, settings, request, typeof key === 'string' ? key : '', '', this.requestIds.of(request));
     this.failures.add(answer);
     this.tally.count(settings.type, 'none', SOURCE_FAIL_OPEN, 404);
     return answer;
@@ -238,22 +233,15 @@ export class TombstoneMissResolver {
   }
 
   private logFailure(error: unknown, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): void {
-    const now = Date.now();
-    this.logBudget = Math.min(LOG_BURST, this.logBudget + (now - this.lastLogged) / LOG_INTERVAL_MS);
-    this.lastLogged = now;
-    if (this.logBudget < 1) {
-      this.unlogged++;
-    } else {
-      const more = this.unlogged > 0 ? ` (and ${this.unlogged} more failed lookups not logged since the last one)` : '';
-      this.logBudget--;
-      this.unlogged = 0;
-      this.logger.error(
-        `Tombstone lookup failed, answering a plain 404: ${(error as Error)?.message ?? String(error)} ` +
-          `(type=${settings.type} key="${preview(key)}" scope="${preview(scope)}" ` +
-          `${request.method} ${preview(requestPath(request))} requestId=${requestId})${more}`,
-        (error as Error)?.stack,
-      );
-    }
+    const unlogged = this.logBudget.take();
+    if (unlogged === undefined) return;
+    const more = unlogged > 0 ? ` (and ${unlogged} more failed lookups not logged since the last one)` : '';
+    this.logger.error(
+      `Tombstone lookup failed, answering a plain 404: ${(error as Error)?.message ?? String(error)} ` +
+        `(type=${settings.type} key="${preview(key)}" scope="${preview(scope)}" ` +
+        `${request.method} ${preview(requestPath(request))} requestId=${requestId})${more}`,
+      (error as Error)?.stack,
+    );
   }
 
   private answerOf(resolution: TombstoneResolution, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {

@@ -17,6 +17,7 @@ import type { ResolvedTombstoneOptions } from './tombstone.options.js';
 import { resolveTombstoneOptions } from './tombstone.options-resolve.js';
 import { TombstoneContextInterceptor } from './tombstone.context.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
+import { TombstoneRequestIds } from './tombstone.request-id.js';
 import { TombstoneService } from './tombstone.service.js';
 import { TombstoneCaptureCheck } from './capture/tombstone.capture-check.js';
 import { TombstoneCaptureWrites } from './capture/tombstone.capture-writes.js';
@@ -76,6 +77,7 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
     TombstoneNotifications,
     TombstoneCacheTags,
     TombstoneResponseWriter,
+    TombstoneRequestIds,
     TombstoneMissResolver,
     TombstoneAnswerTally,
     TombstoneHitCounter,

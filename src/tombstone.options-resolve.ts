@@ -76,6 +76,13 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
   if (typeof o.requestIdHeader !== 'string' || !HEADER_NAME.test(o.requestIdHeader)) {
     fail(`requestIdHeader must be an HTTP header name, not ${JSON.stringify(o.requestIdHeader)}.`);
   }
+  if (o.requestId !== undefined && typeof o.requestId !== 'function') {
+    fail(
+      `requestId must be a function of the request that returns its id (got a value of type ${o.requestId === null ? 'null' : typeof o.requestId}).`,
+      'e.g. requestId: (req) => req.id',
+      'To take the id from a request header, set requestIdHeader instead.',
+    );
+  }
   if (o.renderer !== undefined && typeof o.renderer !== 'function') fail('renderer must be a class that extends TombstoneRenderer.');
   if (o.actor !== undefined && typeof o.actor !== 'function') fail('actor must be a function of the request, e.g. (req) => req.user?.id.');
   oneOf('captureCheck', o.captureCheck, ['error', 'warn', 'off'], fail);

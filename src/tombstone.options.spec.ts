@@ -42,6 +42,7 @@ describe('resolveTombstoneOptions', () => {
       preparedStatements: true,
       lookups: 'primary',
       requestIdHeader: 'x-request-id',
+      requestId: undefined,
       renderer: undefined,
       actor: undefined,
       captureCheck: 'error',
@@ -82,6 +83,7 @@ describe('resolveTombstoneOptions', () => {
       class MyRenderer extends TombstoneRenderer {}
       const scope = { header: 'x-tenant-id' };
       const actor = () => 'someone';
+      const requestId = () => 'req-1';
       const tag = (type: string, key: string) => [`${type}:${key}`];
       expect(
         resolveTombstoneOptions({
@@ -96,6 +98,7 @@ describe('resolveTombstoneOptions', () => {
           preparedStatements: false,
           lookups: 'replica',
           requestIdHeader: 'X-Correlation-Id',
+          requestId,
           renderer: MyRenderer,
           actor,
           captureCheck: 'warn',
@@ -121,6 +124,7 @@ describe('resolveTombstoneOptions', () => {
         preparedStatements: false,
         lookups: 'replica',
         requestIdHeader: 'X-Correlation-Id',
+        requestId,
         renderer: MyRenderer,
         actor,
         captureCheck: 'warn',
@@ -275,7 +279,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, lookups, requestIdHeader, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags.',
+        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, lookups, requestIdHeader, requestId, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags.',
       );
     });
 

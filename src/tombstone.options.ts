@@ -254,6 +254,17 @@ export class TombstoneModuleOptions {
   /** Header that carries the request id, read from the client and always answered. Default: `'x-request-id'`. */
   requestIdHeader?: string = 'x-request-id';
 
+  /**
+   * The request id of an answer, from your app, so that the id in a 410's body and header is the
+   * one in your logs: e.g. `(req) => req.id` on Fastify. Called on the miss path only. A sane id
+   * (printable ASCII without spaces, at most 128 characters) is used as it is; `undefined` falls
+   * back to the `requestIdHeader` header or a new UUID, and so do a throw and any other value
+   * (both logged, at a bounded rate). Without it, nestjs-cls's request id is used when
+   * `ClsModule` is imported and active for the request. Default: none.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the app's own request type (Express, Fastify, with its `id`)
+  requestId?: (request: any) => string | undefined = undefined;
+
   /** Renders answers; subclass `TombstoneRenderer` to change bodies. Default: none (`TombstoneRenderer`). */
   renderer?: Type<TombstoneRenderer> = undefined;
 
@@ -327,7 +338,7 @@ export type ResolvedCacheControl = { [K in keyof TombstoneCacheControl]-?: strin
 /** What the module's parts are given (token `TOMBSTONE_OPTIONS`). Internal. */
 export type ResolvedTombstoneOptions = Resolved<
   TombstoneModuleOptions,
-  'dataSource' | 'scope' | 'renderer' | 'actor',
+  'dataSource' | 'scope' | 'renderer' | 'actor' | 'requestId',
   {
     cacheControl: ResolvedCacheControl;
     circuitBreaker: ResolvedCircuitBreakerOptions | false;

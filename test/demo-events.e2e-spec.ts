@@ -66,6 +66,11 @@ describe.each(ADAPTERS)('demo with events (%s)', (adapter) => {
     expect(event).toMatchObject({ type: 'tombstone.created', reason: 'Deleted through the API', after: { kind: 'deleted' } });
   });
 
+  it('GET /health reports the outbox of both sinks', async () => {
+    const res = await http.get('/health').expect(200);
+    expect(res.body.info.tombstones).toMatchObject({ status: 'up', events: { status: 'up', sinks: 2, deadLetters: 0 } });
+  });
+
   it('a change through the admin endpoints reaches both', async () => {
     await http
       .post('/admin/tombstones')

@@ -313,6 +313,27 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
     expect(foreignDeleted.body).toEqual({ ...foreignLive.body, id: '9001', path: '/orders/9001', message: "Order '9001' was not found", requestId: foreignDeleted.body.requestId });
   });
 
+  it('GET /health → 200, the module up (Terminus), with no secret in it', async () => {
+    const res = await http.get('/health').expect(200);
+    expect(res.body).toMatchObject({
+      status: 'ok',
+      info: {
+        tombstones: {
+          status: 'up',
+          database: { status: 'up' },
+          listener: { status: 'up', listening: true },
+          cache: { status: 'up', state: 'coherent', filter: { ready: true } },
+          breaker: { status: 'up', state: 'closed' },
+        },
+      },
+    });
+    // The demo runs without events: none reported.
+    expect(res.body.info.tombstones.events).toBeUndefined();
+    expect(res.text).not.toContain(new URL(db.url).hostname);
+    expect(res.text).not.toContain(new URL(db.url).pathname.slice(1));
+    expect(res.headers['x-content-type-options']).toBe('nosniff');
+  });
+
   // The seed records nothing by hand except an alternative: the triggers wrote these rows.
   describe('tombstones come from the capture triggers', () => {
     const row = async (type: string, key: string, scope = '') => {

@@ -40,12 +40,24 @@ export interface Queryable {
  * A Bloom filter and the salt its values are hashed with: a filter read from a snapshot keeps the
  * salt it was built with, so every filter carries its own.
  */
+/**
+ * The part of `bloomfilter`'s BloomFilter the module uses. Declared here so that the module's
+ * .d.ts files do not name that package, which ships no types of its own.
+ */
+export interface BloomBits {
+  readonly m: number;
+  readonly k: number;
+  readonly buckets: Uint32Array;
+  add(value: string): void;
+  test(value: string): boolean;
+}
+
 export class SaltedFilter {
   /** Distinct keys added (a key added twice, or announced and read, counts once). */
   keys = 0;
 
   constructor(
-    readonly bloom: BloomFilter,
+    readonly bloom: BloomBits,
     /** Keeps an attacker from crafting keys that collide in the filter (FNV is not keyed). */
     readonly salt: string,
     /** The keys it was sized for. */
