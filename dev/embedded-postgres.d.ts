@@ -11,6 +11,8 @@ export interface EmbeddedPostgresOptions {
     dataDir: string;
     /** Faster and unsafe settings (no fsync) for throw-away test clusters. Default: `false`. */
     ephemeral?: boolean;
+    /** More server settings, each passed as `-c name=value` (e.g. `{ wal_level: 'logical' }`). Default: none. */
+    settings?: Record<string, string>;
     /** Receives the server's log lines. Default: dropped. */
     onLog?: (line: string) => void;
 }

@@ -57,6 +57,9 @@ export async function startEmbeddedPostgres(options) {
     if (options.ephemeral) {
         flags.push('-c', 'fsync=off', '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off');
     }
+    for (const [name, value] of Object.entries(options.settings ?? {})) {
+        flags.push('-c', `${name}=${value}`);
+    }
     const server = new EmbeddedPostgres({
         databaseDir: path.resolve(options.dataDir),
         port,

@@ -11,9 +11,18 @@ import { TombstoneTable } from '../table/tombstone.table.js';
 import { type TombstoneInvalidation } from '../tombstone.types.js';
 
 const NOTIFY_TRIGGERS = ['tombstones_notify_ins', 'tombstones_notify_upd', 'tombstones_notify_del', 'tombstones_notify_trunc'];
+/**
+ * The row trigger a logical-replication subscriber needs (docs/operations.md, "Logical-replication
+ * subscribers"): the apply worker fires row triggers only, so the statement triggers above never
+ * announce the rows it applies.
+ */
+const REPLICA_TRIGGER = 'tombstones_notify_replica';
 const TRIGGERS_SQL = `
-  SELECT count(*)::int AS n FROM pg_trigger
-   WHERE tgrelid = to_regclass($1) AND tgname = ANY($2::text[]) AND tgenabled IN ('O', 'A')`;
+  SELECT (SELECT count(*)::int FROM pg_trigger
+           WHERE tgrelid = to_regclass($1) AND tgname = ANY($2::text[]) AND tgenabled IN ('O', 'A')) AS n,
+         EXISTS (SELECT 1 FROM pg_subscription_rel WHERE srrelid = to_regclass($1)) AS subscribed,
+         EXISTS (SELECT 1 FROM pg_trigger
+                  WHERE tgrelid = to_regclass($1) AND tgname = $3 AND tgenabled IN ('R', 'A')) AS replicated`;
 /** How often the listening connection is checked (each check may take `STEP_TIMEOUT_MS`). */
 const HEALTH_INTERVAL_MS = 15_000;
 const RECONNECT_MIN_MS = 100;
@@ -159,12 +168,20 @@ export class TombstoneNotifications implements OnApplicationBootstrap, OnApplica
       await within(current.connect(), 'connecting');
       await within(current.query(`LISTEN ${TOMBSTONE_CHANNEL}`), 'LISTEN');
       // Checked on every connection: triggers dropped or disabled since are noticed too.
-      const [{ n }] = (await within(current.query(TRIGGERS_SQL, [this.table, NOTIFY_TRIGGERS]), 'the trigger check')).rows as { n: number }[];
-      if (n !== NOTIFY_TRIGGERS.length) {
-        this.logger.warn(
-          'Tombstone lookup cache off: the tombstone table does not announce its changes. ' +
-            'Run TOMBSTONE_MIGRATIONS (CreateTombstoneNotify1764115200000), or set the module option cache: false.',
-        );
+      const [check] = (await within(current.query(TRIGGERS_SQL, [this.table, NOTIFY_TRIGGERS, REPLICA_TRIGGER]), 'the trigger check')).rows as {
+        n: number;
+        subscribed: boolean;
+        replicated: boolean;
+      }[];
+      const unannounced =
+        check.n !== NOTIFY_TRIGGERS.length
+          ? 'the tombstone table does not announce its changes. Run TOMBSTONE_MIGRATIONS (CreateTombstoneNotify1764115200000), or set the module option cache: false.'
+          : check.subscribed && !check.replicated
+            ? `the tombstone table is a logical-replication subscriber's, and the rows its apply worker writes are not announced (PostgreSQL fires no statement trigger there). ` +
+              `Create the ${REPLICA_TRIGGER} trigger (docs/operations.md, "Logical-replication subscribers"), or set the module option cache: false.`
+            : undefined;
+      if (unannounced !== undefined) {
+        this.logger.warn(`Tombstone lookup cache off: ${unannounced}`);
         this.stopped = true;
         this.lookup.disable();
         await discard(current);
