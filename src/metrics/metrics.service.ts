@@ -1,14 +1,8 @@
 import { Inject, Injectable, Logger, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { type Attributes, type BatchObservableCallback, type Meter, metrics, type Observable } from '@opentelemetry/api';
-import { TombstoneAnswerTally } from '../counters/tombstone.answers.js';
-import { TombstoneHitCounter } from '../counters/tombstone.hits.js';
-import { TombstoneMissLog } from '../counters/tombstone.misses.js';
-import { TombstoneCacheStore } from '../cache/tombstone.cache.js';
-import { TombstoneLookup } from '../cache/tombstone.lookup.js';
-import { TombstoneNotifications } from '../cache/tombstone.notifications.js';
-import { TombstoneEventsService } from '../events/events.service.js';
-import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
+import { within } from '../cache/tombstone.listener-session.js';
+import { findTombstoneParts, type TombstoneParts } from '../tombstone.parts.js';
 import { TOMBSTONE_METRICS_OPTIONS, type ResolvedTombstoneMetricsOptions } from './metrics.options.js';
 
 /** The instruments' names and attributes: see docs/metrics.md. */
@@ -26,17 +20,6 @@ const ATTR = {
 const LOOKUP_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
 const CACHE_STATES = ['off', 'waiting', 'coherent'] as const;
 
-/** What the module's services are, once found. */
-interface Sources {
-  lookup: TombstoneLookup;
-  notifications: TombstoneNotifications;
-  store: TombstoneCacheStore;
-  hits: TombstoneHitCounter;
-  misses: TombstoneMissLog;
-  tally: TombstoneAnswerTally;
-  events: TombstoneEventsService | null;
-}
-
 /** Values read from the database (notification lag, outbox), at most once per `minIntervalMs`. */
 interface Slow {
   lagSeconds: number;
@@ -51,7 +34,7 @@ interface Slow {
 @Injectable()
 export class TombstoneMetrics implements OnApplicationBootstrap, OnApplicationShutdown {
   private readonly logger = new Logger('TombstoneMetrics');
-  private sources?: Sources;
+  private sources?: TombstoneParts;
   private meter?: Meter;
   private readonly callbacks: { callback: BatchObservableCallback; observables: Observable[] }[] = [];
   private slow: Slow = { lagSeconds: 0, sinks: [] };
@@ -65,8 +48,8 @@ export class TombstoneMetrics implements OnApplicationBootstrap, OnApplicationSh
     private readonly moduleRef: ModuleRef,
   ) {}
 
-  onApplicationBootstrap(): void {
-    const sources = (this.sources = this.find());
+  async onApplicationBootstrap(): Promise<void> {
+    const sources = (this.sources = await findTombstoneParts(this.moduleRef, 'TombstoneMetricsModule'));
     const meter = (this.meter = (this.options.meterProvider ?? metrics.getMeterProvider()).getMeter('nestjs-tombstones'));
 
     const duration = meter.createHistogram('tombstones.lookup.duration', {
@@ -172,7 +155,7 @@ export class TombstoneMetrics implements OnApplicationBootstrap, OnApplicationSh
         let sinks = this.slow.sinks;
         if (events) {
           try {
-            sinks = (await withTimeout(events.stats(), this.options.timeoutMs)).sinks.map((sink) => ({
+            sinks = (await within(events.stats(), 'the outbox read', this.options.timeoutMs)).sinks.map((sink) => ({
               sink: sink.sink,
               pending: sink.pending,
               dead: sink.dead,
@@ -191,41 +174,5 @@ export class TombstoneMetrics implements OnApplicationBootstrap, OnApplicationSh
     }
     if (this.slowReading) await this.slowReading;
     return this.slow;
-  }
-
-  /** The module's services, wherever TombstoneModule was imported. */
-  private find(): Sources {
-    const get = <T>(token: abstract new (...args: never[]) => T): T => this.moduleRef.get(token as never, { strict: false }) as T;
-    let sources: Omit<Sources, 'events'>;
-    try {
-      sources = {
-        lookup: get(TombstoneLookup),
-        notifications: get(TombstoneNotifications),
-        store: get(TombstoneCacheStore),
-        hits: get(TombstoneHitCounter),
-        misses: get(TombstoneMissLog),
-        tally: get(TombstoneAnswerTally),
-      };
-    } catch {
-      throw new TombstoneConfigurationError('TombstoneMetricsModule needs TombstoneModule: it reports what that module does.', [
-        'Import TombstoneModule.forRoot() in your application module as well.',
-      ]);
-    }
-    let events: TombstoneEventsService | null = null;
-    try {
-      events = get(TombstoneEventsService);
-    } catch {
-      // No events module: no outbox to report.
-    }
-    return { ...sources, events };
-  }
-}
-
-async function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms)))]);
-  } finally {
-    clearTimeout(timer);
   }
 }

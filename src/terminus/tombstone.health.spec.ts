@@ -2,8 +2,10 @@ import { jest } from '@jest/globals';
 import { Logger } from '@nestjs/common';
 import type { ModuleRef } from '@nestjs/core';
 import { HealthIndicatorService } from '@nestjs/terminus';
+import { TombstoneCacheStore } from '../cache/tombstone.cache.js';
 import { TombstoneLookup } from '../cache/tombstone.lookup.js';
 import { TombstoneNotifications } from '../cache/tombstone.notifications.js';
+import { TombstoneAnswerTally } from '../counters/tombstone.answers.js';
 import { TombstoneHitCounter } from '../counters/tombstone.hits.js';
 import { TombstoneMissLog } from '../counters/tombstone.misses.js';
 import { TombstoneTable } from '../table/tombstone.table.js';
@@ -25,6 +27,8 @@ function parts(query: () => Promise<unknown>) {
     [TombstoneNotifications, { listening: true }],
     [TombstoneHitCounter, { pendingCount: 0, droppedTotal: 0 }],
     [TombstoneMissLog, { pendingCount: 0, droppedTotal: 0 }],
+    [TombstoneCacheStore, { size: 0 }],
+    [TombstoneAnswerTally, new TombstoneAnswerTally()],
   ]);
 }
 

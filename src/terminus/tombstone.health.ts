@@ -1,15 +1,8 @@
 import { Injectable, Logger, type OnModuleInit } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { HealthIndicatorService, type HealthIndicatorResult } from '@nestjs/terminus';
-import { TombstoneLookup } from '../cache/tombstone.lookup.js';
-import { TombstoneNotifications } from '../cache/tombstone.notifications.js';
-import { TombstoneHitCounter } from '../counters/tombstone.hits.js';
-import { TombstoneMissLog } from '../counters/tombstone.misses.js';
-import type { TombstoneEventsStats } from '../events/events.service.js';
-import { TombstoneTable } from '../table/tombstone.table.js';
-import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
-import type { ResolvedTombstoneOptions } from '../tombstone.options.js';
+import { findTombstoneParts, type TombstoneParts } from '../tombstone.parts.js';
 import { type Fail, withDefaults } from '../tombstone.options-resolve.js';
 import { HealthProbe, type ProbeOutcome } from './health.probe.js';
 import { judge, type TombstoneHealthDetails } from './health.verdict.js';
@@ -39,11 +32,6 @@ const RANGES: Record<keyof TombstoneHealthOptions, [number, number]> = {
   cacheMs: [0, 60_000],
   maxEventLagMs: [1000, 30 * 86_400_000],
 };
-
-/** What the indicator reads of the events module, when the app has it. */
-interface EventsStatsSource {
-  stats(): Promise<TombstoneEventsStats>;
-}
 
 /**
  * A `@nestjs/terminus` health indicator of the module: the database (a bounded `SELECT 1`), the
@@ -75,17 +63,10 @@ interface EventsStatsSource {
 @Injectable()
 export class TombstoneHealthIndicator implements OnModuleInit {
   private readonly logger = new Logger('TombstoneModule');
-  private parts?: {
-    options: ResolvedTombstoneOptions;
-    table: TombstoneTable;
-    lookup: TombstoneLookup;
-    notifications: TombstoneNotifications;
-    hits: TombstoneHitCounter;
-    misses: TombstoneMissLog;
-    events?: EventsStatsSource;
-  };
+  private parts?: TombstoneParts;
   private readonly database = new HealthProbe(() => this.ping());
-  private readonly outbox = new HealthProbe(() => (this.parts?.events as EventsStatsSource).stats());
+  // Checked only when the app has the events module.
+  private readonly outbox = new HealthProbe(() => this.parts!.events!.stats());
   private databaseWasDown = false;
 
   /** @internal Nest creates it: add it to the providers of a module that imports `TerminusModule`. */
@@ -96,27 +77,7 @@ export class TombstoneHealthIndicator implements OnModuleInit {
 
   /** Finds the module's parts, and the events module if the app has it (loaded only then). */
   async onModuleInit(): Promise<void> {
-    const find = <T>(token: unknown): T => this.moduleRef.get(token as never, { strict: false });
-    try {
-      this.parts = {
-        options: find(TOMBSTONE_OPTIONS),
-        table: find(TombstoneTable),
-        lookup: find(TombstoneLookup),
-        notifications: find(TombstoneNotifications),
-        hits: find(TombstoneHitCounter),
-        misses: find(TombstoneMissLog),
-      };
-    } catch {
-      throw new TombstoneConfigurationError('TombstoneHealthIndicator needs TombstoneModule, which the app does not import.', [
-        'Import TombstoneModule.forRoot() in your application module.',
-      ]);
-    }
-    try {
-      const { TombstoneEventsService } = await import('../events/events.service.js');
-      this.parts.events = find(TombstoneEventsService);
-    } catch {
-      // No TombstoneEventsModule: nothing about events is reported.
-    }
+    this.parts = await findTombstoneParts(this.moduleRef, 'TombstoneHealthIndicator');
   }
 
   /**
