@@ -133,6 +133,23 @@ describe('filter snapshot: starting', () => {
     expect(await answer(next, 'never-was')).toEqual({ state: 'none', byFilter: true });
   });
 
+  it("writes the snapshot past TypeORM's logger: the salt and the bits reach no log", async () => {
+    await db.sql.query(`DELETE FROM tombstone_filter_snapshots`);
+    const logged: string[] = [];
+    const record = (query: string, parameters?: unknown[]) => void logged.push(query, JSON.stringify(parameters ?? []));
+    const logger = { logQuery: record, logQueryError: (_error: unknown, query: string, parameters?: unknown[]) => record(query, parameters), logQuerySlow() {}, logSchemaBuild() {}, logMigration() {}, log() {} };
+    const app = await bootApp('express', {
+      imports: [TypeOrmModule.forRoot({ ...db.options(), logging: true, logger }), TombstoneModule.forRoot({ hitCounts: false })],
+    });
+    apps.push(app);
+    expect(filterStats(app)).toMatchObject({ ready: true, lastLoadFrom: 'table' });
+    const { salt } = (await snapshot())!;
+    expect(salt.length).toBeGreaterThan(8);
+    // The logger saw the table's reads, not the write.
+    expect(logged.some((entry) => /FROM "?tombstones"?/.test(entry))).toBe(true);
+    expect(logged.join('\n')).not.toContain(salt);
+  });
+
   it('reads the rows changed since the snapshot, and only those: hidden and expired ones stay out of the filter', async () => {
     await fresh();
     const LISTED = await listed();
@@ -462,6 +479,49 @@ describe('filter snapshot: a role that may not write it', () => {
       await lookup.checkSnapshot();
       expect(lookup.stats().filter.lastLoadFrom).toBe('table');
       expect(await answer(app, 'old')).toMatchObject({ state: 'gone', byFilter: false });
+    } finally {
+      warn.mockRestore();
+      await app.close();
+    }
+  });
+});
+
+describe('filter snapshot: a role that may not read it', () => {
+  let db: TestDatabase;
+  const role = `tombstones_blind_${process.pid}_${Date.now()}`;
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind) VALUES ('item', 'old', 'deleted')`);
+    await db.sql.query(`CREATE ROLE ${role} LOGIN PASSWORD 'blind'`);
+    // The common grant of an upgrade: the tombstone table only, not the new snapshot table.
+    await db.sql.query(`GRANT SELECT ON tombstones TO ${role}`);
+  });
+
+  afterAll(async () => {
+    await db?.drop();
+    const admin = new pg.Client({ connectionString: db.url.replace(/\/[^/]*$/, '/postgres') });
+    await admin.connect();
+    await admin.query(`DROP ROLE IF EXISTS ${role}`).finally(() => admin.end());
+  });
+
+  it('reads the table, says why, and answers from its filter', async () => {
+    const url = new URL(db.url);
+    url.username = role;
+    url.password = 'blind';
+    const warn = jest.spyOn(Logger.prototype, 'warn');
+    const app = await bootApp('express', {
+      imports: [TypeOrmModule.forRoot(Object.assign(db.options(), { url: url.toString() })), TombstoneModule.forRoot({ hitCounts: false })],
+    });
+    try {
+      expect(filterStats(app)).toMatchObject({ ready: true, lastLoadFrom: 'table', lastLoadRows: 1 });
+      expect(warn.mock.calls.map(([message]) => String(message))).toContainEqual(
+        expect.stringMatching(/snapshot not read \(permission denied for table tombstone_filter_snapshots\): reading the table/),
+      );
+      // Nothing to refresh from, and no error for it.
+      await lookupOf(app).checkSnapshot();
+      expect(await answer(app, 'old')).toMatchObject({ state: 'gone', byFilter: false });
+      expect(await answer(app, 'never-was')).toEqual({ state: 'none', byFilter: true });
     } finally {
       warn.mockRestore();
       await app.close();

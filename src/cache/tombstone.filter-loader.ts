@@ -85,13 +85,19 @@ export class TombstoneFilterLoader {
       try {
         tried = await this.fromSnapshot(db, reason, current, hooks, started);
       } catch (error) {
-        if (!isMissingTable(error)) throw error;
-        if (!this.warnedMissing) {
-          this.warnedMissing = true;
-          this.logger.warn(
-            'Tombstone filter snapshots off: the table tombstone_filter_snapshots or the column tombstones.changed_xid is missing, so every ' +
-              'instance reads the whole tombstone table when it starts. Run TOMBSTONE_MIGRATIONS (CreateTombstoneFilterSnapshot1765152000000).',
-          );
+        // Whatever kept the snapshot from being used (the migration not run, a role without
+        // access to its table, a statement timeout), the table itself may still be read: the
+        // filter loads as it did before snapshots. A database that is down fails that read too.
+        if (isMissingTable(error)) {
+          if (!this.warnedMissing) {
+            this.warnedMissing = true;
+            this.logger.warn(
+              'Tombstone filter snapshots off: the table tombstone_filter_snapshots or the column tombstones.changed_xid is missing, so every ' +
+                'instance reads the whole tombstone table when it starts. Run TOMBSTONE_MIGRATIONS (CreateTombstoneFilterSnapshot1765152000000).',
+            );
+          }
+        } else {
+          this.logger.warn(`Tombstone filter snapshot not read (${(error as Error)?.message ?? String(error)}): reading the table.`);
         }
         return void (await this.readTable(db, current, hooks, started, null));
       }
@@ -112,9 +118,9 @@ export class TombstoneFilterLoader {
     let header;
     try {
       header = await readHeader(this.table.dataSource, this.table.qualifiedName);
-    } catch (error) {
-      if (isMissingTable(error)) return null;
-      throw error;
+    } catch {
+      // Missing, or not readable by this role: nothing to refresh from (load() says why).
+      return null;
     }
     if (header === null) return 'there is none';
     const problem = headerProblem(header, this.settings);
@@ -203,7 +209,13 @@ export class TombstoneFilterLoader {
    * if it gets the lock (a refresh never waits). A failure is logged: the filter is in use anyway.
    */
   private async store(runner: QueryRunner | null, filter: SaltedFilter, watermark: string, replaces: string | null): Promise<void> {
-    const write = (db: Queryable) => writeSnapshot(db, filter, this.settings.falsePositiveRate, watermark, replaces);
+    // On the runner's own pg connection (same session and transaction), not through the runner:
+    // TypeORM's logger writes a query's parameters, and these hold the salt and the bits.
+    const write = async (runner: QueryRunner) => {
+      const client = (await runner.connect()) as { query(sql: string, values?: unknown[]): Promise<{ rows: unknown[] }> };
+      const unlogged: Queryable = { query: async (sql, parameters) => (await client.query(sql, parameters)).rows };
+      return writeSnapshot(unlogged, filter, this.settings.falsePositiveRate, watermark, replaces);
+    };
     try {
       // Not in a savepoint: the row must carry the id of the transaction that wrote it (`own`).
       if (runner !== null) await write(runner);

@@ -1,7 +1,11 @@
 import { Injectable } from '@nestjs/common';
 
-/** What a miss of a `@Tombstoned()` route turned out to be (a found resource is not counted). */
-export const OUTCOMES = ['gone', 'moved', 'hidden', 'unknown'] as const;
+/**
+ * What a miss of a `@Tombstoned()` route turned out to be (a found resource is not counted). A
+ * hidden key is `unknown`: its answer must not be told apart from a key that never existed, in
+ * the metrics either.
+ */
+export const OUTCOMES = ['gone', 'moved', 'unknown'] as const;
 /** Where its answer came from: the membership filter, the store, a query, or nowhere (fail-open). */
 export const SOURCES = ['filter', 'store', 'database', 'fail-open'] as const;
 /** The statuses the module answers with. */
@@ -14,7 +18,7 @@ export const SOURCE_STORE = 1;
 export const SOURCE_DATABASE = 2;
 export const SOURCE_FAIL_OPEN = 3;
 
-const OUTCOME_OF: Record<string, number> = { gone: 0, moved: 1, hidden: 2, none: 3 };
+const OUTCOME_OF: Record<string, number> = { gone: 0, moved: 1, hidden: 2, none: 2 };
 const STATUS_OF: Record<number, number> = { 404: 0, 410: 1, 301: 2, 302: 3, 307: 4, 308: 5 };
 const SLOTS = OUTCOMES.length * SOURCES.length * STATUSES.length;
 
@@ -36,11 +40,11 @@ export interface TombstoneAnswerCount {
 export class TombstoneAnswerTally {
   private readonly counts = new Map<string, Float64Array>();
 
-  /** Counts one answer. `state`: the resolution's (`none` for a fail-open answer). */
+  /** Counts one answer. `state`: the resolution's (`none` for a fail-open answer; `hidden` counts as `none`). */
   count(type: string, state: string, source: number, status: number): void {
     let slots = this.counts.get(type);
     if (slots === undefined) this.counts.set(type, (slots = new Float64Array(SLOTS)));
-    slots[((OUTCOME_OF[state] ?? 3) * SOURCES.length + source) * STATUSES.length + (STATUS_OF[status] ?? 0)]++;
+    slots[((OUTCOME_OF[state] ?? 2) * SOURCES.length + source) * STATUSES.length + (STATUS_OF[status] ?? 0)]++;
   }
 
   /** Every count above zero, since the app started. */
