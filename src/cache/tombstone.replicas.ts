@@ -273,16 +273,19 @@ export class TombstoneReplicas implements OnApplicationBootstrap, OnApplicationS
     if (this.reading || this.stopped || this.covered === this.learned) return;
     this.reading = true;
     const upTo = this.learned;
-    this.table.dataSource.query(FENCE_SQL).then(
-      (rows: { lsn: string }[]) => {
+    // One chain, so that anything thrown while reading the answer is handled like a failed read
+    // (never an unhandled rejection, never `reading` left set).
+    this.table.dataSource
+      .query(FENCE_SQL)
+      .then((rows: { lsn: string }[]) => {
         const lsn = parseLsn(rows[0].lsn);
         if (this.fence === null || lsn > this.fence) this.fence = lsn;
         this.covered = upTo;
         this.failing = false;
         this.reading = false;
         this.readFence();
-      },
-      (error: unknown) => {
+      })
+      .catch((error: unknown) => {
         this.reading = false;
         if (this.stopped) return;
         if (!this.failing) {
@@ -294,8 +297,7 @@ export class TombstoneReplicas implements OnApplicationBootstrap, OnApplicationS
         clearTimeout(this.timer);
         this.timer = setTimeout(() => this.readFence(), FENCE_RETRY_MS);
         this.timer.unref();
-      },
-    );
+      });
   }
 }
 
