@@ -175,7 +175,7 @@ describe('TombstoneLookup', () => {
       gone(`k${i}`, `t${i}`);
       await lookup.resolve('item', `k${i}`);
     }
-    const links = (lookup as unknown as { dependentCount: number }).dependentCount;
+    const links = (lookup as unknown as { stored: { dependentCount: number } }).stored.dependentCount;
     expect(links).toBeLessThanOrEqual(20);
     expect(lookup.stats().entries).toBeLessThanOrEqual(10);
   });

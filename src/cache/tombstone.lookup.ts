@@ -3,6 +3,7 @@ import { TombstoneBreaker } from './tombstone.breaker.js';
 import { TombstoneCacheStore } from './tombstone.cache.js';
 import { TombstoneFences } from './tombstone.fences.js';
 import { TombstoneReplicas } from './tombstone.replicas.js';
+import { StoredAnswers } from './tombstone.stored-answers.js';
 import { LOAD_BATCH, maxCapacity, readPairKeys, type SaltedFilter, type TombstoneLookupStats } from './tombstone.filter-keys.js';
 import { type LoadedFilter, type LoadReason, TombstoneFilterLoader } from './tombstone.filter-loader.js';
 import { SOURCE_FILTER, SOURCE_STORE } from '../counters/tombstone.answers.js';
@@ -36,9 +37,8 @@ export class TombstoneLookup implements OnModuleInit {
   private generation = 0;
   /** Lookups on their way, shared by later lookups of the same key while nothing changed. */
   private readonly inflight = new Map<string, { epoch: number; promise: Promise<TombstoneResolution> }>();
-  /** Keys of cached answers read through a key (a redirect's target), per that key. */
-  private readonly dependents = new Map<string, Set<string>>();
-  private dependentCount = 0;
+  /** Where answers are kept, with the links of those read through another key (`null` without a cache). */
+  private readonly stored: StoredAnswers | null;
   private readonly counters = { filtered: 0, cached: 0, queried: 0 };
   /** Between lookups and the database: their time budget, their share of the pool, the circuit breaker. */
   readonly breaker: TombstoneBreaker;
@@ -67,6 +67,7 @@ export class TombstoneLookup implements OnModuleInit {
     private readonly replicas: TombstoneReplicas,
   ) {
     this.settings = options.cache;
+    this.stored = options.cache ? new StoredAnswers(store, options.cache) : null;
     this.state = options.cache ? 'waiting' : 'off';
     this.breaker = new TombstoneBreaker(options.circuitBreaker, options.lookupTimeoutMs, options.maxConcurrentLookups, this.logger);
     this.loader = options.cache && options.cache.filter ? new TombstoneFilterLoader(table, options.cache.filter, this.logger) : null;
@@ -122,12 +123,12 @@ export class TombstoneLookup implements OnModuleInit {
     this.epoch++;
     this.replicas.changed();
     if (!('scope' in change)) {
-      this.clear();
+      this.stored?.clear();
       this.requestLoad('invalid');
       return;
     }
     if ('all' in change) {
-      this.clear();
+      this.stored?.clear();
       if (this.settings.filter) {
         this.unsure.add(`${change.scope}\u0000${change.type}`);
         this.pending.pairs.add(`${change.scope}\u0000${change.type}`);
@@ -137,10 +138,10 @@ export class TombstoneLookup implements OnModuleInit {
     }
     const prefix = `${change.scope}\u0000${change.type}\u0000`;
     for (const key of change.listed) {
-      this.drop(prefix + key);
+      this.stored?.drop(prefix + key);
       this.addToFilter(prefix + key);
     }
-    for (const key of change.unlisted) this.drop(prefix + key);
+    for (const key of change.unlisted) this.stored?.drop(prefix + key);
     if (this.filterValid && this.pending.full === null) this.growIfFull();
   }
 
@@ -153,7 +154,7 @@ export class TombstoneLookup implements OnModuleInit {
     if (!this.settings || this.state === 'off') return;
     this.generation++;
     this.epoch++;
-    this.clear();
+    this.stored?.clear();
     this.state = 'coherent';
     // Changes made while nobody listened are never announced: replicas must have replayed them.
     this.replicas.listening();
@@ -166,7 +167,7 @@ export class TombstoneLookup implements OnModuleInit {
     if (!this.settings) return;
     this.generation++;
     this.epoch++;
-    this.clear();
+    this.stored?.clear();
     this.replicas.deaf();
     clearTimeout(this.checkTimer);
     if (this.state !== 'off') this.state = 'waiting';
@@ -234,53 +235,8 @@ export class TombstoneLookup implements OnModuleInit {
       this.counters.queried++;
       return this.timed(() => this.replicas.lookup(type, key, scope));
     });
-    if (epoch === this.epoch && this.state === 'coherent' && this.settings) this.remember(id, result, `${scope}\u0000${type}\u0000`);
+    if (epoch === this.epoch && this.state === 'coherent') this.stored?.remember(id, result, `${scope}\u0000${type}\u0000`);
     return result.resolution;
-  }
-
-  private remember(id: string, result: TombstoneLookupResult, prefix: string): void {
-    const settings = this.settings as ResolvedCacheOptions;
-    if (!result.cacheable) return;
-    let ttl = settings.ttlMs;
-    if (result.validUntil !== null) ttl = Math.min(ttl, result.validUntil - Date.now());
-    if (ttl < 1) return;
-    const via = result.via === null ? null : prefix + result.via;
-    this.store.set(id, { resolution: result.resolution, via }, ttl);
-    if (via === null) return;
-    let sources = this.dependents.get(via);
-    if (sources === undefined) this.dependents.set(via, (sources = new Set()));
-    if (!sources.has(id)) {
-      sources.add(id);
-      if (++this.dependentCount > 2 * settings.maxEntries) this.pruneDependents();
-    }
-  }
-
-  private drop(id: string): void {
-    this.store.delete(id);
-    const sources = this.dependents.get(id);
-    if (sources === undefined) return;
-    this.dependents.delete(id);
-    this.dependentCount -= sources.size;
-    for (const source of sources) this.store.delete(source);
-  }
-
-  /** Forgets links of answers the store no longer holds; if that is not enough, everything. */
-  private pruneDependents(): void {
-    const limit = 2 * (this.settings as ResolvedCacheOptions).maxEntries;
-    for (const [via, sources] of this.dependents) {
-      for (const source of sources) {
-        if (this.store.get(source)?.via !== via) sources.delete(source);
-      }
-      if (sources.size === 0) this.dependents.delete(via);
-    }
-    this.dependentCount = [...this.dependents.values()].reduce((n, s) => n + s.size, 0);
-    if (this.dependentCount > limit / 2) this.clear();
-  }
-
-  private clear(): void {
-    this.store.clear();
-    this.dependents.clear();
-    this.dependentCount = 0;
   }
 
   private addToFilter(id: string): void {
