@@ -6,6 +6,7 @@ import { DataSource } from 'typeorm';
 import { type EmbeddedPostgresHandle, startEmbeddedPostgres } from '#dev/embedded-postgres';
 import { TOMBSTONE_ENTITIES, TOMBSTONE_MIGRATIONS } from '../../src/index.js';
 import { eventually } from './eventually.js';
+import { onFreePorts } from './standby.js';
 
 /**
  * Two private PostgreSQL servers, started from the embedded binaries, with the module's
@@ -27,17 +28,8 @@ export interface LogicalPair {
 const DATABASE = 'tombstones_logical';
 const PUBLICATION = 'nestjs_tombstones';
 const SUBSCRIPTION = 'nestjs_tombstones';
-/** Attempts: the free ports are picked before the servers bind them, and may be taken meanwhile. */
-const ATTEMPTS = 3;
-
 export async function startLogicalPair(): Promise<LogicalPair> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await startPair();
-    } catch (error) {
-      if (attempt === ATTEMPTS) throw error;
-    }
-  }
+  return onFreePorts(startPair);
 }
 
 async function startPair(): Promise<LogicalPair> {

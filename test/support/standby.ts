@@ -41,14 +41,19 @@ const SKIPPED = new Set(['postmaster.pid', 'postmaster.opts', 'backup_label', 't
 /** Attempts: the free ports are picked before the servers bind them, and may be taken meanwhile. */
 const ATTEMPTS = 3;
 
-export async function startReplicatedPair(): Promise<ReplicatedPair> {
+/** Starts private servers with `start`, again (up to ATTEMPTS times) when a port it picked was taken meanwhile. */
+export async function onFreePorts<T>(start: () => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startPair();
+      return await start();
     } catch (error) {
       if (attempt === ATTEMPTS) throw error;
     }
   }
+}
+
+export async function startReplicatedPair(): Promise<ReplicatedPair> {
+  return onFreePorts(startPair);
 }
 
 async function startPair(): Promise<ReplicatedPair> {
