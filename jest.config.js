@@ -27,6 +27,16 @@ export default {
       globalTeardown: '<rootDir>/test/support/global-teardown.ts',
       slowTestThreshold: 30,
     },
+    {
+      // A real Chromium (scripts/install-chromium.sh): `npm run test:browser`, run by .ci/run after
+      // `npm test`, which stays free of the browser.
+      ...common,
+      displayName: 'browser',
+      testMatch: ['<rootDir>/test/browser/**/*.browser-spec.ts'],
+      globalSetup: '<rootDir>/test/support/global-setup.ts',
+      globalTeardown: '<rootDir>/test/support/global-teardown.ts',
+      slowTestThreshold: 30,
+    },
   ],
   testTimeout: 60_000,
 };
