@@ -9,8 +9,9 @@ const PRIMARY: TombstoneLookupResult = { resolution: NO_TOMBSTONE, via: null, va
 const REPLICA: TombstoneLookupResult = { resolution: { state: 'hidden', id: '1' }, via: null, validUntil: null, cacheable: true };
 
 /**
- * A replica pool as pg-pool keeps one (idle connections reused last in, first out), whose server
- * has replayed up to `replay` (`null`: not a standby) or is down.
+ * A replica pool as pg-pool keeps one (idle connections reused last in, first out, handed over on
+ * the next tick in the order they were asked for), whose server has replayed up to `replay`
+ * (`null`: not a standby) or is down.
  */
 class FakePool {
   replay: string | null = '0/100';
@@ -30,9 +31,24 @@ class FakePool {
     return this.clients.size;
   }
 
+  /** Callers queued for an idle connection, until the next tick hands them one. */
+  waitingCount = 0;
+  /** Holds new connections (not idle ones) until it settles: a server slow to accept. */
+  opening: Promise<void> | null = null;
+
   async connect(): Promise<PgClient> {
     if (this.down) throw new Error('connect ECONNREFUSED');
-    const client = this.idle.pop() ?? new FakeClient(this);
+    let client: FakeClient | undefined;
+    if (this.idle.length > 0) {
+      this.waitingCount++;
+      await new Promise<void>((resolve) => process.nextTick(resolve));
+      this.waitingCount--;
+      client = this.idle.pop();
+    }
+    if (client === undefined) {
+      if (this.opening) await this.opening;
+      client = new FakeClient(this);
+    }
     this.clients.add(client);
     await Promise.resolve();
     this.beforeHandover?.();
@@ -139,6 +155,23 @@ describe('TombstoneReplicas', () => {
     expect(await read()).toBe('replica');
     expect(table.lookupOn).toHaveBeenCalledTimes(1);
     expect(replicas.stats()).toMatchObject({ replicas: 1, out: 0, replicaReads: 1, primaryReads: 4 });
+  });
+
+  it('sends a lookup to the primary when the idle connection is already promised to someone asked before it', async () => {
+    const { replicas, pool, table, read } = setup();
+    pool.replay = '0/200';
+    replicas.listening();
+    await read();
+    await settle();
+    expect(await read()).toBe('replica');
+    expect(pool.idleCount).toBe(1);
+    // A new connection would take long: a lookup that waited for one would wait with it.
+    let open = () => {};
+    pool.opening = new Promise((resolve) => (open = resolve));
+    const reads = [read(), read()];
+    expect(await Promise.race([Promise.all(reads), settle().then(() => 'waiting')])).toEqual(['replica', 'primary']);
+    expect(table.lookupOn).toHaveBeenCalledTimes(2);
+    open();
   });
 
   it('sends a lookup to the primary when a change is heard while the connection is handed over, and until the fence is read past it', async () => {

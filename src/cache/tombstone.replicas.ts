@@ -154,7 +154,9 @@ export class TombstoneReplicas implements OnApplicationBootstrap, OnApplicationS
     for (let i = 0; i < count; i++) {
       const replica = this.replicas[(start + i) % count];
       // A lookup never waits for a new connection, nor for one to a replica that failed: a probe opens it.
-      if (!replica.out && replica.pool.idleCount > 0) return replica;
+      // pg-pool hands an idle connection over on the next tick, in the order connections were asked
+      // for: an idle one is this lookup's only when no one asked before it (another lookup, the app).
+      if (!replica.out && replica.pool.idleCount > replica.pool.waitingCount) return replica;
       this.probe(replica);
     }
     return undefined;

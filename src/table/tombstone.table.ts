@@ -272,6 +272,8 @@ export interface PgPool {
   connect(): Promise<PgClient>;
   readonly idleCount: number;
   readonly totalCount: number;
+  /** Callers queued for a connection, an idle one included: pg-pool hands those over on the next tick. */
+  readonly waitingCount: number;
   readonly options: { readonly max: number };
 }
 
