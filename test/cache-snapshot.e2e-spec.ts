@@ -293,6 +293,35 @@ describe('filter snapshot: starting', () => {
     }
   });
 
+  it.each([
+    { case: 'another false-positive rate', filter: { falsePositiveRate: 0.02 } },
+    { case: 'a capacity below minCapacity', filter: { minCapacity: 500_000 } },
+    {
+      case: 'triggers that do not mark changed rows',
+      sql: `ALTER TABLE tombstones DISABLE TRIGGER tombstones_changed_upd`,
+      undo: `ALTER TABLE tombstones ENABLE ALWAYS TRIGGER tombstones_changed_upd`,
+    },
+  ])('does not read the table again and again for a snapshot it cannot use, with $case', async ({ sql, undo, filter }) => {
+    await fresh();
+    if (sql) await db.sql.query(sql);
+    try {
+      // Another instance, with the default settings, stores its snapshot after this one started.
+      const app = await boot(filter);
+      expect(filterStats(app).lastLoadFrom).toBe('table');
+      await fresh();
+      const stored = (await snapshot())!;
+      const loaded = filterStats(app).lastLoadMs;
+      const lookup = lookupOf(app);
+      await lookup.checkSnapshot();
+      await lookup.loaded();
+      expect(logged()).not.toContainEqual(expect.stringMatching(/loading the filter again/));
+      expect(filterStats(app).lastLoadMs).toBe(loaded);
+      expect(await snapshot()).toEqual(stored);
+    } finally {
+      if (undo) await db.sql.query(undo);
+    }
+  });
+
   it('stores the snapshot again once many rows changed since, and does not use one with too many', async () => {
     const first = await fresh();
     const LISTED = await listed();

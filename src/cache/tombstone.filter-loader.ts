@@ -123,6 +123,10 @@ export class TombstoneFilterLoader {
       return null;
     }
     if (header === null) return 'there is none';
+    // Problems a new snapshot would not mend: the triggers would still not mark changed rows, and
+    // an instance with other filter settings would write its own again, each reading the whole
+    // table by turns. Such an instance loads from the table when it starts, and leaves it there.
+    if (!header.tracked || header.falsePositiveRate !== this.settings.falsePositiveRate || header.capacity < this.settings.minCapacity) return null;
     const problem = headerProblem(header, this.settings);
     if (problem !== null) return problem;
     const changes = await countChanged(this.table.dataSource, header.watermark, changesToRefresh(header.capacity));

@@ -1,6 +1,7 @@
 import { jest } from '@jest/globals';
 import { TombstoneCircuitOpenError } from './tombstone.breaker.js';
 import { LruTombstoneCacheStore } from './tombstone.cache.js';
+import { emptyFilter } from './tombstone.filter-keys.js';
 import { TombstoneFences } from './tombstone.fences.js';
 import { TombstoneReplicas } from './tombstone.replicas.js';
 import { TombstoneLookup } from './tombstone.lookup.js';
@@ -105,6 +106,23 @@ describe('TombstoneLookup', () => {
     expect(lookup.resolve('item', 'a')).toBe(GONE); // a value, not a promise
     expect(service.lookups).toBe(1);
     expect(lookup.stats()).toMatchObject({ filtered: 1, cached: 1, queried: 1 });
+  });
+
+  it('frees a filter a load began to fill and did not install (a snapshot it could not use)', async () => {
+    const { lookup } = setup();
+    const internals = lookup as unknown as { loader: { load: (...args: unknown[]) => Promise<void> }; building: unknown };
+    const ended = deferred<void>();
+    internals.loader = {
+      load: async (_reason, _current, hooks) => {
+        (hooks as { building: (filter: unknown) => void }).building(emptyFilter(1000, 0.01, 'salt', new Date()));
+        expect(internals.building).not.toBeNull();
+        ended.resolve();
+      },
+    };
+    lookup.listening();
+    await ended.promise;
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(internals.building).toBeNull();
   });
 
   it('asks the database for a type written here until its fence comes back: unshared, not kept', async () => {

@@ -328,6 +328,9 @@ export class TombstoneLookup implements OnModuleInit {
         this.scheduleCheck();
       },
     });
+    // A load that ended without installing its filter (a snapshot it could not use, and no read
+    // of the table after it) leaves nothing to fill: changes stop going into it, and it is freed.
+    if (current()) this.building = null;
   }
 
   /** A filter holding more keys than it was sized for lets more unknown keys through: grow it. */
