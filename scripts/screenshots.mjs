@@ -80,7 +80,7 @@ async function main() {
       const file = path.join(images, shot.file);
       await page.screenshot({ path: file });
       await page.close();
-      console.log(`${path.relative(root, file)} (${shot.path}, ${shot.status}, ${Math.round(statSync(file).size / 1024)} KiB)`);
+      process.stdout.write(`${path.relative(root, file)} (${shot.path}, ${shot.status}, ${Math.round(statSync(file).size / 1024)} KiB)\n`);
     }
   } finally {
     await browser?.close();
