@@ -128,10 +128,11 @@ export class TombstoneResponseWriter {
     this.cacheControls = cacheControlsOf(options.cacheControl);
     this.tagging = cacheTags.enabled;
     this.jsonFormat = options.problemDetails === 'always' ? 'problem' : 'json';
+    const json = ['application/json', 'application/problem+json'];
+    this.jsonOffers = options.problemDetails === 'negotiate' ? json : null;
     // JSON first: a tie (`*/*;q=0.8` alone, `application/*`) goes to JSON. Both JSON types are
     // offered whatever `problemDetails` says, so that HTML wins only where the client prefers it.
-    const json = ['application/json', 'application/problem+json'];
-    this.offers = options.html ? [...json, 'text/html'] : options.problemDetails === 'negotiate' ? json : null;
+    this.htmlOffers = options.html ? [...json, 'text/html'] : this.jsonOffers;
   }
 
   /** The `Cache-Control` of each status, unscoped and scoped, worked out once. */
@@ -208,14 +209,20 @@ export class TombstoneResponseWriter {
   /** The format of answers that are not HTML: problem details or JSON, by the `problemDetails` option. */
   private readonly jsonFormat: TombstoneFormat;
 
-  /** The media types negotiated (`null`: none, every answer is `jsonFormat`). */
-  private readonly offers: string[] | null;
+  /**
+   * The media types negotiated (`null`: none, the answer is `jsonFormat`): HTML is offered only
+   * to an `Accept` that names `text/…` (a browser's), so API clients negotiate as they always did.
+   */
+  private readonly jsonOffers: string[] | null;
+  private readonly htmlOffers: string[] | null;
 
   private formatFor(request: TombstoneRequest): TombstoneFormat | 'html' {
     // The commonest Accept values need no negotiation.
     const accept = request.headers.accept;
-    if (accept === undefined || accept === '*/*' || accept === 'application/json' || this.offers === null) return this.jsonFormat;
-    const preferred = new Negotiator(request as never).mediaType(this.offers);
+    if (accept === undefined || accept === '*/*' || accept === 'application/json') return this.jsonFormat;
+    const offers = typeof accept === 'string' && accept.includes('text/') ? this.htmlOffers : this.jsonOffers;
+    if (offers === null) return this.jsonFormat;
+    const preferred = new Negotiator(request as never).mediaType(offers);
     if (preferred === 'text/html') return 'html';
     return preferred === 'application/problem+json' && this.options.problemDetails === 'negotiate' ? 'problem' : this.jsonFormat;
   }

@@ -283,8 +283,11 @@ export class TombstoneRenderer {
 const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
 export function escapeHtml(value: string): string {
-  return value.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]);
+  // Most values (keys, labels, request ids) have nothing to escape.
+  return HAS_ESCAPE.test(value) ? value.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]) : value;
 }
+
+const HAS_ESCAPE = /[&<>"']/;
 
 function shorten(id: string): string {
   return id.length <= 200 ? id : `${id.slice(0, 200)}…`;
