@@ -131,6 +131,16 @@ describe.each(ADAPTERS)('HTML answers for browsers (%s)', (adapter) => {
     expect(res.body).toMatchObject({ error: 'gone', id: 'deleted', reason: 'Retired in the spring clean' });
   });
 
+  it.each([
+    ['text/html alone', 'text/html'],
+    ['text/* (any text)', 'text/*'],
+    ['HTML preferred to JSON', 'application/json;q=0.9, text/html'],
+    ['Firefox', 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8'],
+  ])('%s: the page', async (_name, accept) => {
+    const res = await http.get('/items/deleted').set('Accept', accept).expect(410);
+    expect(res.headers['content-type']).toBe(HTML);
+  });
+
   it('problem details when asked for, as before', async () => {
     const res = await http.get('/items/deleted').set('Accept', 'application/problem+json').expect(410);
     expect(res.headers['content-type']).toBe('application/problem+json; charset=utf-8');
