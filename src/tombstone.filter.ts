@@ -150,7 +150,7 @@ export class TombstoneResponseWriter {
     const rendered = format === 'html' ? this.renderer.renderHtml(answer) : this.renderer.render(answer, format);
     const http = this.http();
     http.setHeader(response, 'Content-Type', rendered.contentType);
-    if ('headers' in rendered) for (const [name, value] of Object.entries(rendered.headers)) http.setHeader(response, name, value);
+    if ('headers' in rendered && rendered.headers) for (const [name, value] of Object.entries(rendered.headers)) http.setHeader(response, name, value);
     // The body holds user data (the key, a reason): never let a browser sniff it as HTML.
     http.setHeader(response, 'X-Content-Type-Options', 'nosniff');
     // Every answer of a route whose scope comes from a header depends on that header, the

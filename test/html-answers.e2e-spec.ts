@@ -1,7 +1,7 @@
 import type { INestApplication } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import request from 'supertest';
-import { TombstoneModule, type TombstoneModuleOptions, TombstoneService } from '../src/index.js';
+import { type TombstoneAnswer, TombstoneModule, type TombstoneModuleOptions, TombstoneRenderer, TombstoneService } from '../src/index.js';
 import { ItemsController } from './fixtures/items.fixture.js';
 import { ADAPTERS, bootApp, settled } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
@@ -195,6 +195,19 @@ describe.each(ADAPTERS)('HTML answers for browsers (%s)', (adapter) => {
         const res = await problems.get('/items/deleted').set('Accept', accept).expect(410);
         expect(res.headers['content-type']).toBe('application/problem+json; charset=utf-8');
       }
+    });
+
+    it('a page of your own that throws: a plain 404, never a 500 (reads fail open)', async () => {
+      class BrokenPage extends TombstoneRenderer {
+        protected override page(_answer: TombstoneAnswer): string {
+          throw new Error('template bug');
+        }
+      }
+      const broken = await boot({ renderer: BrokenPage });
+      const res = await broken.get('/items/deleted').set('Accept', BROWSER).expect(404);
+      expect(res.text).not.toContain('template bug');
+      // API clients are not affected.
+      await broken.get('/items/deleted').expect(410);
     });
 
     it("problemDetails: 'never' gives browsers the page, and problem+json clients JSON", async () => {
