@@ -48,6 +48,8 @@ describe.each(ADAPTERS)('Chromium reads the HTML answers (%s)', (adapter) => {
     const tombstones = apps[0].get(TombstoneService);
     await tombstones.recordDeletion('item', 'deleted', { reason: 'Retired in the spring clean', alternative: '/items/target' });
     await tombstones.recordDeletion('item', 'hostile', { reason: HOSTILE_REASON, alternative: '/items/target' });
+    // Refused by the service; written straight into the table as another tool could.
+    await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind, alternative) VALUES ('item', 'js-alternative', 'deleted', 'javascript:window.pwned=4')`);
     await settled(apps[0]);
     browser = await launchBrowser();
   });
@@ -143,6 +145,10 @@ describe.each(ADAPTERS)('Chromium reads the HTML answers (%s)', (adapter) => {
       expect(await page.getByText(HOSTILE_REASON).count()).toBe(1);
       expect(await page.locator('script, img').count()).toBe(0);
       expect(await page.evaluate(() => window.pwned)).toBeUndefined();
+      // A javascript: alternative is no link to click.
+      expect((await page.goto(`${base}/items/js-alternative`))?.status()).toBe(410);
+      expect(await page.locator('a').count()).toBe(0);
+      expect(await page.locator('[href^="javascript" i]').count()).toBe(0);
       expect(await problems()).toEqual([]);
     } finally {
       await page.close();
