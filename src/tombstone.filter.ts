@@ -127,6 +127,12 @@ export class TombstoneResponseWriter {
   ) {
     this.cacheControls = cacheControlsOf(options.cacheControl);
     this.tagging = cacheTags.enabled;
+    this.jsonFormat = options.problemDetails === 'always' ? 'problem' : 'json';
+    const json = ['application/json', 'application/problem+json'];
+    this.jsonOffers = options.problemDetails === 'negotiate' ? json : null;
+    // JSON first: a tie (`*/*;q=0.8` alone, `application/*`) goes to JSON. Both JSON types are
+    // offered whatever `problemDetails` says, so that HTML wins only where the client prefers it.
+    this.htmlOffers = options.html ? [...json, 'text/html'] : this.jsonOffers;
   }
 
   /** The `Cache-Control` of each status, unscoped and scoped, worked out once. */
@@ -140,9 +146,11 @@ export class TombstoneResponseWriter {
    * `tagged`: the answer is what the lookup said of its key, and carries the key's cache tags.
    */
   write(answer: TombstoneAnswer, request: TombstoneRequest, response: unknown, settings?: TombstonedSettings, tagged = false): void {
-    const rendered = this.renderer.render(answer, this.formatFor(request));
+    const format = this.formatFor(request);
+    const rendered = format === 'html' ? this.renderer.renderHtml(answer) : this.renderer.render(answer, format);
     const http = this.http();
     http.setHeader(response, 'Content-Type', rendered.contentType);
+    if ('headers' in rendered && rendered.headers) for (const [name, value] of Object.entries(rendered.headers)) http.setHeader(response, name, value);
     // The body holds user data (the key, a reason): never let a browser sniff it as HTML.
     http.setHeader(response, 'X-Content-Type-Options', 'nosniff');
     // Every answer of a route whose scope comes from a header depends on that header, the
@@ -168,7 +176,7 @@ export class TombstoneResponseWriter {
     if (answer.error === 'gone' && answer.alternative) {
       appendList(http, response, 'Link', [`<${answer.alternative}>; rel="alternate"`]);
     }
-    http.send(response, JSON.stringify(rendered.body), answer.status);
+    http.send(response, typeof rendered.body === 'string' ? rendered.body : JSON.stringify(rendered.body), answer.status);
   }
 
   /** How headers and bodies are written on this app's HTTP adapter (decided at the first answer). */
@@ -198,20 +206,25 @@ export class TombstoneResponseWriter {
     });
   }
 
-  private formatFor(request: TombstoneRequest): TombstoneFormat {
-    switch (this.options.problemDetails) {
-      case 'always':
-        return 'problem';
-      case 'never':
-        return 'json';
-      default: {
-        // The commonest Accept values need no negotiation.
-        const accept = request.headers.accept;
-        if (accept === undefined || accept === '*/*' || accept === 'application/json') return 'json';
-        const preferred = new Negotiator(request as never).mediaType(['application/json', 'application/problem+json']);
-        return preferred === 'application/problem+json' ? 'problem' : 'json';
-      }
-    }
+  /** The format of answers that are not HTML: problem details or JSON, by the `problemDetails` option. */
+  private readonly jsonFormat: TombstoneFormat;
+
+  /**
+   * The media types negotiated (`null`: none, the answer is `jsonFormat`): HTML is offered only
+   * to an `Accept` that names `text/…` (a browser's), so API clients negotiate as they always did.
+   */
+  private readonly jsonOffers: string[] | null;
+  private readonly htmlOffers: string[] | null;
+
+  private formatFor(request: TombstoneRequest): TombstoneFormat | 'html' {
+    // The commonest Accept values need no negotiation.
+    const accept = request.headers.accept;
+    if (accept === undefined || accept === '*/*' || accept === 'application/json') return this.jsonFormat;
+    const offers = typeof accept === 'string' && accept.includes('text/') ? this.htmlOffers : this.jsonOffers;
+    if (offers === null) return this.jsonFormat;
+    const preferred = new Negotiator(request as never).mediaType(offers);
+    if (preferred === 'text/html') return 'html';
+    return preferred === 'application/problem+json' && this.options.problemDetails === 'negotiate' ? 'problem' : this.jsonFormat;
   }
 
   private cacheControl(answer: TombstoneAnswer): string | false {

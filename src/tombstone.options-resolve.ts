@@ -62,6 +62,7 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
       "e.g. 'https://api.example.com/problems/' (then types are https://api.example.com/problems/gone, …).",
     );
   }
+  if (typeof o.html !== 'boolean') fail(`html must be true or false, not ${JSON.stringify(o.html)}.`, 'false answers browsers with JSON too, for a pure API.');
   const cacheControl = resolveCacheControl(o.cacheControl, fail);
   whole('lookupTimeoutMs', o.lookupTimeoutMs, fail);
   whole('maxConcurrentLookups', o.maxConcurrentLookups, fail, 'Keep it below the pool size of your DataSource.');

@@ -43,6 +43,7 @@ describe('resolveTombstoneOptions', () => {
       lookups: 'primary',
       requestIdHeader: 'x-request-id',
       requestId: undefined,
+      html: true,
       renderer: undefined,
       actor: undefined,
       captureCheck: 'error',
@@ -99,6 +100,7 @@ describe('resolveTombstoneOptions', () => {
           lookups: 'replica',
           requestIdHeader: 'X-Correlation-Id',
           requestId,
+          html: false,
           renderer: MyRenderer,
           actor,
           captureCheck: 'warn',
@@ -125,6 +127,7 @@ describe('resolveTombstoneOptions', () => {
         lookups: 'replica',
         requestIdHeader: 'X-Correlation-Id',
         requestId,
+        html: false,
         renderer: MyRenderer,
         actor,
         captureCheck: 'warn',
@@ -152,6 +155,7 @@ describe('resolveTombstoneOptions', () => {
 
     it.each([
       [{ preparedStatements: 'yes' }, 'preparedStatements must be true or false, not "yes".'],
+      [{ html: 'text/html' }, 'html must be true or false, not "text/html".'],
       [{ lookups: 'replicas' }, `lookups must be 'primary' or 'replica', not "replicas".`],
       [{ lookups: 'replica', cache: false }, "lookups: 'replica' needs the lookup cache"],
       [{ maxConcurrentLookups: 0 }, 'maxConcurrentLookups must be a whole number from 1 to 1000, not 0.'],
@@ -279,7 +283,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, lookups, requestIdHeader, requestId, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags.',
+        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, lookups, requestIdHeader, requestId, html, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags.',
       );
     });
 

@@ -265,6 +265,14 @@ export class TombstoneModuleOptions {
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the app's own request type (Express, Fastify, with its `id`)
   requestId?: (request: any) => string | undefined = undefined;
 
+  /**
+   * HTML pages for browsers: a request whose `Accept` prefers `text/html` gets its 404, 410 (and
+   * redirect) as a small HTML page, with the same status and headers and a strict
+   * `Content-Security-Policy`; `*\/*`, no `Accept` and JSON stay JSON. `false`: every answer is
+   * JSON (or problem details), for a pure API. See docs/responses.md. Default: `true`.
+   */
+  html?: boolean = true;
+
   /** Renders answers; subclass `TombstoneRenderer` to change bodies. Default: none (`TombstoneRenderer`). */
   renderer?: Type<TombstoneRenderer> = undefined;
 

@@ -1,4 +1,5 @@
-import { TombstoneRenderer } from './tombstone.renderer.js';
+import { createHash } from 'node:crypto';
+import { escapeHtml, TombstoneRenderer } from './tombstone.renderer.js';
 import { type TombstoneAnswer } from './tombstone.types.js';
 
 const JSON_TYPE = 'application/json; charset=utf-8';
@@ -276,6 +277,113 @@ describe('TombstoneRenderer', () => {
       expect(body).not.toHaveProperty('requestId');
       expect(body.id).toBe('hello-world');
       expect(body.title).toBe('Not Found');
+    });
+  });
+
+  describe('HTML pages', () => {
+    const hostile = '<script>alert(1)</script><img src=x onerror=alert(2)>"\'&';
+    const escaped = '&lt;script&gt;alert(1)&lt;/script&gt;&lt;img src=x onerror=alert(2)&gt;&quot;&#39;&amp;';
+
+    it('escapes the five characters that matter in text and quoted attributes', () => {
+      expect(escapeHtml(hostile)).toBe(escaped);
+      expect(escapeHtml('plain text, é, ü')).toBe('plain text, é, ü');
+    });
+
+    it('a 410: the status, what happened, when, why, and a link to the alternative', () => {
+      const rendered = renderer.renderHtml(gone);
+      expect(rendered.contentType).toBe('text/html; charset=utf-8');
+      expect(rendered.body).toMatch(/^<!doctype html><html lang="en">/);
+      expect(rendered.body).toContain('<title>410 Gone</title>');
+      expect(rendered.body).toContain("<h1>Article &#39;hello-world&#39; was permanently deleted</h1>");
+      expect(rendered.body).toContain('<time datetime="2024-05-01T12:00:00.000Z">May 1, 2024 at 12:00 PM UTC</time>');
+      expect(rendered.body).toContain('<dt>Reason</dt><dd>Retired</dd>');
+      expect(rendered.body).toContain('<dt>See instead</dt><dd><a href="/articles/current">/articles/current</a></dd>');
+      expect(rendered.body).toContain('<main>');
+      expect(rendered.body).toContain('<code>req-1</code>');
+    });
+
+    it('a 404 has no facts of a tombstone, and lists suggestions as links', () => {
+      const page = renderer.renderHtml(notFound).body;
+      expect(page).toContain('<h1>Article &#39;hello-world&#39; was not found</h1>');
+      expect(page).not.toContain('<dl>');
+      expect(page).not.toContain('Did you mean');
+      const suggested = renderer.renderHtml({ ...notFound, suggestions: [{ id: 'hello-word', location: '/articles/hello-word' }, { id: '<b>', location: '/articles/%3Cb%3E' }] }).body;
+      expect(suggested).toContain('<h2 id="suggestions">Did you mean</h2><ul aria-labelledby="suggestions"><li><a href="/articles/hello-word">hello-word</a></li><li><a href="/articles/%3Cb%3E">&lt;b&gt;</a></li></ul>');
+    });
+
+    it('a redirect links to where the resource lives now', () => {
+      expect(renderer.renderHtml(moved).body).toContain('<dt>Now at</dt><dd><a href="/articles/hello-there?ref=x">/articles/hello-there?ref=x</a></dd>');
+      expect(renderer.renderHtml(moved).body).toContain('<title>301 Moved Permanently</title>');
+    });
+
+    it('escapes every value: key, label, reason, alternative, request id', () => {
+      const page = renderer.renderHtml({ ...gone, id: hostile, label: hostile, reason: hostile, alternative: hostile, requestId: hostile }).body;
+      expect(page).not.toContain('<script>');
+      expect(page).not.toContain('<img');
+      expect(page).not.toMatch(/<a /);
+      expect(page.split(escaped).length - 1).toBeGreaterThanOrEqual(4);
+    });
+
+    it.each([
+      ['javascript:', 'javascript:alert(document.domain)'],
+      ['JavaScript: with a case', 'JaVaScRiPt:alert(1)'],
+      ['data:', 'data:text/html,<script>alert(1)</script>'],
+      ['a protocol-relative URL', '//evil.example/'],
+      ['a backslash trick', '/\\evil.example/'],
+      ['a quote that would end the attribute', '/a" onmouseover="alert(1)'],
+    ])('never makes a link of %s, in an alternative or a suggestion', (_name, url) => {
+      const alternative = renderer.renderHtml({ ...gone, alternative: url }).body;
+      const suggestion = renderer.renderHtml({ ...notFound, suggestions: [{ id: 'x', location: url }] }).body;
+      for (const page of [alternative, suggestion]) {
+        expect(page).not.toMatch(/<a /);
+        expect(page).not.toContain('onmouseover="');
+      }
+      expect(alternative).toContain(`<dd>${escapeHtml(url)}</dd>`);
+    });
+
+    it('links to an absolute http(s) alternative', () => {
+      expect(renderer.renderHtml({ ...gone, alternative: 'https://example.com/new?a=1&b=2' }).body).toContain('<a href="https://example.com/new?a=1&amp;b=2">');
+    });
+
+    it('a hidden key and an unknown key are the same answer, so the same page', () => {
+      expect(renderer.renderHtml({ ...notFound }).body).toBe(renderer.renderHtml(notFound).body);
+    });
+
+    it('the policy allows the page\'s one style by its hash, and nothing else', () => {
+      const rendered = renderer.renderHtml(gone);
+      const style = /<style>(.*?)<\/style>/s.exec(rendered.body)![1];
+      const hash = createHash('sha256').update(style).digest('base64');
+      expect(rendered.headers['Content-Security-Policy']).toBe(
+        `default-src 'none'; style-src 'sha256-${hash}'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+      );
+      expect(rendered.body).not.toMatch(/<script|<link|style="/);
+    });
+
+    it('a subclass translates the texts, restyles the page (the policy follows), or writes its own page', () => {
+      class German extends TombstoneRenderer {
+        protected override message(answer: TombstoneAnswer): string {
+          return answer.error === 'gone' ? `${answer.label} „${answer.id}“ wurde gelöscht` : super.message(answer);
+        }
+        protected override htmlTexts(answer: TombstoneAnswer) {
+          return { ...super.htmlTexts(answer), lang: 'de', status: `${answer.status} Nicht mehr da`, deleted: 'Gelöscht', reason: 'Grund', alternative: 'Stattdessen' };
+        }
+        protected override htmlStyle(): string {
+          return 'body{font-family:serif}';
+        }
+      }
+      const rendered = new German().renderHtml(gone);
+      expect(rendered.body).toMatch(/^<!doctype html><html lang="de">/);
+      expect(rendered.body).toContain('<h1>Article „hello-world“ wurde gelöscht</h1>');
+      expect(rendered.body).toContain('<dt>Gelöscht</dt><dd><time datetime="2024-05-01T12:00:00.000Z">1. Mai 2024 um 12:00 UTC</time></dd>');
+      expect(rendered.body).toContain('<style>body{font-family:serif}</style>');
+      expect(rendered.headers['Content-Security-Policy']).toContain(`'sha256-${createHash('sha256').update('body{font-family:serif}').digest('base64')}'`);
+
+      class Own extends TombstoneRenderer {
+        protected override page(answer: TombstoneAnswer): string {
+          return `<!doctype html><title>${this.escape(answer.id)}</title><p>${this.href('javascript:x') ?? 'no link'}</p>`;
+        }
+      }
+      expect(new Own().renderHtml({ ...gone, id: '<x>' }).body).toBe('<!doctype html><title>&lt;x&gt;</title><p>no link</p>');
     });
   });
 });

@@ -119,4 +119,6 @@ export interface TombstoneAnswer {
   readonly alternative?: string | null;
   /** Whether a scope was involved: scoped answers are never publicly cacheable. */
   readonly scoped: boolean;
+  /** A 404 of a key that never existed: up to 3 live keys like it, each with its same-origin link. */
+  readonly suggestions?: readonly { readonly id: string; readonly location: string }[];
 }

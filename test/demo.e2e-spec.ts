@@ -77,6 +77,19 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
     await http.get('/articles/current').expect(200);
   });
 
+  it('a browser gets the 410 as a page, under the module\'s own Content-Security-Policy (not the security headers\' looser one)', async () => {
+    const browser = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+    const res = await http.get('/articles/summer-sale-2025').set('Accept', browser).expect(410);
+    expect(res.headers['content-type']).toBe('text/html; charset=utf-8');
+    expect(res.headers['content-security-policy']).toMatch(/^default-src 'none'; style-src 'sha256-[^']+'; img-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'$/);
+    expect(res.text).toContain('<dd>The summer 2025 promotion has ended</dd>');
+    expect(res.text).toContain('<a href="/articles/current">/articles/current</a>');
+    // And the same page for a draft that is hidden as for a slug that never was.
+    const hidden = await http.get('/articles/draft-notes').set('Accept', browser).set('x-request-id', 'r').expect(404);
+    const never = await http.get('/articles/never-was-1').set('Accept', browser).set('x-request-id', 'r').expect(404);
+    expect(hidden.text.replace('draft-notes', 'KEY')).toBe(never.text.replace('never-was-1', 'KEY'));
+  });
+
   it('GET /articles/spring-sale-2025 → 410 (moved, then the target was deleted)', async () => {
     const res = await http.get('/articles/spring-sale-2025').expect(410);
     expect(res.body).toMatchObject({ error: 'gone', id: 'spring-sale-2025', alternative: '/articles/current' });

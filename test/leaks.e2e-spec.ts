@@ -7,6 +7,9 @@ import { ADAPTERS, bootApp, settled } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { QueryCounter } from './support/query-counter.js';
 
+/** What Chromium sends for a page it navigates to. */
+const BROWSER = 'text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8,application/signed-exchange;v=b3;q=0.7';
+
 /**
  * A response as bytes, apart from what must differ between two requests: its id, its date, and
  * the key asked for, in the body and in the headers (its cache tags name it; compare keys of one
@@ -58,52 +61,64 @@ describe.each(ADAPTERS)('no existence leaks (%s)', (adapter) => {
     });
 
     /** The response to GET /items/:key and the statements it cost. */
-    const probe = async (key: string, tenant?: string) => {
+    const probe = async (key: string, tenant?: string, accept?: string) => {
       counter.reset();
-      const req = http.get(`/items/${encodeURIComponent(key)}`);
-      const res = await (tenant === undefined ? req : req.set('X-Tenant-Id', tenant));
+      let req = http.get(`/items/${encodeURIComponent(key)}`);
+      if (tenant !== undefined) req = req.set('X-Tenant-Id', tenant);
+      const res = await (accept === undefined ? req : req.set('Accept', accept));
       return { shape: shape(res, key), queries: counter.queries.length };
     };
 
-    it('a hidden key answers as a key that never existed, at the same cost', async () => {
+    /** Each test once as an API client asks (JSON), once as a browser does (an HTML page). */
+    const clients = [
+      ['JSON', undefined, 'content-type: application/json; charset=utf-8'],
+      ['HTML', BROWSER, 'content-type: text/html; charset=utf-8'],
+    ] as const;
+
+    it.each(clients)('a hidden key answers as a key that never existed, at the same cost (%s)', async (_client, accept, contentType) => {
       await tombstones.recordHidden('item', 'leak-hidden-1');
       await tombstones.recordHidden('item', 'leak-hidden-2', { scope: 'acme' });
       // Recorded hidden in SQL too: what another instance or capture writes.
-      await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind) VALUES ('item', 'leak-hidden-3', 'hidden')`);
+      await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind) VALUES ('item', 'leak-hidden-3', 'hidden') ON CONFLICT DO NOTHING`);
       await settled(app); // the app has heard all three
-      const never = await probe('leak-never-01');
-      const neverScoped = await probe('leak-never-02', 'acme');
-      expect(await probe('leak-hidden-1')).toEqual(never);
-      expect(await probe('leak-hidden-2', 'acme')).toEqual(neverScoped);
-      expect(await probe('leak-hidden-3')).toEqual(never);
+      const never = await probe('leak-never-01', undefined, accept);
+      const neverScoped = await probe('leak-never-02', 'acme', accept);
+      expect(await probe('leak-hidden-1', undefined, accept)).toEqual(never);
+      expect(await probe('leak-hidden-2', 'acme', accept)).toEqual(neverScoped);
+      expect(await probe('leak-hidden-3', undefined, accept)).toEqual(never);
       expect(never.shape).toMatch(/^404\n/);
+      expect(never.shape).toContain(`\n${contentType}\n`);
       if (tagged) expect(never.shape).toContain('\nsurrogate-key: item/<key>\n');
       else expect(never.shape).not.toContain('surrogate-key');
     });
 
-    it('a key that redirects to a hidden one answers as a key that never existed', async () => {
+    it.each(clients)('a key that redirects to a hidden one answers as a key that never existed (%s)', async (_client, accept, contentType) => {
       await tombstones.recordMove('item', 'leak-moved', 'leak-target');
       await tombstones.recordHidden('item', 'leak-target');
       // The same answer; with the cache, its first lookup is a query (see the README). Its tags
       // name the key asked for only, not the hidden key it leads to.
-      const moved = await probe('leak-moved');
-      expect(moved.shape).toEqual((await probe('leak-never')).shape);
+      const moved = await probe('leak-moved', undefined, accept);
+      expect(moved.shape).toEqual((await probe('leak-never', undefined, accept)).shape);
+      expect(moved.shape).toContain(`\n${contentType}\n`);
       if (tagged) expect(moved.shape).toContain('\nsurrogate-key: item/<key>\n');
     });
 
-    it('another tenant’s deleted, moved and hidden keys answer as keys that never existed', async () => {
-      await tombstones.recordDeletion('item', 'leak-gone', { scope: 'acme', reason: 'secret reason' });
+    it.each(clients)('another tenant’s deleted, moved and hidden keys answer as keys that never existed (%s)', async (_client, accept, contentType) => {
+      await tombstones.recordDeletion('item', 'leak-gone', { scope: 'acme', reason: 'secret reason', alternative: '/items/leak-alternative' });
       await tombstones.recordMove('item', 'leak-move', 'leak-elsewhere', { scope: 'acme' });
       await tombstones.recordHidden('item', 'leak-hide', { scope: 'acme' });
       for (const key of ['leak-gone', 'leak-move', 'leak-hide']) {
-        const other = await probe(key, 'globex');
-        const nobody = await probe(key.replace('leak', 'none'), 'globex');
+        const other = await probe(key, 'globex', accept);
+        const nobody = await probe(key.replace('leak', 'none'), 'globex', accept);
         expect(other).toEqual(nobody);
-        expect(other.shape).not.toMatch(/secret|leak-elsewhere|acme/);
+        expect(other.shape).toContain(`\n${contentType}\n`);
+        expect(other.shape).not.toMatch(/secret|leak-elsewhere|leak-alternative|acme/);
         if (tagged) expect(other.shape).toContain('\nsurrogate-key: item/<key>\n');
       }
       // And the owner still gets the truth.
-      expect((await probe('leak-gone', 'acme')).shape).toMatch(/^410\n/);
+      const owner = await probe('leak-gone', 'acme', accept);
+      expect(owner.shape).toMatch(/^410\n/);
+      expect(owner.shape).toContain('secret reason');
     });
   });
 });

@@ -219,6 +219,10 @@ const nodeTrim = (v: string) => v.replace(/^[ \t]+|[ \t]+$/g, '');
 /** Why a 4xx body says nothing clear, or undefined when it does. */
 function unclear(res: Response): string | undefined {
   const type = String(res.headers['content-type'] ?? '');
+  // A tombstone answer's page for a browser: its heading says what happened.
+  if (type === 'text/html; charset=utf-8' && res.headers['content-security-policy'] !== undefined) {
+    return /<h1>[^<]+<\/h1>/.test(res.text) || res.text === '' ? undefined : `a ${res.status} page without a heading`;
+  }
   if (!/^application\/(?:problem\+)?json\b/.test(type)) return `a ${res.status} that is not JSON (${type || 'no content type'})`;
   const body = jsonOf(res) as Record<string, unknown> | undefined;
   if (typeof body !== 'object' || body === null || Array.isArray(body)) return `a ${res.status} whose body is not a JSON object`;
@@ -739,7 +743,11 @@ describe.each(ADAPTERS)('hostile input, property-based (%s)', (adapter) => {
     if (!answer) return;
     const tombstoneStatuses = [301, 302, 307, 308, 404, 410];
     if (!tombstoneStatuses.includes(res.status)) violation('a tombstone answer with an unexpected status', spec, res);
-    if (!/^application\/(problem\+)?json; charset=utf-8$/.test(String(res.headers['content-type']))) violation('a tombstone answer with an unexpected content type', spec, res);
+    const html = res.headers['content-type'] === 'text/html; charset=utf-8';
+    if (!html && !/^application\/(problem\+)?json; charset=utf-8$/.test(String(res.headers['content-type']))) violation('a tombstone answer with an unexpected content type', spec, res);
+    // A page only for a client that prefers HTML to JSON (a browser); never for a JSON client.
+    if (html && !/\btext\/(html|\*)/i.test(spec.headers.accept ?? '')) violation('an HTML page for a client that did not ask for HTML', spec, res);
+    if (html && !/^default-src 'none'; style-src 'sha256-/.test(String(res.headers['content-security-policy']))) violation('an HTML page without its Content-Security-Policy', spec, res);
     if (!/\bAccept\b/i.test(String(res.headers.vary))) violation('a tombstone answer without Vary: Accept', spec, res);
     const redirect = res.status >= 300 && res.status < 400;
     if (redirect !== (res.headers.location !== undefined)) violation('a redirect without a Location, or a Location without a redirect', spec, res);
@@ -752,7 +760,13 @@ describe.each(ADAPTERS)('hostile input, property-based (%s)', (adapter) => {
     if ((res.status === 410 || res.status === 301 || res.status === 308) && scoped(spec) && !/\bprivate\b/.test(cacheControl)) {
       violation('a scoped answer that a shared cache may keep', spec, res);
     }
-    if (spec.method !== 'HEAD') {
+    if (spec.method !== 'HEAD' && html) {
+      // Every value escaped: the only tags are the page's own, and no script, no handler, no
+      // link that is not a safe one.
+      if (/<script|<img|<iframe|\son[a-z]+=/i.test(res.text)) violation('an HTML page with markup from a value', spec, res);
+      for (const [, href] of res.text.matchAll(/<a href="([^"]*)"/g)) if (!isSafeLink(href.replaceAll('&amp;', '&'))) violation('an HTML page that links to an unsafe URL', spec, res);
+      if (!res.text.includes(`<code>${res.headers['x-request-id']}</code>`)) violation('a page whose request id is not the header’s', spec, res);
+    } else if (spec.method !== 'HEAD') {
       if (body === undefined || (body.requestId !== undefined && body.requestId !== res.headers['x-request-id'])) violation('a body whose requestId is not the header’s', spec, res);
       if (redirect && body.location !== res.headers.location) violation('a body whose location is not the header’s', spec, res);
     }

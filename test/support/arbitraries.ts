@@ -486,6 +486,8 @@ export const ACCEPT_VALUES = [
   'application/*',
   '*/*',
   'text/html',
+  'text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8',
+  'text/html;q=0.5, application/json',
   'text/csv',
   'image/webp,*/*;q=0.8',
   '',
