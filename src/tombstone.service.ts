@@ -185,7 +185,6 @@ export class TombstoneService {
     return this.keys.key(type, assertKey(key, field), field);
   }
 
-
   /** The fields every recording call shares, checked; unnamed actor and reason come from the context. */
   private fields(kind: TombstoneKind, options: TombstoneWriteOptions): TombstoneFields {
     if (typeof options !== 'object' || options === null) {
