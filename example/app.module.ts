@@ -53,7 +53,7 @@ export class AppModule {
           synchronize: false,
         }),
         // Article slugs are lower case: a link to one in any case (or Unicode form) finds its tombstone.
-        TombstoneModule.forRoot({ isGlobal: true, cacheTags: withEvents, normalizeKeys: { article: ['nfc', 'lower'] } }),
+        TombstoneModule.forRoot({ isGlobal: true, cacheTags: withEvents, normalizeKeys: { article: ['lower', 'nfc'] } }),
         TombstoneAdminModule.forRoot({ guard: new AdminTokenGuard(adminToken) }),
         RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
         HealthModule,

@@ -57,7 +57,7 @@ export class TombstoneKeys {
     if (!isStorableKey(normal)) {
       throw new TombstoneValidationError(
         field,
-        `Invalid ${field} "${preview(key)}": its normal form for type '${type}' (normalizeKeys) is ${typeof normal === 'string' ? `"${preview(normal)}", which is not` : `a ${normal === null ? 'null' : typeof normal}, not`} a key of 1 to ${LIMITS.keyBytes} UTF-8 bytes without NUL characters.`,
+        `Invalid ${field} "${preview(key)}": its normal form for type '${type}' (normalizeKeys) is ${typeof normal === 'string' ? `"${preview(normal)}", which is not` : `${describe(normal)}, not`} a key of 1 to ${LIMITS.keyBytes} UTF-8 bytes without NUL characters.`,
         ['Check the key, or make the normaliser return a non-empty string.'],
       );
     }
@@ -116,7 +116,7 @@ export class TombstoneKeys {
 /** The normal form of a key at lookup: a normaliser that does not answer a string is an error (the lookup fails open). */
 export function lookupKey(normalize: KeyNormalizer, key: string): string {
   const normal = normalize(key);
-  if (typeof normal !== 'string') throw new TypeError(`the normalizeKeys normaliser returned a ${normal === null ? 'null' : typeof normal}, not a string`);
+  if (typeof normal !== 'string') throw new TypeError(`the normalizeKeys normaliser returned ${describe(normal)}, not a string`);
   return normal;
 }
 
@@ -126,4 +126,11 @@ function failure(type: string, field: string, key: string, error: unknown): Tomb
     `The normalizeKeys normaliser of type '${type}' failed on the ${field} "${preview(key)}": ${(error as Error)?.message ?? String(error)}`,
     ['Make the normaliser a function that returns a string for every key, and the same string for a key already in normal form.'],
   );
+}
+
+/** What a normaliser returned instead of a string, for a message: `null`, `undefined`, `a number`, `an object`. */
+export function describe(value: unknown): string {
+  if (value === null || value === undefined) return String(value);
+  const type = typeof value;
+  return `${/^[aeiou]/.test(type) ? 'an' : 'a'} ${type}`;
 }

@@ -1,5 +1,5 @@
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
-import { KEY_NORMALIZERS, type KeyNormalizer } from './tombstone.keys.js';
+import { describe, KEY_NORMALIZERS, type KeyNormalizer } from './tombstone.keys.js';
 import { isValidType } from './tombstone.validation.js';
 import {
   type ResolvedCacheControl,
@@ -290,7 +290,7 @@ function resolveNormalizeKeys(value: unknown, fail: Fail): ReadonlyMap<string, K
   const normalizers = new Map<string, KeyNormalizer>();
   if (value === undefined) return normalizers;
   const builtIns = Object.keys(KEY_NORMALIZERS).map((name) => `'${name}'`);
-  const example = "e.g. normalizeKeys: { article: 'lower' }, or { article: ['nfc', 'lower'] }, or { sku: (key) => key.toUpperCase() }";
+  const example = "e.g. normalizeKeys: { article: 'lower' }, or { article: ['lower', 'nfc'] }, or { sku: (key) => key.toUpperCase() }";
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     fail(`normalizeKeys must be an object that maps resource types to their normalisers, not ${JSON.stringify(value)}.`, example);
   }
@@ -307,6 +307,11 @@ function resolveNormalizeKeys(value: unknown, fail: Fail): ReadonlyMap<string, K
       );
     });
     if (new Set(steps).size !== steps.length) fail(`normalizeKeys.${type} names a normaliser twice.`, 'Name each once: they are applied in order.');
+    // Lower-casing can take a string out of NFC ('Ϊ' + U+0301 has no composed form, 'ϊ' + U+0301
+    // has): NFC first would give two normal forms to two spellings of one key.
+    if (steps.indexOf('nfc') !== -1 && steps.indexOf('lower') > steps.indexOf('nfc')) {
+      fail(`normalizeKeys.${type} applies 'lower' after 'nfc': lower case can undo NFC.`, `Put 'nfc' last: normalizeKeys: { ${type}: ['lower', 'nfc'] }.`);
+    }
     normalizers.set(type, fns.length === 1 ? fns[0] : compose(fns));
   }
   return normalizers;
@@ -323,7 +328,7 @@ function compose(fns: readonly KeyNormalizer[]): KeyNormalizer {
 function checkedStep(type: string, fn: KeyNormalizer): KeyNormalizer {
   return (key) => {
     const normal: unknown = fn(key);
-    if (typeof normal !== 'string') throw new TypeError(`the normalizeKeys function of type '${type}' returned ${normal === null ? 'null' : `a ${typeof normal}`}, not a string`);
+    if (typeof normal !== 'string') throw new TypeError(`the normalizeKeys function of type '${type}' returned ${describe(normal)}, not a string`);
     return normal;
   };
 }

@@ -509,7 +509,9 @@ describe('normalizeKeys', () => {
     // 'é' written as 'e' + U+0301 (NFD) becomes U+00E9 (NFC).
     expect(normalizerOf({ article: 'nfc' })('cafe\u0301')).toBe('caf\u00e9');
     expect(normalizerOf({ article: 'nfc' })('CAFE')).toBe('CAFE');
-    expect(normalizerOf({ article: ['nfc', 'lower'] })('CAFE\u0301')).toBe('caf\u00e9');
+    expect(normalizerOf({ article: ['lower', 'nfc'] })('CAFE\u0301')).toBe('caf\u00e9');
+    // Capital iota with dialytika + acute has no composed form; its lower case has (U+0390).
+    expect(normalizerOf({ article: ['lower', 'nfc'] })('\u03aa\u0301')).toBe('\u0390');
     expect(normalizerOf({ sku: ['lower', (key: string) => `${key}!`] }, 'sku')('AB')).toBe('ab!');
     expect(normalizerOf({ sku: [(key: string) => `${key}!`, (key: string) => `${key}?`] }, 'sku')('a')).toBe('a!?');
   });
@@ -543,6 +545,7 @@ describe('normalizeKeys', () => {
     [{ article: [] }, /normalizeKeys.article is an empty list/],
     [{ article: [['lower']] }, /not a nested list/],
     [{ article: ['lower', 'lower'] }, /normalizeKeys.article names a normaliser twice/],
+    [{ article: ['nfc', 'lower'] }, /normalizeKeys.article applies 'lower' after 'nfc': lower case can undo NFC[^]*Put 'nfc' last/],
     [{ 'not a type': 'lower' }, /normalizeKeys names "not a type", which is not a resource type/],
   ])('refuses %j at start-up', (given, message) => {
     const error = configurationErrorOf({ normalizeKeys: given });

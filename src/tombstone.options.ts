@@ -325,12 +325,12 @@ export class TombstoneModuleOptions {
    * its normal form (a write with another one is refused). Each type takes `'lower'`
    * (`toLowerCase()`, locale-independent), `'nfc'` (Unicode NFC), a function of the key that
    * returns its normal form (it must be idempotent), or a list of these applied in order (e.g.
-   * `['nfc', 'lower']`). Keys captured by triggers are stored as their column holds them: keep
+   * `['lower', 'nfc']`; `'nfc'` must come after `'lower'`). Keys captured by triggers are stored as their column holds them: keep
    * such columns in normal form. See docs/recording.md. Default: none (keys are compared as they
    * are).
    *
    * @example
-   * TombstoneModule.forRoot({ normalizeKeys: { article: 'lower', tag: ['nfc', 'lower'], sku: (key) => key.toUpperCase() } });
+   * TombstoneModule.forRoot({ normalizeKeys: { article: 'lower', tag: ['lower', 'nfc'], sku: (key) => key.toUpperCase() } });
    */
   normalizeKeys?: Record<string, 'lower' | 'nfc' | ((key: string) => string) | readonly ('lower' | 'nfc' | ((key: string) => string))[]> = undefined;
 }
