@@ -174,6 +174,25 @@ describe.each(ADAPTERS)('key normalisation (%s)', (adapter) => {
       expect(await tombstones.find('article', 'rec-hidden')).toBeNull();
     });
 
+    it('collapses a batch of moves through normal forms, and refuses two spellings of one source with two targets', async () => {
+      await tombstones.recordMoves('article', [
+        { from: 'BAT-A', to: 'bat-b' },
+        { from: 'Bat-B', to: 'bat-c' },
+      ]);
+      expect(await tombstones.resolve('article', 'bat-a')).toMatchObject({ state: 'moved', target: 'bat-c' });
+      expect(await tombstones.resolve('article', 'BAT-B')).toMatchObject({ state: 'moved', target: 'bat-c' });
+      await expect(
+        tombstones.recordMoves('article', [
+          { from: 'BAT-X', to: 'bat-y' },
+          { from: 'bat-x', to: 'bat-z' },
+        ]),
+      ).rejects.toThrow(/moves 'bat-x' to two different keys/);
+      // Moving onto a key revives it: its tombstone is found by the target's (normal) form.
+      await tombstones.recordMove('article', 'bat-c', 'bat-a');
+      expect(await tombstones.find('article', 'BAT-A')).toBeNull();
+      expect(await tombstones.resolve('article', 'BAT-B')).toMatchObject({ state: 'moved', target: 'bat-a' });
+    });
+
     it('refuses a target that is not in normal form, and a move onto its own normal form', async () => {
       await expect(tombstones.recordMove('article', 'rec-x', 'Hello-World')).rejects.toThrow(TombstoneValidationError);
       await expect(tombstones.recordMove('article', 'rec-x', 'Hello-World')).rejects.toThrow(/must be in normal form: "hello-world"/);
