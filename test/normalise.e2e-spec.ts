@@ -1,6 +1,7 @@
 import { Controller, Get, type INestApplication, Logger } from '@nestjs/common';
 import { RouterModule } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import fc from 'fast-check';
 import request from 'supertest';
 import { TombstoneAdminModule } from '../src/admin/index.js';
 import { TombstoneMissLog } from '../src/counters/tombstone.misses.js';
@@ -119,6 +120,20 @@ describe.each(ADAPTERS)('key normalisation (%s)', (adapter) => {
       expect(await storedKeys('word')).toContain('\u0390');
       await http.get(`/words/${encodeURIComponent('\u0390')}`).expect(410);
       await http.get(`/words/${encodeURIComponent('\u03ca\u0301')}`).expect(410);
+    });
+
+    it('property: a key recorded in any case and Unicode form is found from any other (Latin letters)', async () => {
+      const letter = fc.constantFrom(...'abcxyzABCXYZéÉèÈçÇñÑöÖåÅ-_.~0189'.split(''));
+      let n = 0;
+      await fc.assert(
+        fc.asyncProperty(fc.array(letter, { minLength: 1, maxLength: 12 }), fc.constantFrom('upper', 'lower', 'nfd', 'nfd-upper'), async (letters, spelling) => {
+          const key = `p${++n}-${adapter}-${letters.join('')}`;
+          const asked = { upper: key.toUpperCase(), lower: key.toLowerCase(), nfd: key.normalize('NFD'), 'nfd-upper': key.toUpperCase().normalize('NFD') }[spelling];
+          await tombstones.recordDeletion('word', key);
+          await http.get(`/words/${encodeURIComponent(asked)}`).expect(410);
+        }),
+        { numRuns: 40 },
+      );
     });
 
     it('leaves a type without the option as it is', async () => {
