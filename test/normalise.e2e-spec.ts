@@ -1,4 +1,4 @@
-import { Controller, Get, type INestApplication, Logger } from '@nestjs/common';
+import { Controller, Get, type INestApplication, Logger, Param } from '@nestjs/common';
 import { RouterModule } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import fc from 'fast-check';
@@ -37,7 +37,17 @@ class KeysController {
   slug(): null {
     return null;
   }
+
+  /** One live resource, `here`. */
+  @Get('live/:key')
+  @Tombstoned('counted', { param: 'key' })
+  live(@Param('key') key: string): { key: string } | null {
+    return key === 'here' ? { key } : null;
+  }
 }
+
+/** Calls of the `counted` type's normaliser. */
+let normalised = 0;
 
 const NORMALIZE_KEYS: TombstoneModuleOptions['normalizeKeys'] = {
   article: 'lower',
@@ -50,6 +60,10 @@ const NORMALIZE_KEYS: TombstoneModuleOptions['normalizeKeys'] = {
   suffix: (key) => `${key}!`,
   // Trailing dashes go: a key of dashes only has an empty normal form.
   slug: (key) => key.replace(/-+$/, ''),
+  counted: (key) => {
+    normalised++;
+    return key.toLowerCase();
+  },
 };
 
 // Key normalisation (option normalizeKeys): keys are stored in their type's normal form by every
@@ -134,6 +148,14 @@ describe.each(ADAPTERS)('key normalisation (%s)', (adapter) => {
         }),
         { numRuns: 40 },
       );
+    });
+
+    it('runs nothing for a found resource, and the normaliser once for a miss', async () => {
+      normalised = 0;
+      await http.get('/live/here').expect(200);
+      expect(normalised).toBe(0);
+      await http.get('/live/NOT-HERE').expect(404);
+      expect(normalised).toBe(1);
     });
 
     it('leaves a type without the option as it is', async () => {
