@@ -9,8 +9,8 @@ export type KeyNormalizer = (key: string) => string;
 
 /**
  * The built-in normal forms. `lower` is `toLowerCase()`, which does not depend on the locale (a
- * key's normal form must be the same on every instance); `nfc` is Unicode NFC, the form most
- * keyboards and URLs produce, so that `é` typed as `e` + U+0301 finds the tombstone of `é`.
+ * key's normal form must be the same on every instance); `nfc` is Unicode NFC, the composed
+ * form most keyboards produce, so that `é` typed as `e` + U+0301 finds the tombstone of `é`.
  * Each is one native call: the miss path pays nothing more.
  */
 export const KEY_NORMALIZERS: Readonly<Record<'lower' | 'nfc', KeyNormalizer>> = {
@@ -38,7 +38,7 @@ export class TombstoneKeys {
   }
 
   /**
-   * The normal form of a key to write or look up, checked: what the normaliser gives must be a
+   * The normal form of a key to write (or find), checked: what the normaliser gives must be a
    * key the table can store, and its own normal form (otherwise a stored key would not find
    * itself again through the misses log or an export). `key` is a storable key already.
    */
@@ -49,7 +49,7 @@ export class TombstoneKeys {
     try {
       normal = normalize(key);
       if (typeof normal === 'string' && isStorableKey(normal) && normalize(normal) !== normal) {
-        throw new Error(`it is not idempotent: the normal form ${JSON.stringify(preview(normal))} normalises to something else again`);
+        throw new Error(`it is not idempotent: the normal form "${preview(normal)}" normalises to something else again`);
       }
     } catch (error) {
       throw failure(type, field, key, error);
