@@ -52,7 +52,8 @@ export class AppModule {
           migrationsRun: true,
           synchronize: false,
         }),
-        TombstoneModule.forRoot({ isGlobal: true, cacheTags: withEvents }),
+        // Article slugs are lower case: a link to one in any case (or Unicode form) finds its tombstone.
+        TombstoneModule.forRoot({ isGlobal: true, cacheTags: withEvents, normalizeKeys: { article: ['lower', 'nfc'] } }),
         TombstoneAdminModule.forRoot({ guard: new AdminTokenGuard(adminToken) }),
         RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
         HealthModule,

@@ -1,10 +1,10 @@
 import { Body, ConflictException, Controller, Delete, Get, HttpCode, Injectable, NotFoundException, Param, Patch, Query } from '@nestjs/common';
 import { InjectDataSource } from '@nestjs/typeorm';
-import { IsOptional, IsString, Length, Matches, ValidateIf } from 'class-validator';
+import { IsOptional, IsString, Length, Matches, ValidateBy, ValidateIf } from 'class-validator';
 import { ArrayContains, DataSource, IsNull, QueryFailedError } from 'typeorm';
 import { TombstoneContext, Tombstoned, TombstoneService } from '../src/index.js';
 import { Article } from './entities.js';
-import { PLAIN_TEXT, SLUG, SLUG_RULE, SlugPipe, validBody, validQuery } from './validation.js';
+import { normalSlug, PLAIN_TEXT, SLUG, SLUG_RULE, SlugPipe, validBody, validQuery } from './validation.js';
 
 /**
  * The body of `PATCH /articles/:slug`: any other field is a 400. A field may be left out, not
@@ -14,6 +14,10 @@ export class ArticleChanges {
   @ValidateIf((_, value) => value !== undefined)
   @IsString()
   @Matches(SLUG, { message: `slug must be ${SLUG_RULE}` })
+  @ValidateBy({
+    name: 'isNormalSlug',
+    validator: { validate: (value) => typeof value === 'string' && value === normalSlug(value), defaultMessage: () => 'slug must be in lower case (Unicode NFC)' },
+  })
   slug?: string;
 
   @ValidateIf((_, value) => value !== undefined)

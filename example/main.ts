@@ -44,6 +44,7 @@ async function main(): Promise<void> {
   logger.log(`nestjs-tombstones demo listening on ${base}. Try:
   curl -i ${base}/articles/hello-world          # 200, the article
   curl -i ${base}/articles/first-draft          # 301 straight to /articles/hello-world
+  curl -i ${base}/articles/OLD-HELLO            # 301 to /articles/hello-world (article keys are normalised: lower case)
   curl -i ${base}/articles/summer-sale-2025     # 410 Gone, with deletedAt, reason and a Link
   curl -i ${base}/articles/spring-sale-2025     # 410: moved, then deleted
   curl -i ${base}/articles/draft-notes          # 404, same as /articles/never-was

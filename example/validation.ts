@@ -13,6 +13,16 @@ export const SLUG_RULE = `1 to ${SLUG_MAX_LENGTH} letters, digits, ".", "_", "~"
  */
 export const SLUG = new RegExp(`^(?!\\.{1,2}$)[\\p{L}\\p{N}._~-]{1,${SLUG_MAX_LENGTH}}$`, 'u');
 
+/**
+ * The normal form of article slugs, as `normalizeKeys: { article: ['lower', 'nfc'] }` makes it:
+ * tombstones of articles are found whatever the case (or Unicode form) of a link, as long as
+ * the slugs they are written with are in this form. The capture triggers record the column as it
+ * is, so a slug is in this form before it is stored (see `ArticleChanges`).
+ */
+export function normalSlug(slug: string): string {
+  return slug.toLowerCase().normalize('NFC');
+}
+
 /** Text for people (a title): no control characters (NUL, line breaks), no lone surrogates. */
 export const PLAIN_TEXT = /^[^\p{Cc}\p{Cs}]*$/u;
 

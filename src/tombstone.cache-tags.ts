@@ -3,6 +3,7 @@ import { Inject, Injectable, Logger, type OnModuleDestroy, type OnModuleInit } f
 import { HttpAdapterHost } from '@nestjs/core';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { preview } from './tombstone.exceptions.js';
+import { type KeyNormalizer, lookupKey } from './tombstone.keys.js';
 import type { ResolvedCacheTagsOptions, ResolvedTombstoneOptions } from './tombstone.options.js';
 import type { TombstonedSettings, TombstoneRequest } from './tombstone.types.js';
 
@@ -179,7 +180,11 @@ export class TombstoneCacheTags implements OnModuleInit, OnModuleDestroy {
   write(response: unknown, resourceType: string, keys: readonly string[]): void {
     const settings = this.settings;
     if (!settings) return;
-    const tags = tagsOfKeys(this.options, resourceType, keys, (problem) => this.report(resourceType, keys[0], problem));
+    // A type whose keys are normalised is tagged by their normal form, as its tombstones are
+    // stored and purged: `OLD-HELLO`'s answer goes with the purge of `old-hello`'s tombstone.
+    const normalize = this.options.normalizeKeys.size === 0 ? undefined : this.options.normalizeKeys.get(resourceType);
+    const named = normalize === undefined ? keys : keys.map((key) => normalForm(normalize, key));
+    const tags = tagsOfKeys(this.options, resourceType, named, (problem) => this.report(resourceType, keys[0], problem));
     if (tags.length === 0) return;
     const res = response as AnyResponse;
     const current = res.getHeader?.(settings.header);
@@ -206,6 +211,15 @@ export class TombstoneCacheTags implements OnModuleInit, OnModuleDestroy {
     this.logger.warn(
       `Cache tags of ${preview(resourceType)} "${preview(key)}": ${problem}; left out of the ${(this.settings as ResolvedCacheTagsOptions).header} header.${more}`,
     );
+  }
+}
+
+/** A key's normal form for its tags; the key as it is when the normaliser fails (the answer is a plain 404 then). */
+function normalForm(normalize: KeyNormalizer, key: string): string {
+  try {
+    return lookupKey(normalize, key);
+  } catch {
+    return key;
   }
 }
 

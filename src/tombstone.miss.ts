@@ -5,6 +5,7 @@ import { tagFound } from './tombstone.cache-tags.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { preview } from './tombstone.exceptions.js';
 import { SOURCE_DATABASE, SOURCE_FAIL_OPEN, TombstoneAnswerTally } from './counters/tombstone.answers.js';
+import { lookupKey, TombstoneKeys } from './tombstone.keys.js';
 import { LogBudget } from './tombstone.log-budget.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
@@ -139,6 +140,7 @@ export class TombstoneMissResolver {
     private readonly misses: TombstoneMissLog,
     private readonly tally: TombstoneAnswerTally,
     private readonly requestIds: TombstoneRequestIds,
+    private readonly keys: TombstoneKeys,
   ) {}
 
   /**
@@ -167,27 +169,40 @@ export class TombstoneMissResolver {
 
   private lookUp(settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer | Promise<TombstoneAnswer> {
     let found: TombstoneResolution | Promise<TombstoneResolution>;
+    // The key as tombstones store it (option normalizeKeys); answers keep the key asked for.
+    let stored = key;
     try {
-      found = this.lookup.resolve(settings.type, key, scope);
+      const normalize = this.keys.of(settings.type);
+      if (normalize !== undefined) stored = lookupKey(normalize, key);
+      found = this.lookup.resolve(settings.type, stored, scope);
     } catch (error) {
       return this.failed(error, settings, request, key, scope, requestId);
     }
     // Answered from memory: no wait. A lookup that reaches the database ends within lookupTimeoutMs.
-    if ('state' in found) return this.answered(found, this.lookup.lastSource, settings, request, key, scope, requestId);
+    if ('state' in found) return this.answered(found, this.lookup.lastSource, settings, request, key, stored, scope, requestId);
     return found.then(
-      (resolution) => this.answered(resolution, SOURCE_DATABASE, settings, request, key, scope, requestId),
+      (resolution) => this.answered(resolution, SOURCE_DATABASE, settings, request, key, stored, scope, requestId),
       (error: unknown) => this.failed(error, settings, request, key, scope, requestId),
     );
   }
 
-  /** `source`: where the lookup found its answer (see `TombstoneAnswerTally`). */
-  private answered(resolution: TombstoneResolution, source: number, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
+  /** `source`: where the lookup found its answer (see `TombstoneAnswerTally`); `stored`: the key it looked up. */
+  private answered(
+    resolution: TombstoneResolution,
+    source: number,
+    settings: TombstonedSettings,
+    request: TombstoneRequest,
+    key: string,
+    stored: string,
+    scope: string,
+    requestId: string,
+  ): TombstoneAnswer {
     const answer = this.answerOf(resolution, settings, request, key, scope, requestId);
     // Only an answered lookup counts: after a failure nothing is known, and nothing is written.
     // A hidden key is not counted: it answers exactly as a key that never existed; nor is a
     // redirect whose URL could not be built (a plain 404 too).
     try {
-      if (resolution.state === 'none') this.misses.record(scope, settings.type, key, request.headers.referer);
+      if (resolution.state === 'none') this.misses.record(scope, settings.type, stored, request.headers.referer);
       else if (resolution.state !== 'hidden' && answer.status !== 404) this.hits.record(resolution.id);
     } catch (error) {
       return this.failed(error, settings, request, key, scope, requestId);

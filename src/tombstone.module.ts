@@ -4,6 +4,7 @@ import { LruTombstoneCacheStore, TombstoneCacheStore } from './cache/tombstone.c
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneCacheTags } from './tombstone.cache-tags.js';
 import { TombstoneResponseWriter } from './tombstone.filter.js';
+import { TombstoneKeys } from './tombstone.keys.js';
 import { TombstoneMissResolver } from './tombstone.miss.js';
 import { TombstoneAnswerTally } from './counters/tombstone.answers.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
@@ -66,6 +67,7 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
       inject: [TOMBSTONE_OPTIONS],
     },
     TombstoneChanges,
+    TombstoneKeys,
     TombstoneTable,
     TombstoneWriter,
     TombstoneCaptureCheck,

@@ -1,4 +1,6 @@
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
+import { describe, KEY_NORMALIZERS, type KeyNormalizer } from './tombstone.keys.js';
+import { isValidType } from './tombstone.validation.js';
 import {
   type ResolvedCacheControl,
   type ResolvedCacheOptions,
@@ -88,13 +90,14 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
   if (o.actor !== undefined && typeof o.actor !== 'function') fail('actor must be a function of the request, e.g. (req) => req.user?.id.');
   oneOf('captureCheck', o.captureCheck, ['error', 'warn', 'off'], fail);
   return {
-    ...(o as ResolvedTombstoneOptions),
+    ...(o as unknown as ResolvedTombstoneOptions),
     cacheControl,
     circuitBreaker: resolveCircuitBreaker(o.circuitBreaker, fail),
     hitCounts: resolveBatching('hitCounts', o.hitCounts, TombstoneHitCountOptions, fail),
     missLog: resolveBatching('missLog', o.missLog, TombstoneMissLogOptions, fail),
     cache: resolveCache(o.cache, fail),
     cacheTags: resolveCacheTags(o.cacheTags, o.requestIdHeader, fail),
+    normalizeKeys: resolveNormalizeKeys(o.normalizeKeys, fail),
   };
 }
 
@@ -278,6 +281,61 @@ function resolveFilter(value: unknown, fail: Fail): ResolvedFilterOptions | fals
   whole('cache.filter.minCapacity', filter.minCapacity, fail);
   if (typeof filter.snapshot !== 'boolean') fail(`cache.filter.snapshot must be true or false, not ${JSON.stringify(filter.snapshot)}.`);
   return filter as ResolvedFilterOptions;
+}
+
+/**
+ * `normalizeKeys`: one function per type, a built-in as it is (the miss path calls it directly),
+ * a list composed in its order.
+ */
+function resolveNormalizeKeys(value: unknown, fail: Fail): ReadonlyMap<string, KeyNormalizer> {
+  const normalizers = new Map<string, KeyNormalizer>();
+  if (value === undefined) return normalizers;
+  const builtIns = Object.keys(KEY_NORMALIZERS).map((name) => `'${name}'`);
+  const example = "e.g. normalizeKeys: { article: 'lower' }, or { article: ['lower', 'nfc'] }, or { sku: (key) => key.toUpperCase() }";
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    fail(`normalizeKeys must be an object that maps resource types to their normalisers, not ${JSON.stringify(value)}.`, example);
+  }
+  for (const [type, given] of Object.entries(value as object)) {
+    if (!isValidType(type)) fail(`normalizeKeys names ${JSON.stringify(type)}, which is not a resource type.`, example);
+    const steps: unknown[] = Array.isArray(given) ? given : [given];
+    if (steps.length === 0) fail(`normalizeKeys.${type} is an empty list.`, 'Name at least one normaliser, or leave the type out.');
+    const fns = steps.map((step): KeyNormalizer => {
+      if (typeof step === 'function') return checkedStep(type, step as KeyNormalizer);
+      if (typeof step === 'string' && Object.hasOwn(KEY_NORMALIZERS, step)) return KEY_NORMALIZERS[step as keyof typeof KEY_NORMALIZERS];
+      return fail(
+        `normalizeKeys.${type} must be ${builtIns.join(', ')}, a function of the key that returns its normal form, or a list of these, not ${stepName(step)}.`,
+        example,
+      );
+    });
+    if (new Set(steps).size !== steps.length) fail(`normalizeKeys.${type} names a normaliser twice.`, 'Name each once: they are applied in order.');
+    // Lower-casing can take a string out of NFC ('Ϊ' + U+0301 has no composed form, 'ϊ' + U+0301
+    // has): NFC first would give two normal forms to two spellings of one key.
+    if (steps.indexOf('nfc') !== -1 && steps.indexOf('lower') > steps.indexOf('nfc')) {
+      fail(`normalizeKeys.${type} applies 'lower' after 'nfc': lower case can undo NFC.`, `Put 'nfc' last: normalizeKeys: { ${type}: ['lower', 'nfc'] }.`);
+    }
+    normalizers.set(type, fns.length === 1 ? fns[0] : compose(fns));
+  }
+  return normalizers;
+}
+
+function compose(fns: readonly KeyNormalizer[]): KeyNormalizer {
+  return (key) => {
+    for (const fn of fns) key = fn(key);
+    return key;
+  };
+}
+
+/** An application's normaliser: a result that is not a string stops the chain with a clear error. */
+function checkedStep(type: string, fn: KeyNormalizer): KeyNormalizer {
+  return (key) => {
+    const normal: unknown = fn(key);
+    if (typeof normal !== 'string') throw new TypeError(`the normalizeKeys function of type '${type}' returned ${describe(normal)}, not a string`);
+    return normal;
+  };
+}
+
+function stepName(step: unknown): string {
+  return typeof step === 'string' ? `'${step}'` : step === null ? 'null' : Array.isArray(step) ? 'a nested list' : `a ${typeof step}`;
 }
 
 /** Refuses anything but a whole number in the range of the option (named by the last part of `path`). */

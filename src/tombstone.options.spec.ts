@@ -3,6 +3,7 @@ import type { TombstoneModuleOptions } from './tombstone.options.js';
 import { resolveTombstoneOptions, validateScopeSource } from './tombstone.options-resolve.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
 import { LruTombstoneCacheStore } from './cache/tombstone.cache.js';
+import { KEY_NORMALIZERS } from './tombstone.keys.js';
 
 /** Resolves options that may be invalid on purpose; the cast keeps the type checker out of it. */
 function resolve(options: unknown) {
@@ -59,6 +60,7 @@ describe('resolveTombstoneOptions', () => {
         reloadJitterMs: 5000,
       },
       cacheTags: false,
+      normalizeKeys: new Map(),
     };
 
     it('applies every default to undefined and to {}', () => {
@@ -108,6 +110,7 @@ describe('resolveTombstoneOptions', () => {
           missLog: { maxRows: 100, retentionDays: 7 },
           cache: { maxEntries: 50, ttlMs: 1000, filter: { falsePositiveRate: 0.001 }, listen: 'postgres://listener@db/app' },
           cacheTags: { header: 'Cache-Tag', tag },
+          normalizeKeys: { article: 'lower' },
         }),
       ).toStrictEqual({
         dataSource: 'tombstones',
@@ -143,6 +146,7 @@ describe('resolveTombstoneOptions', () => {
           reloadJitterMs: 5000,
         },
         cacheTags: { header: 'Cache-Tag', tag, separator: ',' },
+        normalizeKeys: new Map([['article', KEY_NORMALIZERS.lower]]),
       });
     });
 
@@ -283,7 +287,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, lookups, requestIdHeader, requestId, html, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags.',
+        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, lookups, requestIdHeader, requestId, html, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags, normalizeKeys.',
       );
     });
 
@@ -498,6 +502,59 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain('Potential solutions');
       expect(message).toContain("e.g. scope: { header: 'x-tenant-id' }");
     });
+  });
+});
+
+describe('normalizeKeys', () => {
+  const normalizerOf = (given: unknown, type = 'article') => resolve({ normalizeKeys: given }).normalizeKeys.get(type) as (key: string) => string;
+
+  it('resolves the built-ins, alone and in a list applied in order', () => {
+    expect(normalizerOf({ article: 'lower' })('OLD-Hello')).toBe('old-hello');
+    // 'é' written as 'e' + U+0301 (NFD) becomes U+00E9 (NFC).
+    expect(normalizerOf({ article: 'nfc' })('cafe\u0301')).toBe('caf\u00e9');
+    expect(normalizerOf({ article: 'nfc' })('CAFE')).toBe('CAFE');
+    expect(normalizerOf({ article: ['lower', 'nfc'] })('CAFE\u0301')).toBe('caf\u00e9');
+    // Capital iota with dialytika + acute has no composed form; its lower case has (U+0390).
+    expect(normalizerOf({ article: ['lower', 'nfc'] })('\u03aa\u0301')).toBe('\u0390');
+    expect(normalizerOf({ sku: ['lower', (key: string) => `${key}!`] }, 'sku')('AB')).toBe('ab!');
+    expect(normalizerOf({ sku: [(key: string) => `${key}!`, (key: string) => `${key}?`] }, 'sku')('a')).toBe('a!?');
+  });
+
+  it('lower-cases without the locale: the same key on every instance', () => {
+    // A Turkish locale would lower-case 'I' to a dotless 'ı'; toLowerCase() never does.
+    expect(normalizerOf({ article: 'lower' })('TITLE')).toBe('title');
+  });
+
+  it('keeps a type without the option out of the map, and the map empty by default', () => {
+    const resolved = resolve({ normalizeKeys: { article: 'lower' } }).normalizeKeys;
+    expect([...resolved.keys()]).toEqual(['article']);
+    expect(resolve({}).normalizeKeys.size).toBe(0);
+    expect(resolve({ normalizeKeys: {} }).normalizeKeys.size).toBe(0);
+  });
+
+  it("stops a function's result that is not a string with a clear error", () => {
+    const normalize = normalizerOf({ sku: [(() => 42) as never, 'lower'] }, 'sku');
+    expect(() => normalize('a')).toThrow("the normalizeKeys function of type 'sku' returned a number, not a string");
+    expect(() => normalizerOf({ sku: () => null }, 'sku')('a')).toThrow('returned null, not a string');
+  });
+
+  it.each([
+    [null, /normalizeKeys must be an object that maps resource types to their normalisers, not null/],
+    ['lower', /normalizeKeys must be an object/],
+    [['lower'], /normalizeKeys must be an object/],
+    [{ article: 'upper' }, /normalizeKeys.article must be 'lower', 'nfc', a function of the key that returns its normal form, or a list of these, not 'upper'/],
+    [{ article: 'NFC' }, /not 'NFC'/],
+    [{ article: true }, /not a boolean/],
+    [{ article: null }, /not null/],
+    [{ article: [] }, /normalizeKeys.article is an empty list/],
+    [{ article: [['lower']] }, /not a nested list/],
+    [{ article: ['lower', 'lower'] }, /normalizeKeys.article names a normaliser twice/],
+    [{ article: ['nfc', 'lower'] }, /normalizeKeys.article applies 'lower' after 'nfc': lower case can undo NFC[^]*Put 'nfc' last/],
+    [{ 'not a type': 'lower' }, /normalizeKeys names "not a type", which is not a resource type/],
+  ])('refuses %j at start-up', (given, message) => {
+    const error = configurationErrorOf({ normalizeKeys: given });
+    expect(error).toMatch(message);
+    expect(error).toContain('Potential solutions');
   });
 });
 

@@ -324,6 +324,23 @@ export class TombstoneModuleOptions {
    * Default: `false` (off).
    */
   cacheTags?: boolean | TombstoneCacheTagsOptions = false;
+
+  /**
+   * Key normalisation, per resource type: the keys of a type listed here are stored in their
+   * normal form when tombstones are written (recording API, admin, import, misses log), and a
+   * request's key is put in that form before it is looked up, so that `/articles/OLD-HELLO` finds
+   * the tombstone of `old-hello`. Redirect targets are not rewritten: a target must already be in
+   * its normal form (a write with another one is refused). Each type takes `'lower'`
+   * (`toLowerCase()`, locale-independent), `'nfc'` (Unicode NFC), a function of the key that
+   * returns its normal form (it must be idempotent), or a list of these applied in order (e.g.
+   * `['lower', 'nfc']`; `'nfc'` must come after `'lower'`). Keys captured by triggers are stored as their column holds them: keep
+   * such columns in normal form. See docs/recording.md. Default: none (keys are compared as they
+   * are).
+   *
+   * @example
+   * TombstoneModule.forRoot({ normalizeKeys: { article: 'lower', tag: ['lower', 'nfc'], sku: (key) => key.toUpperCase() } });
+   */
+  normalizeKeys?: Record<string, 'lower' | 'nfc' | ((key: string) => string) | readonly ('lower' | 'nfc' | ((key: string) => string))[]> = undefined;
 }
 
 /**
@@ -354,5 +371,7 @@ export type ResolvedTombstoneOptions = Resolved<
     missLog: ResolvedMissLogOptions | false;
     cache: ResolvedCacheOptions | false;
     cacheTags: ResolvedCacheTagsOptions | false;
+    /** The normaliser of each type that has one, the built-ins and functions composed into one. */
+    normalizeKeys: ReadonlyMap<string, (key: string) => string>;
   }
 >;

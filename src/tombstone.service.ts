@@ -5,6 +5,7 @@ import { TombstoneTable } from './table/tombstone.table.js';
 import { type TombstoneFields, TombstoneWriter } from './table/tombstone.writer.js';
 import { LIMITS } from './tombstone.constants.js';
 import { TombstoneContext } from './tombstone.context.js';
+import { TombstoneKeys } from './tombstone.keys.js';
 import type { Tombstone } from './tombstone.entity.js';
 import { TombstoneValidationError } from './tombstone.exceptions.js';
 import type { TombstoneKind, TombstoneResolution } from './tombstone.types.js';
@@ -55,6 +56,7 @@ export class TombstoneService {
   constructor(
     private readonly table: TombstoneTable,
     private readonly writer: TombstoneWriter,
+    private readonly keys: TombstoneKeys,
   ) {}
 
   /** The DataSource that holds the tombstone table. */
@@ -66,7 +68,7 @@ export class TombstoneService {
   async recordDeletion(type: string, key: string, options: TombstoneWriteOptions = {}): Promise<Tombstone> {
     const fields = this.fields('deleted', options);
     fields.alternative = assertAlternative(options.alternative);
-    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), assertKey(key), fields);
+    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), this.key(type, key), fields);
   }
 
   /**
@@ -75,7 +77,7 @@ export class TombstoneService {
    */
   async recordHidden(type: string, key: string, options: TombstoneWriteOptions = {}): Promise<Tombstone> {
     const fields = this.fields('hidden', options);
-    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), assertKey(key), fields);
+    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), this.key(type, key), fields);
   }
 
   /**
@@ -102,7 +104,7 @@ export class TombstoneService {
     if (!Array.isArray(sources) || sources.length === 0) {
       throw new TombstoneValidationError('sources', 'A merge needs at least one source key.');
     }
-    assertTarget(into, 'into');
+    this.keys.target(assertType(type), assertTarget(into, 'into'), 'into');
     return this.recordRedirects(type, [...new Set(sources)].map((from) => ({ from, to: into })), 'merged', options);
   }
 
@@ -126,21 +128,23 @@ export class TombstoneService {
 
   /** Removes a key's tombstone: the key is live again. Answers whether there was one. */
   async restore(type: string, key: string, options: Pick<TombstoneWriteOptions, 'scope' | 'manager'> = {}): Promise<boolean> {
-    return this.writer.remove(options.manager, assertScope(options.scope ?? ''), assertType(type), assertKey(key));
+    return this.writer.remove(options.manager, assertScope(options.scope ?? ''), assertType(type), this.key(type, key));
   }
 
   /** The stored tombstone of a key, expired or not; `null` when it has none. */
   async find(type: string, key: string, options: Pick<TombstoneWriteOptions, 'scope' | 'manager'> = {}): Promise<Tombstone | null> {
-    return this.table.find(assertScope(options.scope ?? ''), assertType(type), assertKey(key), options.manager);
+    return this.table.find(assertScope(options.scope ?? ''), assertType(type), this.key(type, key), options.manager);
   }
 
   /**
    * What a request for (scope, type, key) is answered, chains followed to their end, in one
    * database round trip. Keys that cannot have a tombstone (too long, NUL bytes) answer `none`
-   * without a query. Database errors are thrown: the HTTP layer turns them into a plain 404.
+   * without a query. Database errors are thrown: the HTTP layer turns them into a plain 404. A
+   * type with `normalizeKeys` looks up the key's normal form (a normaliser that fails throws a
+   * `TombstoneValidationError`).
    */
   async resolve(type: string, key: string, scope = ''): Promise<TombstoneResolution> {
-    return (await this.table.lookup(type, key, scope)).resolution;
+    return (await this.table.lookup(type, this.keys.lookup(type, key), scope)).resolution;
   }
 
   /**
@@ -148,7 +152,7 @@ export class TombstoneService {
    * order of the keys. Keys that cannot have a tombstone answer `none`.
    */
   async resolveMany(type: string, keys: readonly string[], scope = ''): Promise<TombstoneResolution[]> {
-    return this.table.lookupMany(type, keys, scope);
+    return this.table.lookupMany(type, Array.isArray(keys) ? keys.map((key) => this.keys.lookup(type, key)) : keys, scope);
   }
 
   private async recordRedirects(
@@ -165,7 +169,7 @@ export class TombstoneService {
       if (typeof move !== 'object' || move === null) {
         throw new TombstoneValidationError('moves', 'Each move must be an object { from, to }.');
       }
-      return { from: assertKey(move.from, 'from'), to: assertTarget(move.to, 'to') };
+      return { from: this.key(type, move.from, 'from'), to: this.keys.target(type, assertTarget(move.to, 'to'), 'to') };
     });
     const fields = this.fields(kind, options);
     const permanent = options.permanent ?? true;
@@ -174,6 +178,11 @@ export class TombstoneService {
     }
     fields.permanent = permanent;
     return this.writer.redirect(options.manager, assertScope(options.scope ?? ''), type, checked, fields);
+  }
+
+  /** A key to write, checked, in its type's normal form (`normalizeKeys`). */
+  private key(type: string, key: unknown, field = 'key'): string {
+    return this.keys.key(type, assertKey(key, field), field);
   }
 
   /** The fields every recording call shares, checked; unnamed actor and reason come from the context. */

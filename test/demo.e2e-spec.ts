@@ -55,6 +55,20 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
     expect(res.body).toMatchObject({ error: 'moved', location: '/articles/hello-world', movedTo: 'hello-world' });
   });
 
+  it('article keys are normalised (lower case, NFC): GET /articles/OLD-HELLO → 301 to /articles/hello-world', async () => {
+    for (const path of ['/articles/OLD-HELLO', '/articles/Old-Hello', '/articles/FIRST-DRAFT']) {
+      const res = await http.get(`${path}?lang=en`).expect(301);
+      expect(res.headers.location).toBe('/articles/hello-world?lang=en');
+    }
+    await http.get('/articles/SUMMER-SALE-2025').expect(410);
+    await http.patch('/articles/OLD-HELLO').send({ title: 'x' }).expect(308).expect('location', '/articles/hello-world');
+    // A hidden article in another case still answers as a slug that never was.
+    const shapeOf = async (key: string) => JSON.stringify({ ...(await http.get(`/articles/${key}`).expect(404)).body, requestId: '' }).split(key).join('KEY');
+    expect(await shapeOf('DRAFT-NOTES')).toBe(await shapeOf('NEVER-WAS-X'));
+    // Live articles keep one URL: only tombstones are found in any case.
+    await http.get('/articles/HELLO-WORLD').expect(404);
+  });
+
   it('GET /articles/first-draft → one hop straight to /articles/hello-world', async () => {
     const res = await http.get('/articles/first-draft').expect(301);
     expect(res.headers.location).toBe('/articles/hello-world');
@@ -190,6 +204,8 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
         ['a slug holding a slash', { slug: 'a/b' }],
         ['the slug ".."', { slug: '..' }],
         ['a slug that is not a string', { slug: 42 }],
+        ['a slug in upper case (article keys are stored lower case)', { slug: 'Hello-Again' }],
+        ['a slug in Unicode NFD', { slug: 'cafe\u0301' }],
         ['an empty title', { title: '' }],
         ['a 3,000-character title', { title: 'x'.repeat(3000) }],
         ['a title holding NUL', { title: 'a\u0000b' }],

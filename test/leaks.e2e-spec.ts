@@ -17,11 +17,13 @@ const BROWSER = 'text/html,application/xhtml+xml,application/xml;q=0.9,image/avi
  */
 function shape(res: request.Response, key: string): string {
   const id = res.headers['x-request-id'] as string;
+  // A type with normalizeKeys is tagged by the key's normal form (lower case here): the key too.
+  const keyed = (text: string) => text.split(key).join('<key>').split(key.toLowerCase()).join('<key>');
   const headers = Object.entries(res.headers)
     .filter(([name]) => !['date', 'x-request-id', 'etag'].includes(name))
-    .map(([name, value]) => `${name}: ${String(value).split(key).join('<key>')}`)
+    .map(([name, value]) => `${name}: ${keyed(String(value))}`)
     .sort();
-  return `${res.status}\n${headers.join('\n')}\n\n${res.text.split(id).join('<request-id>').split(key).join('<key>')}`;
+  return `${res.status}\n${headers.join('\n')}\n\n${keyed(res.text.split(id).join('<request-id>'))}`;
 }
 
 // Existence leaks: a hidden key and another tenant's key must answer exactly as a key that never
@@ -47,7 +49,8 @@ describe.each(ADAPTERS)('no existence leaks (%s)', (adapter) => {
       app = await bootApp(adapter, {
         imports: [
           TypeOrmModule.forRoot({ ...db.options(), logging: true, logger: counter }),
-          TombstoneModule.forRoot({ scope: { header: 'x-tenant-id' }, ...cacheOptions }),
+          // Items' keys are compared in lower case (normalizeKeys): another spelling must not leak either.
+          TombstoneModule.forRoot({ scope: { header: 'x-tenant-id' }, normalizeKeys: { item: 'lower' }, ...cacheOptions }),
         ],
         controllers: [ItemsController],
       });
@@ -119,6 +122,32 @@ describe.each(ADAPTERS)('no existence leaks (%s)', (adapter) => {
       const owner = await probe('leak-gone', 'acme', accept);
       expect(owner.shape).toMatch(/^410\n/);
       expect(owner.shape).toContain('secret reason');
+    });
+
+    it('with normalised keys, another spelling of a hidden key or of another tenant’s key answers as a key that never existed', async () => {
+      await tombstones.recordHidden('item', 'Leak-Case-Hidden');
+      await tombstones.recordDeletion('item', 'leak-case-gone', { scope: 'acme', reason: 'secret reason' });
+      await tombstones.recordMove('item', 'leak-case-move', 'leak-case-there', { scope: 'acme' });
+      await settled(app);
+      // Keys of one length, each spelling against a never-existed key in the same spelling.
+      expect(await probe('LEAK-CASE-HIDDEN')).toEqual(await probe('LEAK-CASE-NEVER1'));
+      expect(await probe('leak-case-HIDDEN')).toEqual(await probe('leak-case-NEVER1'));
+      for (const [key, nobody] of [
+        ['LEAK-CASE-GONE', 'LEAK-CASE-NONE'],
+        ['Leak-Case-Move', 'Leak-Case-Nope'],
+      ]) {
+        const other = await probe(key, 'globex');
+        expect(other).toEqual(await probe(nobody, 'globex'));
+        expect(other.shape).not.toMatch(/secret|leak-case-there|acme/);
+        if (tagged) expect(other.shape).toContain('\nsurrogate-key: item/<key>\n');
+      }
+      // The owner gets the truth in any spelling.
+      expect((await probe('LEAK-CASE-GONE', 'acme')).shape).toMatch(/^410\n/);
+      // Tags name the normal form, which a purge of the tombstone names: hidden or not.
+      if (tagged) {
+        expect((await http.get('/items/LEAK-CASE-HIDDEN')).headers['surrogate-key']).toBe('item/leak-case-hidden');
+        expect((await http.get('/items/LEAK-CASE-NEVER1')).headers['surrogate-key']).toBe('item/leak-case-never1');
+      }
     });
   });
 });

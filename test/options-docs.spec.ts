@@ -112,7 +112,8 @@ describe('docs/options.md', () => {
     const groups: string[] = [];
     const walk = (settings: object, prefix: string): void => {
       for (const [name, value] of Object.entries(settings)) {
-        if (typeof value !== 'object' || value === null || Array.isArray(value)) continue;
+        // A Map is one value per name of the app's (normalizeKeys: per resource type), not settings.
+        if (typeof value !== 'object' || value === null || Array.isArray(value) || value instanceof Map) continue;
         groups.push(`${prefix}${name}`);
         walk(value, `${prefix}${name}.`);
       }

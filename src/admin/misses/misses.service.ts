@@ -2,6 +2,7 @@ import { Inject, Injectable, Logger, NotFoundException } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import type { DataSource } from 'typeorm';
 import { TombstoneTable } from '../../table/tombstone.table.js';
+import { TombstoneKeys } from '../../tombstone.keys.js';
 import { coreProvider } from '../admin.core.js';
 import { type ListTombstoneMissesQuery, type ResolveTombstoneMissDto, TOMBSTONE_MISS_SORTS, type TombstoneMissSort } from './misses.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
@@ -93,7 +94,8 @@ export class TombstoneMissesAdminService {
     };
     if (query.scope !== undefined) add('scope = ?', query.scope);
     if (query.type !== undefined) add('resource_type = ?', query.type);
-    if (query.keyPrefix !== undefined) add('starts_with(resource_key, ?)', query.keyPrefix);
+    // Misses are logged by their key's normal form (normalizeKeys), as tombstones are stored.
+    if (query.keyPrefix !== undefined) add('starts_with(resource_key, ?)', coreProvider(this.moduleRef, TombstoneKeys).prefix(query.type, query.keyPrefix));
     if (query.seenSince !== undefined) add('last_seen >= ?', parseDate(query.seenSince, 'seenSince'));
     if (query.minHits !== undefined) add('hits >= ?', query.minHits);
     const order = ORDERS[sort];

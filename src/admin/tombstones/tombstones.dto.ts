@@ -57,7 +57,7 @@ export class CreateTombstoneDto {
   @IsTombstoneType()
   type!: string;
 
-  @ApiProperty({ description: 'The key clients ask for', example: 'summer-sale-2025' })
+  @ApiProperty({ description: "The key clients ask for; stored in its normal form when the module's normalizeKeys names the type", example: 'summer-sale-2025' })
   @IsTombstoneKey()
   key!: string;
 
@@ -65,7 +65,7 @@ export class CreateTombstoneDto {
   @IsIn(KINDS)
   kind!: TombstoneKind;
 
-  @ApiPropertyOptional({ description: 'Where a moved or merged key leads (required for them, refused for the others)' })
+  @ApiPropertyOptional({ description: "Where a moved or merged key leads (required for them, refused for the others); in normal form when normalizeKeys names the type" })
   @ValidateIf((_, value) => value !== undefined)
   @IsTombstoneKey()
   target?: string;
@@ -105,7 +105,7 @@ export class UpdateTombstoneDto {
   @IsIn(KINDS)
   kind?: TombstoneKind;
 
-  @ApiPropertyOptional({ description: 'Where a moved or merged key leads' })
+  @ApiPropertyOptional({ description: 'Where a moved or merged key leads; in normal form when normalizeKeys names the type' })
   @ValidateIf((_, value) => value !== undefined)
   @IsTombstoneKey()
   target?: string;
@@ -161,7 +161,7 @@ export class ListTombstonesQuery extends PageQuery {
   @ApiPropertyOptional() @IsOptional() @IsTombstoneType() type?: string;
   @ApiPropertyOptional({ enum: KINDS }) @IsOptional() @IsIn(KINDS) kind?: TombstoneKind;
 
-  @ApiPropertyOptional({ description: 'Keys that start with this' })
+  @ApiPropertyOptional({ description: 'Keys that start with this (in normal form, with `type`, when normalizeKeys names the type)' })
   @IsOptional()
   @IsTombstoneKey()
   keyPrefix?: string;

@@ -5,7 +5,8 @@ import { coreProvider } from '../admin.core.js';
 import { TombstoneTable } from '../../table/tombstone.table.js';
 import { TombstoneExistsError, type TombstoneFields, TombstoneWriter } from '../../table/tombstone.writer.js';
 import type { Tombstone } from '../../tombstone.entity.js';
-import { preview, TombstoneCycleError } from '../../tombstone.exceptions.js';
+import { preview, TombstoneCycleError, TombstoneValidationError } from '../../tombstone.exceptions.js';
+import { TombstoneKeys } from '../../tombstone.keys.js';
 import { DOT_TARGET_REASON, isStorableKey, isStorableScope, isTargetKey, isValidType, isWellFormed } from '../../tombstone.validation.js';
 import type { CreateTombstoneDto, ListTombstonesQuery, ResolveTombstonesDto, StaleTombstonesQuery, UpdateTombstoneDto } from './tombstones.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
@@ -76,6 +77,10 @@ export class TombstoneAdminService {
     return coreProvider(this.moduleRef, TombstoneWriter);
   }
 
+  private get keys(): TombstoneKeys {
+    return coreProvider(this.moduleRef, TombstoneKeys);
+  }
+
   async list(query: ListTombstonesQuery): Promise<TombstonePage> {
     const where: string[] = [];
     const params: unknown[] = [];
@@ -86,7 +91,7 @@ export class TombstoneAdminService {
     if (query.scope !== undefined) add('scope = ?', query.scope);
     if (query.type !== undefined) add('resource_type = ?', query.type);
     if (query.kind !== undefined) add('kind = ?', query.kind);
-    if (query.keyPrefix !== undefined) add('starts_with(resource_key, ?)', query.keyPrefix);
+    if (query.keyPrefix !== undefined) add('starts_with(resource_key, ?)', this.keys.prefix(query.type, query.keyPrefix));
     if (query.createdFrom !== undefined) add('created_at >= ?', parseDate(query.createdFrom, 'createdFrom'));
     if (query.createdTo !== undefined) add('created_at < ?', parseDate(query.createdTo, 'createdTo'));
     if (query.hitFrom !== undefined) add('last_hit_at >= ?', parseDate(query.hitFrom, 'hitFrom'));
@@ -128,8 +133,11 @@ export class TombstoneAdminService {
     const redirect = isRedirect(dto.kind);
     if (redirect && dto.target === undefined) throw invalid('target', `is required for a ${dto.kind} tombstone`);
     if (!redirect && dto.target !== undefined) throw invalid('target', `only moved and merged tombstones have one, not ${dto.kind}`);
-    if (redirect && dto.target === dto.key) throw invalid('target', 'must differ from key');
+    // Keys in their type's normal form (normalizeKeys); a target must be in it already.
+    const key = normal(() => this.keys.key(dto.type, dto.key));
+    if (redirect && dto.target === key) throw invalid('target', 'must differ from key');
     if (redirect && !isTargetKey(dto.target)) throw invalid('target', DOT_TARGET_REASON);
+    if (redirect) normal(() => this.keys.target(dto.type, dto.target as string));
     this.checkAlternative(dto.kind, dto.alternative);
     const fields: TombstoneFields = {
       kind: dto.kind,
@@ -142,7 +150,7 @@ export class TombstoneAdminService {
       expiresAt: dto.expiresAt ? parseDate(dto.expiresAt, 'expiresAt') : null,
       metadata: checkMetadata(dto.metadata),
     };
-    return view(await conflicts(() => this.writer.create(dto.scope ?? '', dto.type, dto.key, fields)));
+    return view(await conflicts(() => this.writer.create(dto.scope ?? '', dto.type, key, fields)));
   }
 
   async update(id: string, dto: UpdateTombstoneDto, actor: string | null): Promise<TombstoneView> {
@@ -155,6 +163,7 @@ export class TombstoneAdminService {
         if (!redirect && dto.target !== undefined) throw invalid('target', `only moved and merged tombstones have one, not ${kind}`);
         if (target === current.key) throw invalid('target', 'must differ from key');
         if (dto.target !== undefined && redirect && !isTargetKey(target)) throw invalid('target', DOT_TARGET_REASON);
+        if (dto.target !== undefined && redirect) normal(() => this.keys.target(current.type, target as string));
         if (dto.alternative !== undefined && dto.alternative !== null) this.checkAlternative(kind, dto.alternative);
         return {
           kind,
@@ -182,7 +191,8 @@ export class TombstoneAdminService {
     if (dto.keys.length > this.options.maxResolveKeys) throw invalid('keys', `at most ${this.options.maxResolveKeys} keys per request`);
     const scope = dto.scope ?? '';
     if (!isValidType(dto.type) || !isStorableScope(scope)) throw invalid('type', 'invalid');
-    const resolutions = await this.table.lookupMany(dto.type, dto.keys, scope);
+    const stored = dto.keys.map((key) => (isStorableKey(key) ? normal(() => this.keys.lookup(dto.type, key), 'keys') : key));
+    const resolutions = await this.table.lookupMany(dto.type, stored, scope);
     return {
       results: dto.keys.map((key, i): TombstoneResolveResult => {
         const resolution = isStorableKey(key) ? resolutions[i] : NO_TOMBSTONE;
@@ -263,6 +273,16 @@ async function conflicts<T>(write: () => Promise<T>): Promise<T> {
         message: `A redirect from '${preview(key)}' to '${preview(target)}' would form a cycle: that key redirects back.`,
       });
     }
+    throw error;
+  }
+}
+
+/** A key or target in its type's normal form: one that cannot be had is a 400 that names the field. */
+function normal<T>(check: () => T, field?: string): T {
+  try {
+    return check();
+  } catch (error) {
+    if (error instanceof TombstoneValidationError) throw invalid(field ?? error.field, error.message.split('\n')[0]);
     throw error;
   }
 }

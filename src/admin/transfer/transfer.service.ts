@@ -6,6 +6,8 @@ import type { EntityManager } from 'typeorm';
 import { TombstoneChanges } from '../../table/tombstone.changes.js';
 import { lockTypes } from '../../table/tombstone.lock.js';
 import { TombstoneTable } from '../../table/tombstone.table.js';
+import { TombstoneValidationError } from '../../tombstone.exceptions.js';
+import { TombstoneKeys } from '../../tombstone.keys.js';
 import { coreProvider } from '../admin.core.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
@@ -60,6 +62,26 @@ export interface TombstoneImportReport {
 /** The media types an import reads as a stream, whatever body parsers the app has. */
 export const STREAMED_IMPORT_TYPES = ['text/csv', 'application/x-ndjson'];
 
+/**
+ * Puts a row's key in its type's normal form (normalizeKeys) and checks that its target is in it
+ * already, as the create endpoint does; `false` (and the reason given to `fail`) when it cannot.
+ */
+function normalised(keys: TombstoneKeys, row: ImportRow, fail: Fail): boolean {
+  try {
+    row.key = keys.key(row.type, row.key);
+    if (row.target !== null) keys.target(row.type, row.target);
+  } catch (error) {
+    if (!(error instanceof TombstoneValidationError)) throw error;
+    fail(row.line, error.field, error.message.split('\n')[0]);
+    return false;
+  }
+  if (row.target === row.key) {
+    fail(row.line, 'target', 'must differ from key');
+    return false;
+  }
+  return true;
+}
+
 /** Import and export of tombstones, in CSV, NDJSON and JSON. */
 @Injectable()
 export class TombstoneTransferService implements OnModuleInit {
@@ -113,10 +135,11 @@ export class TombstoneTransferService implements OnModuleInit {
     const batch: Batch = new Map();
     let group: Group | undefined; // the last row's: rows of a (scope, type) tend to come together
     let total = 0;
+    const keys = coreProvider(this.moduleRef, TombstoneKeys);
     await readRecords(body, format, fail, (line, record, columnsChecked) => {
       total++;
       const row = checkRow(record, line, columnsChecked, fail, this.options.alternativeHosts);
-      if (!row) return;
+      if (!row || !normalised(keys, row, fail)) return;
       if (!group || group.scope !== row.scope || group.type !== row.type) group = groupOf(batch, row.scope, row.type);
       // One string per scope and type, rather than a copy per row.
       row.scope = group.scope;
