@@ -4,7 +4,7 @@ import { ADMIN_TOKEN, bootAdminApp } from './fixtures/admin.fixture.js';
 import { ADAPTERS, settled } from './support/app.js';
 
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
-const FILES = ['app.js', 'api.js', 'dom.js', 'tombstones.js', 'misses.js', 'suggest.js', 'transfer.js', 'app.css'];
+const FILES = ['app.js', 'api.js', 'dom.js', 'tombstones.js', 'misses.js', 'suggest.js', 'transfer.js', 'app.css', 'icon.svg'];
 
 function expectPageHeaders(response: request.Response, type: RegExp): void {
   expect(response.headers['content-type']).toMatch(type);
@@ -62,7 +62,8 @@ describe.each(ADAPTERS)('admin web page (%s)', (adapter) => {
 
     it.each(FILES)('serves %s with its type and the same headers', async (file) => {
       const response = await http().get(`/admin/ui/${file}`).expect(200);
-      expectPageHeaders(response, file.endsWith('.css') ? /^text\/css; charset=utf-8/ : /^text\/javascript; charset=utf-8/);
+      const types: Record<string, RegExp> = { js: /^text\/javascript; charset=utf-8/, css: /^text\/css; charset=utf-8/, svg: /^image\/svg\+xml/ };
+      expectPageHeaders(response, types[file.split('.').pop()!]);
       expect(response.text.length).toBeGreaterThan(100);
       expect(response.text).not.toMatch(/secret-key-7f3a/);
     });

@@ -5,7 +5,7 @@ import { MISSES_JS } from './ui.client-misses.js';
 import { SUGGEST_JS } from './ui.client-suggest.js';
 import { TOMBSTONES_JS } from './ui.client-tombstones.js';
 import { TRANSFER_JS } from './ui.client-transfer.js';
-import { APP_CSS } from './ui.shell.js';
+import { APP_CSS, ICON_SVG } from './ui.shell.js';
 
 export interface UiAsset {
   readonly type: string;
@@ -27,4 +27,5 @@ export const UI_ASSETS: ReadonlyMap<string, UiAsset> = new Map([
   ['suggest.js', script(SUGGEST_JS)],
   ['transfer.js', script(TRANSFER_JS)],
   ['app.css', { type: 'text/css; charset=utf-8', body: APP_CSS }],
+  ['icon.svg', { type: 'image/svg+xml', body: ICON_SVG }],
 ]);

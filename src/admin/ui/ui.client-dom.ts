@@ -96,6 +96,7 @@ export function when(value) {
 
 /**
  * A modal form (a native <dialog>: it keeps focus inside, Escape closes it). onSubmit(form) may
+ * answer a function, called once the dialog is closed (to say what happened and move focus), or
  * throw an ApiError: its message is shown in the dialog (role=alert), the fields it names are
  * marked aria-invalid, and focus goes to the first of them. Focus returns to the opener when the
  * dialog is cancelled; after a success the caller says where it goes.
@@ -115,9 +116,11 @@ export function formDialog({ title, fields, submitLabel, onSubmit, opener, descr
     for (const invalid of form.querySelectorAll('[aria-invalid]')) invalid.removeAttribute('aria-invalid');
     submit.disabled = true;
     try {
-      await onSubmit(form);
+      const then = await onSubmit(form);
       done = true;
+      // Closed first: a closing dialog hands focus back to where it was before it opened.
       dialog.close();
+      if (typeof then === 'function') await then();
     } catch (failure) {
       if (!dialog.open) return;
       error.textContent = failure.message;

@@ -101,7 +101,7 @@ export function missesScreen(view) {
       opener,
       onSubmit: async () => {
         const created = await resolve(miss, { kind: 'moved', target: target.value.trim(), permanent: permanent.checked });
-        await changed(miss.key + ' now redirects to ' + created.target + '.');
+        return () => changed(miss.key + ' now redirects to ' + created.target + '.');
       },
     });
     suggestTargets({ scope: miss.scope, type: miss.type, key: miss.key }).then(
@@ -133,7 +133,7 @@ export function missesScreen(view) {
         if (reason.value.trim()) body.reason = reason.value.trim();
         if (alternative.value.trim()) body.alternative = alternative.value.trim();
         await resolve(miss, body);
-        await changed(miss.key + ' now answers 410 Gone.');
+        return () => changed(miss.key + ' now answers 410 Gone.');
       },
     });
   }

@@ -128,7 +128,7 @@ export function tombstonesScreen(view) {
       opener,
       onSubmit: async (form) => {
         const created = await request('tombstones', { method: 'POST', json: bodyOf(form, true) });
-        await changed('Created the tombstone of ' + created.key + '.');
+        return () => changed('Created the tombstone of ' + created.key + '.');
       },
     });
   }
@@ -142,7 +142,7 @@ export function tombstonesScreen(view) {
       opener,
       onSubmit: async (form) => {
         await request('tombstones/' + encodeURIComponent(item.id), { method: 'PATCH', json: bodyOf(form, false) });
-        await changed('Saved ' + item.key + '.');
+        return () => changed('Saved ' + item.key + '.');
       },
     });
   }
@@ -156,7 +156,7 @@ export function tombstonesScreen(view) {
       opener,
       onSubmit: async () => {
         await request('tombstones/' + encodeURIComponent(item.id), { method: 'DELETE' });
-        await changed('Restored ' + item.key + ': its tombstone is deleted.');
+        return () => changed('Restored ' + item.key + ': its tombstone is deleted.');
       },
     });
   }

@@ -11,6 +11,7 @@ export function adminPage(assets: string): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
 <title>Tombstones admin</title>
+<link rel="icon" href="${base}/icon.svg" type="image/svg+xml">
 <link rel="stylesheet" href="${base}/app.css">
 <script type="module" src="${base}/app.js"></script>
 </head>
@@ -43,6 +44,10 @@ export function adminPage(assets: string): string {
 function escapeAttribute(value: string): string {
   return value.replace(/[&<>"']/g, (char) => `&#${char.charCodeAt(0)};`);
 }
+
+/** The page's icon (a browser asks for one; without it, every load logs a 404). */
+export const ICON_SVG =
+  '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16 16"><path fill="#57606a" d="M4 15V6a4 4 0 0 1 8 0v9z"/><path fill="#fff" d="M7.25 5h1.5v2h1.75v1.5H8.75V12h-1.5V8.5H5.5V7h1.75z"/></svg>';
 
 export const APP_CSS = `
 :root { color-scheme: light; --ink: #1b1f24; --muted: #57606a; --line: #d0d7de; --accent: #0b57d0; --bad: #b3261e; --bg: #fff; --soft: #f6f8fa; }
