@@ -53,6 +53,7 @@ async function main(): Promise<void> {
   curl -i ${base}/orders/9001 -H 'X-Tenant-Id: globex'  # 404 for everyone else
   curl -i ${base}/articles/summer-sale-2025 -H 'Accept: application/problem+json'  # RFC 9457
   curl -s ${base}/health                        # the module's health (Terminus): database, listener, filter, breaker
+Admin web page: ${base}/admin/ui  (sign in with the admin token: ${adminToken})
 Admin endpoints (token${process.env.ADMIN_TOKEN ? ' from ADMIN_TOKEN' : ' generated for this run; set ADMIN_TOKEN to choose one'}):
   curl -s ${base}/admin/tombstones -H 'Authorization: Bearer ${adminToken}'
   curl -s ${base}/admin/tombstones/stale?days=30 -H 'Authorization: Bearer ${adminToken}'
