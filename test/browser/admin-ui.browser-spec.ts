@@ -126,7 +126,7 @@ describe('admin web page in Chromium (express)', () => {
     await page.getByLabel('Kind').selectOption('moved');
     await page.getByLabel('Key starts with').fill('');
     await page.getByRole('button', { name: 'Search' }).click();
-    await soon(async () => expect(await page.getByRole('status').textContent()).toBe('1 tombstones on page 1.'));
+    await soon(async () => expect(await page.getByRole('status').textContent()).toBe('1 tombstone on page 1.'));
     expect(await bodyRows(page).locator('th').allTextContents()).toEqual(['hello-old']);
     expect(problems).toEqual([]);
     await page.context().close();
@@ -219,7 +219,7 @@ describe('admin web page in Chromium (express)', () => {
     await errors.waitFor();
     expect(await errors.locator('tbody tr').allInnerTexts()).toEqual([expect.stringMatching(/^3\s+target\s+is required for a moved tombstone$/)]);
     expect(await page.getByRole('button', { name: 'Import', exact: true }).isDisabled()).toBe(true);
-    expect(await inPage(page, 'document.activeElement?.textContent')).toBe('Dry run: 1 rows need fixing');
+    expect(await inPage(page, 'document.activeElement?.textContent')).toBe('Dry run: 1 row needs fixing');
     await api().get('/articles/imported-1').expect(404);
 
     await page.getByLabel('Or paste the rows').fill(rows.replace('moved,,', 'moved,hello-world,'));

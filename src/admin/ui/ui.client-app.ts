@@ -88,7 +88,12 @@ function show(moved = false) {
   }
   const { heading } = SCREENS[name](view);
   document.title = heading.textContent + ' · Tombstones admin';
-  if (moved) focusOn(heading);
+  if (moved) {
+    // The last screen's news is old news on this one.
+    document.getElementById('status').textContent = '';
+    document.getElementById('alert').textContent = '';
+    focusOn(heading);
+  }
 }
 
 window.addEventListener('hashchange', () => {

@@ -89,6 +89,11 @@ export function focusOn(element) {
   element.focus();
 }
 
+/** A count with its noun: count(1, 'row') is '1 row', count(2, 'row') '2 rows'. */
+export function count(n, singular, plural = singular + 's') {
+  return n + ' ' + (n === 1 ? singular : plural);
+}
+
 /** A date as YYYY-MM-DD HH:MM UTC (the same for every operator), or an empty string. */
 export function when(value) {
   return value ? new Date(value).toISOString().slice(0, 16).replace('T', ' ') + ' UTC' : '';

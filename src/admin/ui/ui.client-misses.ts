@@ -2,7 +2,7 @@
 // to turn a miss into a redirect or a 410. Browser code, sent as written (no template literals).
 export const MISSES_JS = String.raw`
 import { request } from './api.js';
-import { announce, alertError, field, focusOn, formDialog, h, table, when } from './dom.js';
+import { announce, alertError, count, field, focusOn, formDialog, h, table, when } from './dom.js';
 import { suggestTargets } from './suggest.js';
 import { PAGE_SIZE } from './tombstones.js';
 
@@ -145,7 +145,7 @@ export function missesScreen(view) {
     cursors = [undefined];
     page = 0;
     const items = await load();
-    announce(items.length ? items.length + ' misses on page 1.' : 'No miss matches.');
+    announce(items.length ? count(items.length, 'miss', 'misses') + ' on page 1.' : 'No miss matches.');
   });
   filterForm.addEventListener('reset', () => {
     for (const name of Object.keys(filters)) filters[name] = '';
@@ -156,13 +156,13 @@ export function missesScreen(view) {
   next.addEventListener('click', async () => {
     page += 1;
     const items = await load();
-    announce('Page ' + (page + 1) + ': ' + items.length + ' misses.');
+    announce('Page ' + (page + 1) + ': ' + count(items.length, 'miss', 'misses') + '.');
     if (next.disabled) previous.focus();
   });
   previous.addEventListener('click', async () => {
     page -= 1;
     const items = await load();
-    announce('Page ' + (page + 1) + ': ' + items.length + ' misses.');
+    announce('Page ' + (page + 1) + ': ' + count(items.length, 'miss', 'misses') + '.');
     if (previous.disabled) next.focus();
   });
 

@@ -2,7 +2,7 @@
 // cursor paging; create, edit, restore. Browser code, sent as written (no template literals).
 export const TOMBSTONES_JS = String.raw`
 import { request } from './api.js';
-import { announce, alertError, field, focusOn, formDialog, h, select, table, when } from './dom.js';
+import { announce, alertError, count, field, focusOn, formDialog, h, select, table, when } from './dom.js';
 
 export const PAGE_SIZE = 20;
 
@@ -90,7 +90,7 @@ export function tombstonesScreen(view) {
     cursors = [undefined];
     page = 0;
     const items = await load();
-    announce(items.length ? items.length + ' tombstones on page 1.' : 'No tombstone matches.');
+    announce(items.length ? count(items.length, 'tombstone') + ' on page 1.' : 'No tombstone matches.');
   });
   filterForm.addEventListener('reset', () => {
     for (const name of Object.keys(filters)) filters[name] = '';
@@ -101,13 +101,13 @@ export function tombstonesScreen(view) {
   next.addEventListener('click', async () => {
     page += 1;
     const items = await load();
-    announce('Page ' + (page + 1) + ': ' + items.length + ' tombstones.');
+    announce('Page ' + (page + 1) + ': ' + count(items.length, 'tombstone') + '.');
     if (next.disabled) previous.focus();
   });
   previous.addEventListener('click', async () => {
     page -= 1;
     const items = await load();
-    announce('Page ' + (page + 1) + ': ' + items.length + ' tombstones.');
+    announce('Page ' + (page + 1) + ': ' + count(items.length, 'tombstone') + '.');
     if (previous.disabled) next.focus();
   });
   create.addEventListener('click', () => createDialog(create));

@@ -2,7 +2,7 @@
 // Browser code, sent as written (no template literals).
 export const TRANSFER_JS = String.raw`
 import { request } from './api.js';
-import { announce, alertError, field, focusOn, h, select, table } from './dom.js';
+import { announce, alertError, count, field, focusOn, h, select, table } from './dom.js';
 import { KINDS } from './tombstones.js';
 
 const TYPES = { csv: 'text/csv', ndjson: 'application/x-ndjson', json: 'application/json' };
@@ -65,18 +65,18 @@ export function transferScreen(view) {
     }
     try {
       const report = await send(body, true);
-      const title = h('h4', { id: 'preview-title', text: report.errorCount ? 'Dry run: ' + report.errorCount + ' rows need fixing' : 'Dry run: ready to import' });
+      const title = h('h4', { id: 'preview-title', text: report.errorCount ? 'Dry run: ' + count(report.errorCount, 'row needs', 'rows need') + ' fixing' : 'Dry run: ready to import' });
       preview.replaceChildren(
         title,
         h(
           'p',
-          { text: report.rows + ' rows: ' + report.created + ' would be created, ' + report.updated + ' would replace a tombstone, ' + report.errorCount + ' errors. Nothing was written.' },
+          { text: count(report.rows, 'row') + ': ' + report.created + ' would be created, ' + report.updated + ' would replace a tombstone, ' + count(report.errorCount, 'error') + '. Nothing was written.' },
         ),
         report.errors.length ? table('Rows with errors', ['Row', 'Field', 'Reason'], report.errors.map((error) => [String(error.row), error.field || '', error.reason])) : null,
       );
       checked = report.errorCount ? null : body;
       importButton.disabled = !checked;
-      announce(report.errorCount ? 'Dry run: ' + report.errorCount + ' errors; nothing was written.' : 'Dry run passed: ' + report.rows + ' rows ready to import.');
+      announce(report.errorCount ? 'Dry run: ' + count(report.errorCount, 'error') + '; nothing was written.' : 'Dry run passed: ' + count(report.rows, 'row') + ' ready to import.');
       focusOn(title);
     } catch (error) {
       preview.replaceChildren();
@@ -89,9 +89,9 @@ export function transferScreen(view) {
     try {
       const report = await send(checked, false);
       const title = h('h4', { id: 'preview-title', text: 'Imported' });
-      preview.replaceChildren(title, h('p', { text: report.rows + ' rows: ' + report.created + ' created, ' + report.updated + ' replaced.' }));
+      preview.replaceChildren(title, h('p', { text: count(report.rows, 'row') + ': ' + report.created + ' created, ' + report.updated + ' replaced.' }));
       invalidate();
-      announce('Imported ' + report.rows + ' rows: ' + report.created + ' created, ' + report.updated + ' replaced.');
+      announce('Imported ' + count(report.rows, 'row') + ': ' + report.created + ' created, ' + report.updated + ' replaced.');
       focusOn(title);
     } catch (error) {
       if (!error.unauthenticated) alertError('The import failed, nothing was written: ' + error.message);

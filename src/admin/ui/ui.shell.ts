@@ -93,14 +93,15 @@ caption { text-align: left; font-weight: 600; padding: .4rem 0; }
 th, td { text-align: left; vertical-align: top; padding: .4rem .5rem; border-bottom: 1px solid var(--line); }
 thead th { background: var(--soft); font-size: .85rem; }
 tbody th { font-weight: 400; }
-.key { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; word-break: break-all; }
-.row-actions { display: flex; gap: .35rem; flex-wrap: wrap; }
+.key { font-family: ui-monospace, "SFMono-Regular", Menlo, monospace; overflow-wrap: anywhere; }
+.row-actions { display: flex; gap: .35rem; white-space: nowrap; }
 .row-actions button { padding: .15rem .5rem; font-size: .85rem; }
 .pager { display: flex; gap: .75rem; align-items: center; margin-top: .75rem; }
 .empty { color: var(--muted); }
 .suggestions { list-style: none; display: flex; flex-wrap: wrap; gap: .5rem; padding: 0; margin: .2rem 0; }
 dialog { border: 1px solid var(--line); border-radius: 8px; padding: 1.25rem 1.5rem; width: min(34rem, 95vw); }
 dialog::backdrop { background: rgba(27, 31, 36, .45); }
-dialog .field input, dialog .field textarea, dialog .field select { width: 100%; }
+dialog .field:not(.checkbox) input, dialog .field textarea, dialog .field select { width: 100%; }
+dialog .field.checkbox label { font-weight: 400; }
 form.import, form.export { max-width: 46rem; }
 `;
