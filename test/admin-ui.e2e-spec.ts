@@ -1,5 +1,6 @@
 import type { INestApplication } from '@nestjs/common';
 import type { NestFastifyApplication } from '@nestjs/platform-fastify';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import request from 'supertest';
 import { AppModule } from '../example/app.module.js';
 import { createDemoApp } from '../example/http.js';
@@ -85,6 +86,12 @@ describe.each(ADAPTERS)('admin web page (%s)', (adapter) => {
       for (const path of ['/admin/ui/app.ts', '/admin/ui/..%2Fpackage.json', '/admin/ui/constructor', '/admin/ui/__proto__']) {
         await http().get(path).expect(404);
       }
+    });
+
+    it('is left out of the OpenAPI document', () => {
+      const document = SwaggerModule.createDocument(booted.app, new DocumentBuilder().setTitle('t').build());
+      expect(Object.keys(document.paths)).toContain('/admin/tombstones');
+      expect(Object.keys(document.paths).filter((path) => path.startsWith('/admin/ui'))).toEqual([]);
     });
 
     it('the data endpoints still refuse without credentials', async () => {
