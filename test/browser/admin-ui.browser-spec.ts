@@ -242,6 +242,43 @@ describe('admin web page in Chromium (express)', () => {
     await page.context().close();
   });
 
+  it("edits a redirect's target", async () => {
+    const { page, problems } = await openPage(browser, `${base}/admin/ui`);
+    await signIn(page);
+    await page.getByLabel('Kind').selectOption('moved');
+    await page.getByRole('button', { name: 'Search' }).click();
+    await page.getByRole('button', { name: 'Edit hello-old' }).click();
+    const edit = page.getByRole('dialog', { name: 'Edit hello-old' });
+    expect(await edit.getByLabel('Target key').inputValue()).toBe('hello-world');
+    expect(await edit.getByLabel('Alternative link').isHidden()).toBe(true);
+    await edit.getByLabel('Target key').fill('page-00');
+    await edit.getByLabel('Permanent (301/308; otherwise 302/307)').uncheck();
+    await edit.getByRole('button', { name: 'Save' }).click();
+    await soon(async () => expect(await page.getByRole('status').textContent()).toBe('Saved hello-old.'));
+    // page-00 is a deleted key: a temporary redirect to it answers with its 410, as the admin API documents.
+    await api().get('/articles/hello-old').expect(410);
+    const { body } = await api().get('/admin/tombstones?keyPrefix=hello-old').set('Authorization', ADMIN_TOKEN).expect(200);
+    expect(body.items[0]).toMatchObject({ kind: 'moved', target: 'page-00', permanent: false });
+    await api().patch(`/admin/tombstones/${body.items[0].id}`).set('Authorization', ADMIN_TOKEN).send({ target: 'hello-world', permanent: true }).expect(200);
+    expect(problems).toEqual([]);
+    await page.context().close();
+  });
+
+  it('hides every datum as soon as the server refuses the credentials', async () => {
+    const { page, problems } = await openPage(browser, `${base}/admin/ui`);
+    await signIn(page);
+    await page.locator('main table').waitFor();
+    // The token is revoked while the page is open: the next request is refused.
+    await inPage(page, "sessionStorage.setItem('nestjs-tombstones.admin-token', 'revoked')");
+    await page.getByRole('button', { name: 'Search' }).click();
+    await page.getByRole('heading', { name: 'Sign in' }).waitFor();
+    expect(await page.locator('table').count()).toBe(0);
+    expect(await page.locator('body').textContent()).not.toContain('page-0');
+    expect(await inPage(page, "sessionStorage.getItem('nestjs-tombstones.admin-token')")).toBeNull();
+    expect(problems).toEqual([]);
+    await page.context().close();
+  });
+
   it('shows hostile keys and reasons as text: nothing they hold runs', async () => {
     const { page, problems } = await openPage(browser, `${base}/admin/ui`);
     await signIn(page);
