@@ -102,6 +102,11 @@ describe.each(ADAPTERS)('admin web page (%s)', (adapter) => {
       await http().post('/admin/tombstones').send({ type: 'article', key: 'x', kind: 'deleted' }).expect(401);
       await http().get('/admin/tombstones').set('Authorization', 'Bearer wrong').expect(403);
       const listed = await http().get('/admin/tombstones').set('Authorization', ADMIN_TOKEN).expect(200);
+      // Admin data is never stored by a browser or a proxy, refusals included.
+      expect(listed.headers['cache-control']).toBe('no-store');
+      expect((await http().get('/admin/tombstones')).headers['cache-control']).toBe('no-store');
+      expect((await http().get('/admin/tombstone-misses').set('Authorization', ADMIN_TOKEN).expect(200)).headers['cache-control']).toBe('no-store');
+      expect((await http().get('/admin/tombstones/export').set('Authorization', ADMIN_TOKEN).expect(200)).headers['cache-control']).toBe('no-store');
       expect(listed.body.items.map((item: { key: string }) => item.key)).toEqual(['secret-key-7f3a']);
     });
   });

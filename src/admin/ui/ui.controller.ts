@@ -39,8 +39,8 @@ const HEADERS: Record<string, string> = {
  */
 @Injectable()
 export class TombstoneAdminPageGuard extends TombstoneAdminAccessGuard {
-  constructor(@Inject(TOMBSTONE_ADMIN_OPTIONS) private readonly resolved: ResolvedTombstoneAdminOptions, moduleRef: ModuleRef) {
-    super(resolved, moduleRef);
+  constructor(@Inject(TOMBSTONE_ADMIN_OPTIONS) private readonly resolved: ResolvedTombstoneAdminOptions, moduleRef: ModuleRef, adapterHost: HttpAdapterHost) {
+    super(resolved, moduleRef, adapterHost);
   }
 
   override async onModuleInit(): Promise<void> {
