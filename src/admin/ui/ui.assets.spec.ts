@@ -20,3 +20,25 @@ describe('the admin page files', () => {
     }
   });
 });
+
+describe('the admin page scripts, linted as browser modules', () => {
+  // The browser globals the page uses; anything else is a mistake no-undef reports.
+  const BROWSER = ['document', 'window', 'location', 'sessionStorage', 'fetch', 'URL', 'FormData', 'setTimeout', 'console'];
+
+  it.each([...UI_ASSETS].filter(([name]) => name.endsWith('.js')))('%s passes eslint:recommended', async (name, { body }) => {
+    const { Linter } = await import('eslint');
+    const { default: js } = await import('@eslint/js');
+    const messages = new Linter().verify(body, [
+      js.configs.recommended,
+      {
+        languageOptions: {
+          ecmaVersion: 2024,
+          sourceType: 'module',
+          globals: Object.fromEntries(BROWSER.map((global) => [global, 'readonly'])),
+        },
+        rules: { 'no-unused-vars': 'error' },
+      },
+    ], name);
+    expect(messages.map(({ line, message }) => `${name}:${line}: ${message}`)).toEqual([]);
+  });
+});

@@ -76,12 +76,8 @@ export async function request(path, options = {}) {
   }
   const response = await fetch(url, { method, headers, body: payload, credentials: 'same-origin', cache: 'no-store', redirect: 'error' });
   if (!response.ok) {
-    let parsed = null;
-    try {
-      parsed = await response.json();
-    } catch {
-      parsed = null;
-    }
+    // A refusal's body is JSON from the module (or the app's guard); anything else has no details.
+    const parsed = await response.json().catch(() => null);
     const error = new ApiError(response.status, parsed);
     if (error.unauthenticated) unauthenticated(error);
     throw error;
