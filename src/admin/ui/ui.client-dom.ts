@@ -111,8 +111,17 @@ export function formDialog({ title, fields, submitLabel, onSubmit, opener, descr
   const error = h('p', { class: 'error', role: 'alert' });
   const submit = h('button', { type: 'submit', class: 'primary', text: submitLabel });
   const cancel = h('button', { type: 'button', text: 'Cancel' });
-  const form = h('form', { novalidate: true }, h('h2', { id: titleId, text: title }), description ? h('p', { text: description }) : null, fields, error, h('div', { class: 'actions' }, submit, cancel));
-  const dialog = h('dialog', { 'aria-labelledby': titleId }, form);
+  const descriptionId = description ? uid('dialog-description') : undefined;
+  const form = h(
+    'form',
+    { novalidate: true },
+    h('h2', { id: titleId, text: title }),
+    description ? h('p', { id: descriptionId, text: description }) : null,
+    fields,
+    error,
+    h('div', { class: 'actions' }, submit, cancel),
+  );
+  const dialog = h('dialog', { 'aria-labelledby': titleId, 'aria-describedby': descriptionId }, form);
   let done = false;
   cancel.addEventListener('click', () => dialog.close());
   form.addEventListener('submit', async (event) => {
