@@ -290,6 +290,24 @@ describe('admin web page in Chromium (express)', () => {
     await page.getByRole('button', { name: `Edit ${HOSTILE_KEY}` }).click();
     await page.getByRole('dialog', { name: `Edit ${HOSTILE_KEY}` }).waitFor();
     expect(await page.locator('dialog img, dialog script, dialog b').count()).toBe(0);
+    await page.keyboard.press('Escape');
+
+    // A miss of a hostile key, with a hostile referrer, on the misses screen and in its dialog.
+    const missed = '<svg onload="window.__xss=3">';
+    const referrer = 'https://x.example/"><img src=x onerror="window.__xss=4">';
+    await api().get(`/articles/${encodeURIComponent(missed)}`).set('Referer', referrer).expect(404);
+    await eventually(async () => {
+      const { body } = await api().get('/admin/tombstone-misses?keyPrefix=%3Csvg').set('Authorization', ADMIN_TOKEN).expect(200);
+      expect(body.items).toHaveLength(1);
+    });
+    await page.getByRole('link', { name: 'Misses' }).click();
+    await page.getByLabel('Key starts with').fill('<svg');
+    await page.getByRole('button', { name: 'Search' }).click();
+    await soon(async () => expect(await bodyRows(page).locator('th').allTextContents()).toEqual([missed]));
+    expect(await bodyRows(page).locator('td').allTextContents()).toContain(referrer);
+    await page.getByRole('button', { name: `Redirect ${missed}` }).click();
+    await page.getByRole('dialog', { name: `Redirect ${missed}` }).waitFor();
+    expect(await page.locator('main svg, main img, dialog svg, dialog img').count()).toBe(0);
     expect(await inPage(page, 'window.__xss')).toBeUndefined();
     expect(problems).toEqual([]);
     await page.context().close();
