@@ -15,7 +15,7 @@ const HOSTILE_REASON = '<script>window.__xss=2</script><b>bold</b>';
 type Booted = Awaited<ReturnType<typeof bootAdminApp>>;
 
 /** The page answers asynchronously: an expectation about it passes once the page got there. */
-const soon = (check: () => Promise<unknown>) => eventually(check, 10_000);
+const soon = (check: () => Promise<unknown>) => eventually(check, 30_000);
 
 /**
  * A page that records what the Content-Security-Policy refused and every script error: a test
@@ -382,9 +382,12 @@ describe('admin web page in Chromium: a cookie-session app, the page guarded too
   it('shows the data with the session cookie, and neither page nor data without it', async () => {
     const context = await browser.browser.newContext();
     try {
-      const page = await context.newPage();
-      expect((await page.goto(`${base}/admin/ui`))?.status()).toBe(401);
+      // Refused: the guard's JSON 401 (a page of its own, which asks for /favicon.ico, a 404).
+      const refused = await context.newPage();
+      expect((await refused.goto(`${base}/admin/ui`))?.status()).toBe(401);
+      await refused.close();
       await context.addCookies([{ name: 'session', value: 'ops-ana', url: base }]);
+      const page = await context.newPage();
       const problems: string[] = [];
       page.on('pageerror', (error) => problems.push(error.message));
       page.on('console', (message) => message.type() === 'error' && problems.push(message.text()));
