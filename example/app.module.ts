@@ -31,7 +31,7 @@ export class AppModule {
    * The demo app on the PostgreSQL at `databaseUrl`; migrations run at start-up. The module
    * refuses to start if the capture triggers of a tracked entity are missing (`captureCheck`).
    * The admin endpoints live under /admin/tombstones, behind `adminToken` (a random one when
-   * none is given: never open). With `events`, answers of article routes (found ones included)
+   * none is given: never open), with the admin web page at /admin/ui; 404s are logged as misses. With `events`, answers of article routes (found ones included)
    * carry `Surrogate-Key`, and every change reaches the webhook and the purge endpoint. With
    * `metrics`, /metrics serves the module's metrics as Prometheus text. GET /health reports the
    * module's health (Terminus).
@@ -53,8 +53,10 @@ export class AppModule {
           synchronize: false,
         }),
         // Article slugs are lower case: a link to one in any case (or Unicode form) finds its tombstone.
-        TombstoneModule.forRoot({ isGlobal: true, cacheTags: withEvents, normalizeKeys: { article: ['lower', 'nfc'] } }),
-        TombstoneAdminModule.forRoot({ guard: new AdminTokenGuard(adminToken) }),
+        // missLog: the 404s no tombstone explained, for the admin page's misses screen.
+        TombstoneModule.forRoot({ isGlobal: true, cacheTags: withEvents, missLog: true, normalizeKeys: { article: ['lower', 'nfc'] } }),
+        // ui: the admin web page at /admin/ui (sign in with the admin token).
+        TombstoneAdminModule.forRoot({ guard: new AdminTokenGuard(adminToken), ui: true }),
         RouterModule.register([{ path: 'admin', module: TombstoneAdminModule }]),
         HealthModule,
         ...(withEvents

@@ -55,6 +55,7 @@ async function main(): Promise<void> {
   curl -i ${base}/articles/summer-sale-2025 -H 'Accept: application/problem+json'  # RFC 9457
   open ${base}/articles/summer-sale-2025 in a browser: the 410 as an HTML page (and ${base}/articles/never-was, the 404)
   curl -s ${base}/health                        # the module's health (Terminus): database, listener, filter, breaker
+Admin web page: ${base}/admin/ui  (sign in with the admin token: ${adminToken})
 Admin endpoints (token${process.env.ADMIN_TOKEN ? ' from ADMIN_TOKEN' : ' generated for this run; set ADMIN_TOKEN to choose one'}):
   curl -s ${base}/admin/tombstones -H 'Authorization: Bearer ${adminToken}'
   curl -s ${base}/admin/tombstones/stale?days=30 -H 'Authorization: Bearer ${adminToken}'

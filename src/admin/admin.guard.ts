@@ -1,12 +1,14 @@
 import { type CanActivate, type ExecutionContext, Inject, Injectable, Logger, type OnModuleInit, type Type } from '@nestjs/common';
-import { ModuleRef } from '@nestjs/core';
+import { HttpAdapterHost, ModuleRef } from '@nestjs/core';
 import { type Observable, lastValueFrom, isObservable } from 'rxjs';
 import { TOMBSTONE_ADMIN_OPTIONS } from './admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from './admin.options.js';
 
 /**
  * Puts the application's guard in front of every admin endpoint. Without one (the explicit
- * development opt-out), it lets everyone through and says so at every start.
+ * development opt-out), it lets everyone through and says so at every start. Every answer it
+ * guards, a refusal included, is `Cache-Control: no-store`: admin data never sits in a browser's
+ * or a proxy's cache (a cookie-authenticated answer is cacheable unless it says otherwise).
  */
 @Injectable()
 export class TombstoneAdminAccessGuard implements CanActivate, OnModuleInit {
@@ -16,6 +18,7 @@ export class TombstoneAdminAccessGuard implements CanActivate, OnModuleInit {
   constructor(
     @Inject(TOMBSTONE_ADMIN_OPTIONS) private readonly options: ResolvedTombstoneAdminOptions,
     private readonly moduleRef: ModuleRef,
+    private readonly adapterHost: HttpAdapterHost,
   ) {}
 
   async onModuleInit(): Promise<void> {
@@ -31,6 +34,7 @@ export class TombstoneAdminAccessGuard implements CanActivate, OnModuleInit {
   }
 
   async canActivate(context: ExecutionContext): Promise<boolean> {
+    this.adapterHost.httpAdapter.setHeader(context.switchToHttp().getResponse(), 'Cache-Control', 'no-store');
     if (this.options.guard === undefined) return true;
     const delegate = this.delegate as CanActivate;
     const verdict: boolean | Promise<boolean> | Observable<boolean> = delegate.canActivate(context);

@@ -15,12 +15,13 @@ import { resolveTombstoneAdminOptions } from './admin.options.js';
 import { TombstoneAdminService } from './tombstones/tombstones.service.js';
 import { TombstoneAdminWrites } from './admin.settle.js';
 import { TombstoneTransferService } from './transfer/transfer.service.js';
+import { TombstoneAdminUiController } from './ui/ui.controller.js';
 
 /**
  * Admin endpoints for tombstones: list, read, create, update, delete, batch resolve, the stale
  * view, import and export; over the misses log: list, read, resolve into a tombstone, delete,
  * purge; and over the events outbox: events and their deliveries, dead letters to retry or
- * discard, sinks to unregister. Refuses to start without an access control. Needs `TombstoneModule`, and
+ * discard, sinks to unregister; with `ui`, a web page over them at `<mount>/ui/`. Refuses to start without an access control. Needs `TombstoneModule`, and
  * `class-validator`, `class-transformer` and `@nestjs/swagger` installed.
  *
  * @example
@@ -34,7 +35,7 @@ import { TombstoneTransferService } from './transfer/transfer.service.js';
  * export class AppModule {}
  */
 @Module({
-  controllers: [TombstoneAdminController, TombstoneMissesAdminController, TombstoneEventsAdminController],
+  controllers: [TombstoneAdminController, TombstoneMissesAdminController, TombstoneEventsAdminController, TombstoneAdminUiController],
   providers: [
     { provide: TOMBSTONE_ADMIN_OPTIONS, useFactory: resolveTombstoneAdminOptions, inject: [ADMIN_MODULE_OPTIONS] },
     TombstoneAdminService,

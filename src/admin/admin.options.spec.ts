@@ -31,7 +31,17 @@ describe('resolveTombstoneAdminOptions', () => {
       maxPageSize: 500,
       maxImportRows: 200_000,
       maxImportBytes: 64 * 1024 * 1024,
+      ui: false,
     });
+  });
+
+  it('turns ui into false or { guardPage }, and refuses anything else', () => {
+    expect(resolveTombstoneAdminOptions({ guard: AllowAll, ui: true }).ui).toStrictEqual({ guardPage: false });
+    expect(resolveTombstoneAdminOptions({ guard: AllowAll, ui: {} }).ui).toStrictEqual({ guardPage: false });
+    expect(resolveTombstoneAdminOptions({ guard: AllowAll, ui: { guardPage: true } }).ui).toStrictEqual({ guardPage: true });
+    for (const ui of ['yes', 1, null, { guardPage: 'yes' }, { path: '/x' }]) {
+      expect(configurationErrorOf({ guard: AllowAll, ui })).toMatch(/ui must be true, false or \{ guardPage/);
+    }
   });
 
   it('takes undefined as not given, and gives each resolution its own host list', () => {
@@ -52,7 +62,7 @@ describe('resolveTombstoneAdminOptions', () => {
     const message = configurationErrorOf({ guard: AllowAll, maxPage: 10 });
     expect(message).toContain("unknown option 'maxPage'.");
     expect(message).toContain(
-      'Use only: guard, allowWithoutAccessControl, actor, alternativeHosts, maxResolveKeys, maxPageSize, maxImportRows, maxImportBytes.',
+      'Use only: guard, allowWithoutAccessControl, actor, alternativeHosts, maxResolveKeys, maxPageSize, maxImportRows, maxImportBytes, ui.',
     );
     expect(configurationErrorOf({ guard: AllowAll, toString: 1 })).toContain("unknown option 'toString'.");
   });

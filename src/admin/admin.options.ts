@@ -49,10 +49,22 @@ export class TombstoneAdminOptions {
 
   /** Largest import body (CSV or NDJSON), in bytes. Default: `67108864` (64 MiB). */
   maxImportBytes?: number = 64 * 1024 * 1024;
+
+  /**
+   * Serves the admin web page at `<mount>/ui/` (e.g. `/admin/ui/`): plain HTML, JavaScript
+   * modules and CSS shipped in the package. The page holds no data: everything it shows comes
+   * from the guarded endpoints, with the operator's bearer token or the app's same-origin
+   * cookies. `true` serves the page's files to anyone (a bearer-token app cannot send a header
+   * on navigation); `{ guardPage: true }` puts `guard` in front of them too (a cookie-session
+   * app). Default: `false` (no page: the module is an API unless asked).
+   */
+  ui?: boolean | { guardPage?: boolean } = false;
 }
 
 /** The admin options once resolved: every field set, but `guard` and `actor`, whose default is none. Internal. */
-export type ResolvedTombstoneAdminOptions = Flat<Omit<Required<TombstoneAdminOptions>, 'guard' | 'actor'> & Pick<TombstoneAdminOptions, 'guard' | 'actor'>>;
+export type ResolvedTombstoneAdminOptions = Flat<
+  Omit<Required<TombstoneAdminOptions>, 'guard' | 'actor' | 'ui'> & Pick<TombstoneAdminOptions, 'guard' | 'actor'> & { ui: false | { guardPage: boolean } }
+>;
 type Flat<T> = { [K in keyof T]: T[K] };
 
 /** Highest value of each numeric option; all start at 1. */
@@ -108,5 +120,15 @@ export function resolveTombstoneAdminOptions(options: TombstoneAdminOptions | un
     const value = o[name as keyof typeof MAXIMA];
     if (!Number.isInteger(value) || value < 1 || value > max) fail(`${name} must be a whole number from 1 to ${max}.`);
   }
-  return { ...o, alternativeHosts: alternativeHosts.map((host) => host.toLowerCase()) };
+  return { ...o, alternativeHosts: alternativeHosts.map((host) => host.toLowerCase()), ui: resolveUi(o.ui, fail) };
+}
+
+function resolveUi(ui: unknown, fail: (message: string) => never): false | { guardPage: boolean } {
+  if (ui === false) return false;
+  if (ui === true) return { guardPage: false };
+  const guardPage = (ui as { guardPage?: unknown } | null)?.guardPage;
+  if (typeof ui !== 'object' || ui === null || Object.keys(ui).some((key) => key !== 'guardPage') || (guardPage !== undefined && typeof guardPage !== 'boolean')) {
+    fail('ui must be true, false or { guardPage: true | false }.');
+  }
+  return { guardPage: guardPage === true };
 }
