@@ -4,6 +4,7 @@
 // screens. Nothing downloads a browser.
 //
 //   node scripts/screenshots-admin.mjs
+/* global fetch, setTimeout */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -77,7 +78,7 @@ try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 720 }, deviceScaleFactor: 1 });
   const shot = async (name) => {
     await page.screenshot({ path: join(images, `${name}.png`) });
-    console.log(`docs/images/${name}.png`);
+    process.stdout.write(`docs/images/${name}.png\n`);
   };
 
   await page.goto(`${base}/admin/ui`);
