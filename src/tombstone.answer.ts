@@ -186,6 +186,7 @@ function fillTemplate(template: CompiledTemplate, params: Record<string, string 
 }
 
 function replaceSegment(path: string, oldKey: string, newKey: string): string | null {
+  if (oldKey.includes('/')) return replaceSegments(path, oldKey, newKey);
   const segments = path.split('/');
   for (let i = segments.length - 1; i > 0; i--) {
     let decoded: string;
@@ -197,6 +198,28 @@ function replaceSegment(path: string, oldKey: string, newKey: string): string | 
     if (decoded === oldKey) {
       segments[i] = encodeURIComponent(newKey);
       return segments.join('/');
+    }
+  }
+  return null;
+}
+
+/**
+ * A path-like key (a wildcard route's, `guide/intro`) spans several segments: the last run of
+ * segments that spells it is replaced by the new key's, each segment encoded.
+ */
+function replaceSegments(path: string, oldKey: string, newKey: string): string | null {
+  const segments = path.split('/');
+  const width = oldKey.split('/').length;
+  for (let i = segments.length - width; i > 0; i--) {
+    let decoded: string;
+    try {
+      decoded = segments.slice(i, i + width).map(decodeURIComponent).join('/');
+    } catch {
+      continue;
+    }
+    if (decoded === oldKey) {
+      const replaced = newKey.split('/').map(encodeURIComponent);
+      return [...segments.slice(0, i), ...replaced, ...segments.slice(i + width)].join('/');
     }
   }
   return null;

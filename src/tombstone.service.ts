@@ -8,7 +8,7 @@ import { TombstoneContext } from './tombstone.context.js';
 import type { Tombstone } from './tombstone.entity.js';
 import { TombstoneValidationError } from './tombstone.exceptions.js';
 import type { TombstoneKind, TombstoneResolution } from './tombstone.types.js';
-import { assertAlternative, assertDate, assertKey, assertMetadata, assertScope, assertTarget, assertText, assertType } from './tombstone.validation.js';
+import { assertAlternative, assertDate, assertKey, assertMetadata, assertPrefix, assertScope, assertTarget, assertText, assertType } from './tombstone.validation.js';
 
 export type { TombstoneMergeOptions, TombstoneMergeResult };
 
@@ -33,6 +33,17 @@ export interface TombstoneWriteOptions {
   alternative?: string | null;
   /** Moves and merges only: a permanent (301/308) or temporary (302/307) redirect. Default: `true`. */
   permanent?: boolean;
+  /**
+   * Deletions, hidings and moves: the key is a prefix (it ends with '/', at most 16 segments) and
+   * the tombstone covers every key that starts with it. A moved prefix keeps the rest of the key
+   * (its target is a prefix too): `docs/v1/` → `docs/v2/` sends `docs/v1/guide/intro` to
+   * `docs/v2/guide/intro`. A key's own tombstone beats a prefix's, the longest prefix wins, and a
+   * resource that is found is answered as found. See docs/recording.md. Default: `false`.
+   *
+   * @example
+   * await tombstones.recordMove('page', 'docs/v1/', 'docs/v2/', { prefix: true });
+   */
+  prefix?: boolean;
   /**
    * The caller's transaction. Pass it so that the change and its tombstone commit or roll back
    * together. Default: a transaction of the module's own.
@@ -66,7 +77,7 @@ export class TombstoneService {
   async recordDeletion(type: string, key: string, options: TombstoneWriteOptions = {}): Promise<Tombstone> {
     const fields = this.fields('deleted', options);
     fields.alternative = assertAlternative(options.alternative);
-    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), assertKey(key), fields);
+    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), assertRecordedKey(key, fields, 'key'), fields);
   }
 
   /**
@@ -75,7 +86,7 @@ export class TombstoneService {
    */
   async recordHidden(type: string, key: string, options: TombstoneWriteOptions = {}): Promise<Tombstone> {
     const fields = this.fields('hidden', options);
-    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), assertKey(key), fields);
+    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), assertRecordedKey(key, fields, 'key'), fields);
   }
 
   /**
@@ -161,13 +172,13 @@ export class TombstoneService {
     if (!Array.isArray(moves) || moves.length === 0) {
       throw new TombstoneValidationError('moves', 'Record at least one move.');
     }
+    const fields = this.fields(kind, options);
     const checked = moves.map((move) => {
       if (typeof move !== 'object' || move === null) {
         throw new TombstoneValidationError('moves', 'Each move must be an object { from, to }.');
       }
-      return { from: assertKey(move.from, 'from'), to: assertTarget(move.to, 'to') };
+      return { from: assertRecordedKey(move.from, fields, 'from'), to: assertRecordedKey(assertTarget(move.to, 'to'), fields, 'to') };
     });
-    const fields = this.fields(kind, options);
     const permanent = options.permanent ?? true;
     if (typeof permanent !== 'boolean') {
       throw new TombstoneValidationError('permanent', 'permanent must be true or false.');
@@ -188,6 +199,12 @@ export class TombstoneService {
     if (kind !== 'moved' && kind !== 'merged' && options.permanent !== undefined) {
       throw new TombstoneValidationError('permanent', 'Only moves and merges are permanent or temporary redirects.');
     }
+    if (options.prefix !== undefined && typeof options.prefix !== 'boolean') {
+      throw new TombstoneValidationError('prefix', 'prefix must be true or false.');
+    }
+    if (kind === 'merged' && options.prefix === true) {
+      throw new TombstoneValidationError('prefix', 'A merge is of keys, never of prefixes.', ['Record a move of the prefix instead.']);
+    }
     const context = TombstoneContext.current();
     return {
       kind,
@@ -199,6 +216,13 @@ export class TombstoneService {
       expiresAt: assertDate(options.expiresAt, 'expiresAt'),
       alternative: null,
       metadata: assertMetadata(options.metadata),
+      prefix: options.prefix === true,
     };
   }
+}
+
+/** A recorded key: any key, or with `prefix` a prefix (see `assertPrefix()`). */
+function assertRecordedKey(key: unknown, fields: TombstoneFields, field: string): string {
+  const checked = assertKey(key, field);
+  return fields.prefix === true ? assertPrefix(checked, field) : checked;
 }

@@ -73,6 +73,24 @@ export function assertTarget(key: unknown, field = 'target'): string {
   return key;
 }
 
+/**
+ * A prefix tombstone's key (or a moved prefix's target): it ends at a segment boundary ('/') and
+ * has at most 16 segments, the most a lookup probes.
+ */
+export function assertPrefix(key: string, field = 'key'): string {
+  if (!key.endsWith('/') || key.split('/').length - 1 > PREFIX_SEGMENTS) {
+    throw new TombstoneValidationError(
+      field,
+      `Invalid ${field} ${JSON.stringify(key.slice(0, 120))} for a prefix tombstone: a prefix ends with '/' and has at most ${PREFIX_SEGMENTS} segments.`,
+      [`Write the prefix up to a segment boundary, e.g. 'docs/v1/' (it covers 'docs/v1/guide/intro', not 'docs/v10').`],
+    );
+  }
+  return key;
+}
+
+/** The most segments a prefix tombstone's key has (a lookup probes that many prefixes). */
+export const PREFIX_SEGMENTS = 16;
+
 export function assertScope(scope: unknown): string {
   if (!isStorableScope(scope)) {
     throw new TombstoneValidationError(

@@ -1,5 +1,5 @@
 import { NO_TOMBSTONE, type TombstoneKind, type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
-import { isSafeLink } from '../tombstone.validation.js';
+import { isSafeLink, PREFIX_SEGMENTS } from '../tombstone.validation.js';
 
 // How a key finds its tombstone, prefix tombstones included (see docs/table.md, "Lookups"):
 // its best match is its own row, else the row of its longest prefix that is a prefix tombstone;
@@ -7,7 +7,7 @@ import { isSafeLink } from '../tombstone.validation.js';
 // the same way, and so on, all in one recursive query.
 
 /** The most segments a prefix has, and so the most prefixes a key's lookup probes. */
-export const MAX_PREFIX_SEGMENTS = 16;
+export const MAX_PREFIX_SEGMENTS = PREFIX_SEGMENTS;
 /** The most redirects a lookup follows; a write that would need more is refused. */
 export const MAX_HOPS = 8;
 
@@ -22,11 +22,6 @@ export function candidatePrefixes(key: string): string[] {
     prefixes.push(key.slice(0, at + 1));
   }
   return prefixes;
-}
-
-/** Whether `key` can be a prefix tombstone's key: it ends at a segment boundary, with at most 16 segments. */
-export function isPrefixKey(key: string): boolean {
-  return key.endsWith('/') && candidatePrefixes(key).at(-1) === key;
 }
 
 // The same candidates in SQL, for a key computed in the query (a redirect's target).
