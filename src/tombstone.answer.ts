@@ -186,7 +186,6 @@ function fillTemplate(template: CompiledTemplate, params: Record<string, string 
 }
 
 function replaceSegment(path: string, oldKey: string, newKey: string): string | null {
-  if (oldKey.includes('/')) return replaceSegments(path, oldKey, newKey);
   const segments = path.split('/');
   for (let i = segments.length - 1; i > 0; i--) {
     let decoded: string;
@@ -200,7 +199,7 @@ function replaceSegment(path: string, oldKey: string, newKey: string): string | 
       return segments.join('/');
     }
   }
-  return null;
+  return oldKey.includes('/') ? replaceSegments(path, oldKey, newKey) : null;
 }
 
 /**
