@@ -78,7 +78,7 @@ export function assertTarget(key: unknown, field = 'target'): string {
  * has at most 16 segments, the most a lookup probes.
  */
 export function assertPrefix(key: string, field = 'key'): string {
-  if (!key.endsWith('/') || key.split('/').length - 1 > PREFIX_SEGMENTS) {
+  if (!isPrefixKey(key)) {
     throw new TombstoneValidationError(
       field,
       `Invalid ${field} ${JSON.stringify(key.slice(0, 120))} for a prefix tombstone: a prefix ends with '/' and has at most ${PREFIX_SEGMENTS} segments.`,
@@ -90,6 +90,14 @@ export function assertPrefix(key: string, field = 'key'): string {
 
 /** The most segments a prefix tombstone's key has (a lookup probes that many prefixes). */
 export const PREFIX_SEGMENTS = 16;
+
+/** Whether a key can be a prefix tombstone's: it ends with '/', with at most 16 segments. */
+export function isPrefixKey(key: string): boolean {
+  return key.endsWith('/') && key.split('/').length - 1 <= PREFIX_SEGMENTS;
+}
+
+/** Why a key cannot be a prefix tombstone's, as the admin endpoints and the import say it. */
+export const PREFIX_KEY_REASON = `a prefix ends with '/' (at a segment boundary) and has at most ${PREFIX_SEGMENTS} segments`;
 
 export function assertScope(scope: unknown): string {
   if (!isStorableScope(scope)) {
