@@ -75,4 +75,47 @@ describe.each(ADAPTERS)('admin: prefix tombstones (%s)', (adapter) => {
       { key: 'docs/v10/a', state: 'none', status: null },
     ]);
   });
+
+  describe('import and export', () => {
+    const csv = (...lines: string[]) =>
+      http
+        .post('/admin/tombstones/import')
+        .set('authorization', ADMIN_TOKEN)
+        .set('content-type', 'text/csv')
+        .send(['scope,type,key,kind,target,prefix', ...lines].join('\n'));
+
+    it('imports prefix tombstones, and exports them with their flag', async () => {
+      await csv(',page,blog/2019/,moved,archive/2019/,true', ',page,blog/2018/,deleted,,true', ',page,blog/2019/keep,deleted,,').expect(200);
+      const res = await as('post', '/resolve').send({ type, keys: ['blog/2019/a/b', 'blog/2018/x', 'blog/2019/keep'] }).expect(200);
+      expect(res.body.results.map((r: { state: string; target?: string }) => [r.state, r.target])).toEqual([
+        ['moved', 'archive/2019/a/b'],
+        ['gone', undefined],
+        ['gone', undefined],
+      ]);
+      const exported = await http.get(`/admin/tombstones/export?type=${type}&format=ndjson`).set('authorization', ADMIN_TOKEN).expect(200);
+      const rows = exported.text.trim().split('\n').map((line) => JSON.parse(line) as { key: string; prefix: boolean });
+      expect(rows.find((r) => r.key === 'blog/2019/')).toMatchObject({ prefix: true, target: 'archive/2019/' });
+      expect(rows.find((r) => r.key === 'blog/2019/keep')).toMatchObject({ prefix: false });
+      // An export imports back as it was.
+      const csvExport = await http.get(`/admin/tombstones/export?type=${type}`).set('authorization', ADMIN_TOKEN).expect(200);
+      await http.post('/admin/tombstones/import').set('authorization', ADMIN_TOKEN).set('content-type', 'text/csv').send(csvExport.text).expect(200);
+      expect((await as('get', '?prefix=true&keyPrefix=blog/').expect(200)).body.items).toHaveLength(2);
+    });
+
+    it('refuses rows that are not prefixes, and a cycle through a prefix, writing nothing', async () => {
+      const before = await count();
+      const bad = await csv(',page,shop,deleted,,true', ',page,a/,merged,b/,true', ',page,c/,moved,d,true', ',page,e/,hidden,,maybe').expect(400);
+      expect(bad.body.errors.map((e: { row: number; field: string }) => [e.row, e.field])).toEqual([
+        [2, 'key'],
+        [3, 'kind'],
+        [4, 'target'],
+        [5, 'prefix'],
+      ]);
+      const cycle = await csv(',page,ring/,moved,ring/inner/,true').expect(400);
+      expect(cycle.body.errors[0]).toMatchObject({ row: 2, field: 'target' });
+      const through = await csv(',page,docs/v2/y,moved,docs/v1/y,').expect(400);
+      expect(through.body.errors[0]).toMatchObject({ row: 2, field: 'target' });
+      expect(await count()).toBe(before);
+    });
+  });
 });

@@ -1,4 +1,5 @@
 import { NO_TOMBSTONE, type TombstoneKind, type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
+import { preview, TombstoneCycleError, TombstoneValidationError } from '../tombstone.exceptions.js';
 import { isSafeLink, PREFIX_SEGMENTS } from '../tombstone.validation.js';
 
 // How a key finds its tombstone, prefix tombstones included (see docs/table.md, "Lookups"):
@@ -161,4 +162,59 @@ function isRedirectKind(kind: TombstoneKind | null): boolean {
  */
 function answerable(alternative: string | null): string | null {
   return typeof alternative === 'string' && isSafeLink(alternative) ? alternative : null;
+}
+
+/** What the write checks send their SQL to: a transaction's EntityManager. */
+interface Queryable {
+  query(sql: string, parameters?: unknown[]): Promise<unknown>;
+}
+
+/**
+ * The keys whose walks a prefix redirect $3 → $4 may change: a key under $3 whose rewrite lands
+ * under a redirect under $4, and a key whose redirect leads under $3.
+ */
+const RELATED_SQL = `
+  (SELECT $3 || substr(resource_key, length($4) + 1) AS key FROM tombstones
+    WHERE scope = $1 AND resource_type = $2 AND kind IN ('moved', 'merged')
+      AND left(resource_key, length($4)) = $4 AND resource_key <> $4
+    LIMIT 1000)
+  UNION
+  (SELECT resource_key FROM tombstones
+    WHERE scope = $1 AND resource_type = $2 AND kind IN ('moved', 'merged') AND left(target_key, length($3)) = $3
+    LIMIT 1000)`;
+
+/**
+ * Refuses (in the writing transaction, after the write) a write after which a lookup would not
+ * reach a walk's end: a cycle (`TombstoneCycleError`), or more than `MAX_HOPS` redirects
+ * (`TombstoneValidationError`). Walks the keys written and, for each prefix redirect
+ * `from` → `to`, the prefix itself, the keys under it that lead through a redirect under `to`,
+ * and the keys that lead under it (up to 1,000 of each).
+ */
+export async function refuseBrokenWalks(
+  db: Queryable,
+  scope: string,
+  type: string,
+  keys: Iterable<string>,
+  prefixMoves: readonly { from: string; to: string }[],
+): Promise<void> {
+  const starts = new Set(keys);
+  for (const move of prefixMoves) {
+    starts.add(move.from);
+    for (const row of (await db.query(RELATED_SQL, [scope, type, move.from, move.to])) as { key: string }[]) starts.add(row.key);
+  }
+  if (starts.size === 0) return;
+  const walks = walksOf((await db.query(WALK_SQL, [scope, type, [...starts]])) as WalkRow[]);
+  for (const walk of walks.values()) refuseUnfinished(type, walk);
+}
+
+/** A walk a lookup could not finish: a cycle (`TombstoneCycleError`), or too long a chain. */
+export function refuseUnfinished(type: string, walk: readonly WalkRow[]): void {
+  const gap = unfinished(walk);
+  if (gap === null) return;
+  if (gap.cycle) throw new TombstoneCycleError(type, gap.path);
+  throw new TombstoneValidationError(
+    'target',
+    `The redirects of ${type} would form a chain of more than ${MAX_HOPS} hops from '${preview(gap.path[0])}'.`,
+    ['Point the redirects at the keys where the resources live now.'],
+  );
 }

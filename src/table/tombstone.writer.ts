@@ -1,14 +1,14 @@
 import { Injectable } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
 import type { Tombstone } from '../tombstone.entity.js';
-import { preview, TombstoneCycleError, TombstoneError, TombstoneValidationError } from '../tombstone.exceptions.js';
+import { TombstoneCycleError, TombstoneError } from '../tombstone.exceptions.js';
 import type { TombstoneKind } from '../tombstone.types.js';
 import { collapseMoves } from './tombstone.chains.js';
 import { TombstoneChanges } from './tombstone.changes.js';
 import { lockTypes } from './tombstone.lock.js';
 import { rowsOf, type TombstoneRow, toTombstone } from './tombstone.rows.js';
 import { TombstoneTable } from './tombstone.table.js';
-import { MAX_HOPS, unfinished, WALK_SQL, type WalkRow, walksOf } from './tombstone.walk.js';
+import { refuseBrokenWalks, refuseUnfinished, WALK_SQL, type WalkRow, walksOf } from './tombstone.walk.js';
 
 /** What a write stores for a key, already validated. */
 export interface TombstoneFields {
@@ -68,19 +68,6 @@ const INSERT_SQL = `
   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, now()), $11, $12::jsonb, $13)
   ON CONFLICT (scope, resource_type, resource_key) DO NOTHING
   RETURNING *`;
-/**
- * The keys whose walks a prefix redirect $3 → $4 may change: a key under $3 whose rewrite lands
- * under a redirect under $4, and a key whose redirect leads under $3.
- */
-const RELATED_SQL = `
-  (SELECT $3 || substr(resource_key, length($4) + 1) AS key FROM tombstones
-    WHERE scope = $1 AND resource_type = $2 AND kind IN ('moved', 'merged')
-      AND left(resource_key, length($4)) = $4 AND resource_key <> $4
-    LIMIT 1000)
-  UNION
-  (SELECT resource_key FROM tombstones
-    WHERE scope = $1 AND resource_type = $2 AND kind IN ('moved', 'merged') AND left(target_key, length($3)) = $3
-    LIMIT 1000)`;
 /** What redirected to a key now leads where that key does. */
 const REPOINT_SQL = `
   UPDATE tombstones t SET target_key = m.target, updated_at = now()
@@ -139,7 +126,7 @@ export class TombstoneWriter {
           if (target.startsWith(source)) throw new TombstoneCycleError(type, [source, target, source]);
         }
       }
-      await this.verify(tx, scope, type, sources, fields.prefix === true ? sources.map((from) => ({ from, to: finals.get(from) as string })) : []);
+      await refuseBrokenWalks(tx, scope, type, sources, fields.prefix === true ? sources.map((from) => ({ from, to: finals.get(from) as string })) : []);
       return rows;
     });
     this.changes.emit(db, { scope, type, listed: sources, unlisted: revived });
@@ -171,7 +158,7 @@ export class TombstoneWriter {
         if (row) {
           if (target !== null) {
             await tx.query(REPOINT_SQL, [scope, type, [key], [target]]);
-            await this.verify(tx, scope, type, [key], fields.prefix === true ? [{ from: key, to: target }] : []);
+            await refuseBrokenWalks(tx, scope, type, [key], fields.prefix === true ? [{ from: key, to: target }] : []);
           }
           return toTombstone(row);
         }
@@ -211,7 +198,7 @@ export class TombstoneWriter {
       );
       if (target !== null) {
         await tx.query(REPOINT_SQL, [current.scope, current.type, [current.key], [target]]);
-        await this.verify(tx, current.scope, current.type, [current.key], current.prefix ? [{ from: current.key, to: target }] : []);
+        await refuseBrokenWalks(tx, current.scope, current.type, [current.key], current.prefix ? [{ from: current.key, to: target }] : []);
       }
       return toTombstone(row);
     });
@@ -265,37 +252,9 @@ export class TombstoneWriter {
     return walk[walk.length - 1].key;
   }
 
-  /**
-   * Refuses (in the writing transaction) a write after which a lookup would not reach a walk's
-   * end: a cycle, or more than `MAX_HOPS` redirects. Walks the keys written and, for a prefix
-   * redirect `from` → `to`, the prefix itself, the keys under it that lead through a redirect
-   * under `to`, and the keys that lead under it (up to 1,000 of each).
-   */
-  private async verify(tx: EntityManager, scope: string, type: string, keys: readonly string[], prefixMoves: readonly { from: string; to: string }[]): Promise<void> {
-    const starts = new Set(keys);
-    for (const move of prefixMoves) {
-      const related = rowsOf<{ key: string }>(await tx.query(RELATED_SQL, [scope, type, move.from, move.to]));
-      for (const row of related) starts.add(row.key);
-    }
-    const walks = walksOf(rowsOf<WalkRow>(await tx.query(WALK_SQL, [scope, type, [...starts]])));
-    for (const walk of walks.values()) refuseUnfinished(type, walk);
-  }
-
   private changed(manager: EntityManager, scope: string, type: string, kind: TombstoneKind, keys: string[]): void {
     this.changes.emit(manager, kind === 'hidden' ? { scope, type, listed: [], unlisted: keys } : { scope, type, listed: keys, unlisted: [] });
   }
-}
-
-/** A walk a lookup could not finish: a cycle (`TombstoneCycleError`), or too long a chain. */
-function refuseUnfinished(type: string, walk: readonly WalkRow[]): void {
-  const gap = unfinished(walk);
-  if (gap === null) return;
-  if (gap.cycle) throw new TombstoneCycleError(type, gap.path);
-  throw new TombstoneValidationError(
-    'target',
-    `The redirects of ${type} would form a chain of more than ${MAX_HOPS} hops from '${preview(gap.path[0])}'.`,
-    ['Point the redirects at the keys where the resources live now.'],
-  );
 }
 
 function params(scope: string, type: string, key: string | null, fields: TombstoneFields): unknown[] {
