@@ -1,8 +1,10 @@
 import type { INestApplication } from '@nestjs/common';
 import { TypeOrmModule } from '@nestjs/typeorm';
+import pg from 'pg';
 import request from 'supertest';
 import { TombstoneCycleError, TombstoneModule, TombstoneService, TombstoneValidationError } from '../src/index.js';
 import { TombstoneLookup } from '../src/cache/tombstone.lookup.js';
+import { TombstoneTable } from '../src/table/tombstone.table.js';
 import { pagesController } from './fixtures/pages.fixture.js';
 import { ADAPTERS, bootApp, settled } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
@@ -112,6 +114,23 @@ describe.each(ADAPTERS)('prefix tombstones (%s)', (adapter) => {
     counter.reset();
     await http.get('/docs/c1/q/r').expect(410);
     expect(lookups()).toBe(1);
+  });
+
+  it('keeps the prepared lookup on its generic plan: PostgreSQL does not plan each lookup again', async () => {
+    // Planning the walk costs about three times running it (see docs/table.md, Lookups).
+    const client = new pg.Client({ connectionString: db.url });
+    await client.connect();
+    try {
+      const table = app.get(TombstoneTable);
+      for (let i = 0; i < 12; i++) await table.lookupOn(client as never, 'page', i % 2 ? `v1/guide/p${i}` : `nothing-${i}`);
+      const [plans] = (
+        await client.query(`SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name LIKE 'nestjs_tombstones_lookup_%'`)
+      ).rows as { generic_plans: string; custom_plans: string }[];
+      expect(Number(plans.custom_plans)).toBeLessThanOrEqual(5);
+      expect(Number(plans.generic_plans)).toBeGreaterThanOrEqual(7);
+    } finally {
+      await client.end();
+    }
   });
 
   it('refuses cycles and a prefix moved under itself, and writes nothing', async () => {

@@ -12,11 +12,11 @@ import { NO_TOMBSTONE, type TombstoneLookupResult, type TombstoneResolution } fr
 import { isStorableKey, isStorableScope, isValidType } from '../tombstone.validation.js';
 import { TombstoneChanges } from './tombstone.changes.js';
 import { rowsOf, type TombstoneRow, toTombstone } from './tombstone.rows.js';
-import { resultOfWalk, WALK_SQL, type WalkRow, walksOf } from './tombstone.walk.js';
+import { resultOfWalk, WALK_ONE_SQL, WALK_SQL, type WalkRow, walksOf } from './tombstone.walk.js';
 
 // One round trip whatever the chain: the key's walk (its row or its longest prefix tombstone,
 // then its redirect's target matched the same way, and on) is one recursive query.
-const LOOKUP_SQL = WALK_SQL;
+const LOOKUP_SQL = WALK_ONE_SQL;
 // Named after its text: behind a pooler that shares server connections between clients without
 // tracking their statements (PgBouncer before 1.21, or with max_prepared_statements = 0), another
 // version of this module may have prepared a statement on the same server connection, and a
@@ -90,7 +90,7 @@ export class TombstoneTable implements OnModuleInit {
    */
   async lookup(type: string, key: string, scope = ''): Promise<TombstoneLookupResult> {
     if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_LOOKUP;
-    return resultOfWalk(await this.lookupRows([scope, type, [key]]));
+    return resultOfWalk(sortedWalk(await this.lookupRows([scope, type, key])));
   }
 
   /**
@@ -100,7 +100,7 @@ export class TombstoneTable implements OnModuleInit {
    */
   async lookupOn(client: PgClient, type: string, key: string, scope = ''): Promise<TombstoneLookupResult> {
     if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_LOOKUP;
-    return resultOfWalk(await this.runLookup(client, [scope, type, [key]]));
+    return resultOfWalk(sortedWalk(await this.runLookup(client, [scope, type, key])));
   }
 
   /** `lookup()` for many keys of one (scope, type), in one round trip, in the order of the keys. */
@@ -199,6 +199,11 @@ export class TombstoneTable implements OnModuleInit {
     }
     return dataSource;
   }
+}
+
+/** The steps of one key's walk, in order. */
+function sortedWalk(rows: WalkRow[]): WalkRow[] {
+  return rows.length > 1 ? rows.sort((a, b) => a.depth - b.depth) : rows;
 }
 
 /**
