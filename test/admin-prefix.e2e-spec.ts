@@ -1,3 +1,5 @@
+import type { INestApplication } from '@nestjs/common';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type request from 'supertest';
 import { ADMIN_TOKEN, bootAdminApp } from './fixtures/admin.fixture.js';
 import { ADAPTERS } from './support/app.js';
@@ -9,14 +11,23 @@ describe.each(ADAPTERS)('admin: prefix tombstones (%s)', (adapter) => {
   let db: TestDatabase;
   let http: ReturnType<typeof request>;
   let close: () => Promise<void>;
+  let app: INestApplication;
   const as = (method: 'get' | 'post' | 'patch' | 'delete', path: string) => http[method](`/admin/tombstones${path}`).set('authorization', ADMIN_TOKEN);
   const type = 'page';
   const count = async () => Number(((await db.sql.query(`SELECT count(*) AS n FROM tombstones`)) as { n: string }[])[0].n);
 
   beforeAll(async () => {
-    ({ db, http, close } = await bootAdminApp(adapter));
+    ({ db, http, close, app } = await bootAdminApp(adapter));
   });
   afterAll(async () => close?.());
+
+  it('documents the prefix flag in OpenAPI: the create body and the listing filter', () => {
+    const document = SwaggerModule.createDocument(app, new DocumentBuilder().setTitle('t').build());
+    const create = document.components?.schemas?.CreateTombstoneDto as { properties?: Record<string, { type?: string }> };
+    expect(create.properties?.prefix).toMatchObject({ type: 'boolean' });
+    const list = document.paths['/admin/tombstones'].get?.parameters as { name: string }[];
+    expect(list.map((p) => p.name)).toContain('prefix');
+  });
 
   it('creates a moved prefix and shows prefix: true; the listing filters on it', async () => {
     const created = await as('post', '').send({ type, key: 'docs/v1/', kind: 'moved', target: 'docs/v2/', prefix: true }).expect(201);
