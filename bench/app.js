@@ -115,7 +115,7 @@ class QueryCounter {
   loads = 0;
   logQuery(query) {
     this.total++;
-    if (!/^\s*SELECT\b/i.test(query) || !/\btombstones\b/.test(query)) return;
+    if (!/^\s*(SELECT|WITH)\b/i.test(query) || !/\btombstones\b/.test(query)) return;
     if (/\bORDER BY (id|resource_key) LIMIT\b/.test(query)) this.loads++;
     else if (/\btombstones t\b/.test(query)) this.lookups++;
   }

@@ -15,7 +15,8 @@
 // Other knobs: BENCH_CONNECTIONS (32), BENCH_ROUNDS (7, of the HTTP scenarios), BENCH_IMPORT_ROUNDS
 // (3), BENCH_SEED_ROWS (1000000), BENCH_IMPORT_ROWS (100000), BENCH_FLEET (20, instances of P8's
 // reconnection), BENCH_OUTPUT (BENCHMARKS.md), BENCH_ONLY=http (P1 to P3 only, their ratios printed
-// and no report written).
+// and no report written), BENCH_ONLY=p4 (P4's lookups only, printed, no HTTP app and no report:
+// with BENCH_SEED_ROWS=100000 a quick look).
 //
 // Three copies of bench/app.js run as child processes: the module app, the plain app (the same
 // routes and DataSource, no module) and the hand-written app. Before any measured run, the
@@ -60,6 +61,8 @@ const FLEET = setting('BENCH_FLEET', 20);
 const START_ROUNDS = 3;
 const START_CHANGES = 10_000;
 const LOOKUPS = 2_000;
+// P4: prefix tombstones among the seeded rows (one per 1,000).
+const PREFIXES = Math.max(10, Math.floor(SEED_ROWS / 1000));
 // P6: writes timed, and how long the other instance may take to show one before it counts as lost.
 const P6_WRITES = 200;
 const P6_TIMEOUT_MS = 5_000;
@@ -105,6 +108,22 @@ async function main() {
   await db.initialize();
   await db.runMigrations();
   const [{ server_version: pgVersion }] = await db.query('SHOW server_version');
+
+  if (process.env.BENCH_ONLY === 'p4') {
+    // A quick look at P4 only (no report, no HTTP apps): e.g. BENCH_SEED_ROWS=100000.
+    const lookups = await lookupScenario();
+    const line = (name, t) => `${name}: p50 ${t.p50.toFixed(3)} ms, p99 ${t.p99.toFixed(3)} ms, ${t.queriesPerLookup.toFixed(2)} queries per lookup`;
+    log(`P4 on PostgreSQL ${pgVersion}, ${lookups.rows} rows`);
+    log(line('cold, seeded keys', lookups.seeded));
+    log(line('cold, keys under prefix tombstones', lookups.prefixed));
+    log(line('cold, unknown keys', lookups.unknown));
+    for (const c of lookups.chains) log(line(`cold, chain of ${c.length} (${c.answer})`, c));
+    log(line('for scale: the same SQL prepared, straight to the pg pool', lookups.prepared));
+    log(line('for scale: SELECT 1 through the DataSource', lookups.roundTrip));
+    log(`the plan of a moved key: planning ${lookups.planningTime}, execution ${lookups.executionTime}`);
+    log(`unknown path-like keys with ${fmt(lookups.prefixes)} prefix tombstones present: ${fmt(lookups.prefixFlood.queriesPerLookup * 1000, 2)} queries per 1,000 (filter / store / query: ${Object.values(lookups.prefixFlood.answered).join(' / ')})`);
+    return;
+  }
 
   // What the 410 and 301 scenarios ask for: `gone-N` deleted, `moved-N` moved to the live
   // `live-N` (bench/app.js holds live-0 .. live-999 in memory).
@@ -766,6 +785,19 @@ async function lookupScenario() {
        FROM generate_series(0, $2 - 1) g`,
     [type, SEED_ROWS],
   );
+  // Prefix tombstones of the same type, one per 1,000 rows (sections of path-like keys): half
+  // moved to another section, the rest deleted, and one section in ten of the moved ones with a
+  // subsection deleted under it (the longest prefix wins).
+  await db.query(
+    `INSERT INTO tombstones (resource_type, resource_key, kind, target_key, reason, prefix)
+     SELECT $1, 'sec-' || g || '/', CASE WHEN g % 2 = 0 THEN 'moved' ELSE 'deleted' END,
+            CASE WHEN g % 2 = 0 THEN 'new-sec-' || g || '/' END, CASE WHEN g % 2 = 1 THEN 'Seeded' END, true
+       FROM generate_series(0, $2 - 1) g
+     UNION ALL
+     SELECT $1, 'sec-' || g || '/old/', 'deleted', NULL, 'Seeded', true
+       FROM generate_series(0, $2 - 1, 20) g`,
+    [type, PREFIXES],
+  );
   await db.query('VACUUM ANALYZE tombstones');
   const seedSeconds = Number(process.hrtime.bigint() - seedStart) / 1e9;
   const [{ rows, size }] = await db.query(
@@ -817,6 +849,12 @@ async function lookupScenario() {
   const timeLookups = (type, keys) => time(keys, (key) => lookup.resolve(type, key));
   const randomKeys = (prefix) => Array.from({ length: LOOKUPS }, () => `${prefix}${Math.floor(Math.random() * SEED_ROWS)}`);
   const seeded = await timeResolves(type, randomKeys('key-'));
+  // Keys under the prefix tombstones, three segments deep (some under a deleted subsection).
+  const prefixedKeys = Array.from({ length: LOOKUPS }, (_, i) => {
+    const section = Math.floor(Math.random() * PREFIXES);
+    return i % 10 === 0 ? `sec-${section}/old/page-${i}` : `sec-${section}/guide/page-${i}`;
+  });
+  const prefixed = await timeResolves(type, prefixedKeys);
   const unknown = await timeResolves(type, randomKeys('nope-'));
   // For scale: the bare round trip through the same DataSource, and the lookup's own SQL sent
   // as a named prepared statement straight to the DataSource's pg pool, which PostgreSQL plans
@@ -828,7 +866,7 @@ async function lookupScenario() {
   await tombstones.resolve(type, 'key-0');
   const lookupSql = counter.last.query;
   const pool = tombstones.dataSource.driver.master;
-  const prepared = await time(randomKeys('key-'), (key) => pool.query({ name: 'bench-p4-lookup', text: lookupSql, values: ['', type, key] }));
+  const prepared = await time(randomKeys('key-'), (key) => pool.query({ name: 'bench-p4-lookup', text: lookupSql, values: ['', type, [key]] }));
 
   // Warm: one pass over the keys fills the store (or meets the filter), the timed pass repeats it.
   const warmKeys = randomKeys('key-');
@@ -837,6 +875,10 @@ async function lookupScenario() {
   // Unknown keys never asked before; an untimed pass over other unknown keys warms the code path.
   await timeLookups(type, randomKeys('absent-'));
   const warmUnknown = await timeLookups(type, randomKeys('nope-'));
+  // The flood with prefix tombstones present: unknown path-like keys, each probed in the filter
+  // for itself and its candidate prefixes (three segments: three probes).
+  const floodKeys = Array.from({ length: 10 * LOOKUPS }, (_, i) => `nope-${Math.floor(Math.random() * SEED_ROWS)}/${i}/page`);
+  const prefixFlood = await timeLookups(type, floodKeys);
 
   // Chains written as successive moves k0→k1, k1→k2, ...: writes collapse them, so a lookup of
   // k0 is one round trip to where the chain ends, whatever its length.
@@ -862,6 +904,9 @@ async function lookupScenario() {
     seedSeconds,
     filter: { ...filter, listed },
     seeded,
+    prefixed,
+    prefixes: PREFIXES,
+    prefixFlood,
     unknown,
     roundTrip,
     prepared,
@@ -1205,6 +1250,12 @@ function render({ pgVersion, http, check, invalidation, imports, lookups, purges
       verdict(flood.queriesPerRequest * 1000, 1, false), why(flood.queriesPerRequest * 1000 < 1, statementsWhy(flood))),
     row(`P4 cold lookup p99 (TombstoneService.resolve(), uncached: a cache miss), ${fmt(SEED_ROWS)} tombstones seeded`,
       `${fmt(lookups.seeded.p99, 2)} ms (p50 ${fmt(lookups.seeded.p50, 2)})`, '≤ 2 ms', verdict(lookups.seeded.p99, 2, false), why(lookups.seeded.p99 <= 2, coldWhy)),
+    row(`P4 cold lookup p99 of a key under a prefix tombstone (TombstoneService.resolve()), ${fmt(SEED_ROWS)} tombstones seeded`,
+      `${fmt(lookups.prefixed.p99, 2)} ms (p50 ${fmt(lookups.prefixed.p50, 2)}; exact keys: p50 ${fmt(lookups.seeded.p50, 2)}, p99 ${fmt(lookups.seeded.p99, 2)})`, '≤ 2 ms',
+      verdict(lookups.prefixed.p99, 2, false), why(lookups.prefixed.p99 <= 2, coldWhy)),
+    row(`P4 unknown path-like keys with ${fmt(lookups.prefixes)} prefix tombstones present (TombstoneLookup.resolve()): queries per 1,000`,
+      `${fmt(lookups.prefixFlood.queriesPerLookup * 1000, 2)} (${answeredCell(lookups.prefixFlood.answered)})`, '< 1',
+      verdict(lookups.prefixFlood.queriesPerLookup * 1000, 1, false), why(lookups.prefixFlood.queriesPerLookup * 1000 < 1, 'filter false positives over the key and its candidate prefixes')),
     row(`P4 warm lookup p99 (TombstoneLookup.resolve()), ${fmt(SEED_ROWS)} tombstones seeded`,
       `${fmt(lookups.warmSeeded.p99 * 1000, 1)} µs seeded keys, ${fmt(lookups.warmUnknown.p99 * 1000, 1)} µs unknown keys`, '≤ 2 ms', verdict(warmP99, 2, false),
       why(warmP99 <= 2, `answered by the filter ${warmWhy.filtered}, the store ${warmWhy.cached}, a query ${warmWhy.queried}`)),
@@ -1293,6 +1344,7 @@ function render({ pgVersion, http, check, invalidation, imports, lookups, purges
     '| Cold lookup (`TombstoneService.resolve()`) | p50 ms | p99 ms | max ms | Queries per lookup | Answer |',
     '|---|---:|---:|---:|---:|---|',
     `| ${fmt(LOOKUPS)} random seeded keys | ${fmt(lookups.seeded.p50, 3)} | ${fmt(lookups.seeded.p99, 3)} | ${fmt(lookups.seeded.max, 2)} | ${fmt(lookups.seeded.queriesPerLookup, 2)} | 410 / 404 / 301 |`,
+    `| ${fmt(LOOKUPS)} random keys under ${fmt(lookups.prefixes)} prefix tombstones (three segments; one in ten under a longer deleted prefix) | ${fmt(lookups.prefixed.p50, 3)} | ${fmt(lookups.prefixed.p99, 3)} | ${fmt(lookups.prefixed.max, 2)} | ${fmt(lookups.prefixed.queriesPerLookup, 2)} | 301 / 410 |`,
     `| ${fmt(LOOKUPS)} random unknown keys | ${fmt(lookups.unknown.p50, 3)} | ${fmt(lookups.unknown.p99, 3)} | ${fmt(lookups.unknown.max, 2)} | ${fmt(lookups.unknown.queriesPerLookup, 2)} | none |`,
     ...lookups.chains.map((c) =>
       `| chain of ${c.length} move${c.length > 1 ? 's' : ''} (200 lookups of its first key) | ${fmt(c.p50, 3)} | ${fmt(c.p99, 3)} | ${fmt(c.max, 2)} | ${fmt(c.queriesPerLookup, 2)} | ${c.answer} |`),
@@ -1305,6 +1357,7 @@ function render({ pgVersion, http, check, invalidation, imports, lookups, purges
     ...[
       [`${fmt(LOOKUPS)} random seeded keys, after one pass over them`, lookups.warmSeeded],
       [`${fmt(LOOKUPS)} random unknown keys, never asked before`, lookups.warmUnknown],
+      [`${fmt(10 * LOOKUPS)} random unknown path-like keys (three segments), ${fmt(lookups.prefixes)} prefix tombstones present`, lookups.prefixFlood],
     ].map(([name, w]) =>
       `| ${name} | ${fmt(w.p50 * 1000, 1)} | ${fmt(w.p99 * 1000, 1)} | ${fmt(w.max * 1000, 1)} | ${fmt(w.queriesPerLookup, 3)} | ${answeredCell(w.answered)} |`),
   ];

@@ -1,6 +1,7 @@
 import type { DynamicModule, INestApplication, NestApplicationOptions } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { FastifyAdapter } from '@nestjs/platform-fastify';
+import { docsController } from './docs.js';
 import { SLUG_MAX_LENGTH } from './validation.js';
 
 export type DemoAdapter = 'express' | 'fastify';
@@ -16,7 +17,9 @@ export type DemoAdapter = 'express' | 'fastify';
  *   UTF-16 units once decoded) with a 414: raised so that every slug the demo accepts can be
  *   reached, as on Express.
  */
-export async function createDemoApp(module: DynamicModule, adapter: DemoAdapter, options: NestApplicationOptions = {}): Promise<INestApplication> {
+export async function createDemoApp(given: DynamicModule, adapter: DemoAdapter, options: NestApplicationOptions = {}): Promise<INestApplication> {
+  // The documentation's catch-all route is spelled for the adapter (see docs.ts).
+  const module: DynamicModule = { ...given, controllers: [...(given.controllers ?? []), docsController(adapter)] };
   const app =
     adapter === 'fastify'
       ? await NestFactory.create(module, new FastifyAdapter({ maxParamLength: 2 * SLUG_MAX_LENGTH }), options)

@@ -1,7 +1,7 @@
 import type { INestApplication } from '@nestjs/common';
 import { getDataSourceToken } from '@nestjs/typeorm';
 import type { DataSource } from 'typeorm';
-import { TombstoneContext } from '../src/index.js';
+import { TombstoneContext, TombstoneService } from '../src/index.js';
 import { ArticlesService } from './articles.js';
 import { Order, User } from './entities.js';
 import { OrdersService } from './orders.js';
@@ -43,5 +43,15 @@ export async function seed(app: INestApplication): Promise<boolean> {
     { tenant: 'acme', number: 9001, totalCents: 4_500 },
   ]);
   await TombstoneContext.run({ reason: 'Cancelled by the customer' }, () => app.get(OrdersService).remove('acme', 9001));
+
+  // The documentation (example/docs.ts): whole sections at once, with prefix tombstones.
+  const tombstones = app.get(TombstoneService);
+  await TombstoneContext.run({ actor: 'docs@example.com' }, async () => {
+    await tombstones.recordMove('doc', 'docs/v1/', 'docs/v2/', { prefix: true });
+    // A page's own tombstone wins over its section's.
+    await tombstones.recordDeletion('doc', 'docs/v1/guide/old-page', { reason: 'Merged into the introduction' });
+    await tombstones.recordDeletion('doc', 'docs/legacy/', { prefix: true, reason: 'The legacy documentation was retired', alternative: '/docs/v2/' });
+    await tombstones.recordHidden('doc', 'docs/internal/', { prefix: true });
+  });
   return true;
 }

@@ -7,6 +7,7 @@ import { CreateTombstoneNotify1764115200000 } from '../migrations/1764115200000-
 import { CreateTombstoneEvents1764979200000 } from '../migrations/1764979200000-create-tombstone-events.js';
 import { SpeedUpTombstoneNotify1765065600000 } from '../migrations/1765065600000-speed-up-tombstone-notify.js';
 import { CreateTombstoneFilterSnapshot1765152000000 } from '../migrations/1765152000000-create-tombstone-filter-snapshot.js';
+import { AddTombstonePrefix1765238400000 } from '../migrations/1765238400000-add-tombstone-prefix.js';
 import { Tombstone } from './tombstone.entity.js';
 
 /** Entities to add to your DataSource's `entities`. */
@@ -21,6 +22,7 @@ export const TOMBSTONE_MIGRATIONS = [
   CreateTombstoneEvents1764979200000,
   SpeedUpTombstoneNotify1765065600000,
   CreateTombstoneFilterSnapshot1765152000000,
+  AddTombstonePrefix1765238400000,
 ] as const;
 
 // The module and its routes

@@ -198,3 +198,17 @@ describe('buildLocation', () => {
     });
   });
 });
+
+describe('buildLocation for path-like keys (catch-all routes)', () => {
+  it('replaces the run of segments that spells the old key, each new segment encoded, keeping the query', () => {
+    const request = { method: 'GET', url: '/docs/v1/guide/intro?lang=en', headers: {}, route: { path: '/docs/*path' } };
+    expect(buildLocation(request, 'path', 'v1/guide/intro', 'v2/guide/intro')).toBe('/docs/v2/guide/intro?lang=en');
+    expect(buildLocation(request, 'path', 'v1/guide/intro', 'v2/a b/c?')).toBe('/docs/v2/a%20b/c%3F?lang=en');
+  });
+
+  it('matches percent-encoded segments by their decoded value, and builds no Location to a dot segment', () => {
+    const request = { method: 'GET', url: '/docs/v1/%C3%BC/x', headers: {}, routeOptions: { url: '/docs/*' } };
+    expect(buildLocation(request, '*', 'v1/ü/x', 'v2/ü/x')).toBe('/docs/v2/%C3%BC/x');
+    expect(buildLocation(request, '*', 'v1/ü/x', 'v2/../x')).toBeNull();
+  });
+});

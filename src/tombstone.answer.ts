@@ -199,5 +199,27 @@ function replaceSegment(path: string, oldKey: string, newKey: string): string | 
       return segments.join('/');
     }
   }
+  return oldKey.includes('/') ? replaceSegments(path, oldKey, newKey) : null;
+}
+
+/**
+ * A path-like key (a wildcard route's, `guide/intro`) spans several segments: the last run of
+ * segments that spells it is replaced by the new key's, each segment encoded.
+ */
+function replaceSegments(path: string, oldKey: string, newKey: string): string | null {
+  const segments = path.split('/');
+  const width = oldKey.split('/').length;
+  for (let i = segments.length - width; i > 0; i--) {
+    let decoded: string;
+    try {
+      decoded = segments.slice(i, i + width).map(decodeURIComponent).join('/');
+    } catch {
+      continue;
+    }
+    if (decoded === oldKey) {
+      const replaced = newKey.split('/').map(encodeURIComponent);
+      return [...segments.slice(0, i), ...replaced, ...segments.slice(i + width)].join('/');
+    }
+  }
   return null;
 }

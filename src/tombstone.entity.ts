@@ -35,6 +35,14 @@ export class Tombstone {
   @Column({ type: 'text' })
   kind!: TombstoneKind;
 
+  /**
+   * Whether the tombstone covers every key that starts with `key` (which then ends with '/'), not
+   * only `key` itself. A moved prefix keeps the rest of the key: `docs/v1/` → `docs/v2/` sends
+   * `docs/v1/guide/intro` to `docs/v2/guide/intro`. See docs/recording.md.
+   */
+  @Column({ type: 'boolean', default: false })
+  prefix!: boolean;
+
   /** Where a `moved` or `merged` key lives now; always a key that has not moved itself. */
   @Column({ name: 'target_key', type: 'text', nullable: true })
   target!: string | null;

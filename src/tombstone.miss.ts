@@ -149,7 +149,7 @@ export class TombstoneMissResolver {
    * an async scope function is asked.
    */
   answer(settings: TombstonedSettings, request: TombstoneRequest): TombstoneAnswer | undefined | Promise<TombstoneAnswer | undefined> {
-    const key = settings.key ? settings.key(request) : request.params?.[settings.param];
+    const key = keyOf(settings, request);
     if (typeof key !== 'string') return undefined;
     const requestId = this.requestIds.of(request);
     const source = settings.scope ?? this.options.scope;
@@ -215,7 +215,7 @@ export class TombstoneMissResolver {
   plain(settings: TombstonedSettings, request: TombstoneRequest): TombstoneAnswer {
     let key: unknown;
     try {
-      key = settings.key ? settings.key(request) : request.params?.[settings.param];
+      key = keyOf(settings, request);
     } catch {
       key = undefined;
     }
@@ -289,4 +289,15 @@ function scopeValue(value: unknown): string {
   if (Array.isArray(value)) value = value[0];
   if (typeof value === 'number') value = String(value);
   return typeof value === 'string' ? value : '';
+}
+
+/**
+ * The key of a request: the route's `key` function's, or its parameter's. A wildcard parameter
+ * that the adapter gives as its segments (Express 5: `*path` is `['guide', 'intro']`) is the
+ * path they make, `guide/intro`.
+ */
+function keyOf(settings: TombstonedSettings, request: TombstoneRequest): unknown {
+  if (settings.key) return settings.key(request);
+  const value: unknown = request.params?.[settings.param];
+  return Array.isArray(value) && value.every((segment) => typeof segment === 'string') ? value.join('/') : value;
 }

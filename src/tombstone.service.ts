@@ -9,7 +9,7 @@ import { TombstoneKeys } from './tombstone.keys.js';
 import type { Tombstone } from './tombstone.entity.js';
 import { TombstoneValidationError } from './tombstone.exceptions.js';
 import type { TombstoneKind, TombstoneResolution } from './tombstone.types.js';
-import { assertAlternative, assertDate, assertKey, assertMetadata, assertScope, assertTarget, assertText, assertType } from './tombstone.validation.js';
+import { assertAlternative, assertDate, assertKey, assertMetadata, assertPrefix, assertScope, assertTarget, assertText, assertType } from './tombstone.validation.js';
 
 export type { TombstoneMergeOptions, TombstoneMergeResult };
 
@@ -34,6 +34,17 @@ export interface TombstoneWriteOptions {
   alternative?: string | null;
   /** Moves and merges only: a permanent (301/308) or temporary (302/307) redirect. Default: `true`. */
   permanent?: boolean;
+  /**
+   * Deletions, hidings and moves: the key is a prefix (it ends with '/', at most 16 segments) and
+   * the tombstone covers every key that starts with it. A moved prefix keeps the rest of the key
+   * (its target is a prefix too): `docs/v1/` → `docs/v2/` sends `docs/v1/guide/intro` to
+   * `docs/v2/guide/intro`. A key's own tombstone beats a prefix's, the longest prefix wins, and a
+   * resource that is found is answered as found. See docs/recording.md. Default: `false`.
+   *
+   * @example
+   * await tombstones.recordMove('page', 'docs/v1/', 'docs/v2/', { prefix: true });
+   */
+  prefix?: boolean;
   /**
    * The caller's transaction. Pass it so that the change and its tombstone commit or roll back
    * together. Default: a transaction of the module's own.
@@ -68,7 +79,7 @@ export class TombstoneService {
   async recordDeletion(type: string, key: string, options: TombstoneWriteOptions = {}): Promise<Tombstone> {
     const fields = this.fields('deleted', options);
     fields.alternative = assertAlternative(options.alternative);
-    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), this.key(type, key), fields);
+    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), this.recordedKey(type, key, fields, 'key'), fields);
   }
 
   /**
@@ -77,7 +88,7 @@ export class TombstoneService {
    */
   async recordHidden(type: string, key: string, options: TombstoneWriteOptions = {}): Promise<Tombstone> {
     const fields = this.fields('hidden', options);
-    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), this.key(type, key), fields);
+    return this.writer.put(options.manager, assertScope(options.scope ?? ''), assertType(type), this.recordedKey(type, key, fields, 'key'), fields);
   }
 
   /**
@@ -165,13 +176,13 @@ export class TombstoneService {
     if (!Array.isArray(moves) || moves.length === 0) {
       throw new TombstoneValidationError('moves', 'Record at least one move.');
     }
+    const fields = this.fields(kind, options);
     const checked = moves.map((move) => {
       if (typeof move !== 'object' || move === null) {
         throw new TombstoneValidationError('moves', 'Each move must be an object { from, to }.');
       }
-      return { from: this.key(type, move.from, 'from'), to: this.keys.target(type, assertTarget(move.to, 'to'), 'to') };
+      return { from: this.recordedKey(type, move.from, fields, 'from'), to: recorded(this.keys.target(type, assertTarget(move.to, 'to'), 'to'), fields, 'to') };
     });
-    const fields = this.fields(kind, options);
     const permanent = options.permanent ?? true;
     if (typeof permanent !== 'boolean') {
       throw new TombstoneValidationError('permanent', 'permanent must be true or false.');
@@ -183,6 +194,11 @@ export class TombstoneService {
   /** A key to write, checked, in its type's normal form (`normalizeKeys`). */
   private key(type: string, key: unknown, field = 'key'): string {
     return this.keys.key(type, assertKey(key, field), field);
+  }
+
+  /** A key a tombstone is recorded for: in its normal form, then checked as a prefix when it is one. */
+  private recordedKey(type: string, key: unknown, fields: TombstoneFields, field: string): string {
+    return recorded(this.key(type, key, field), fields, field);
   }
 
   /** The fields every recording call shares, checked; unnamed actor and reason come from the context. */
@@ -197,6 +213,12 @@ export class TombstoneService {
     if (kind !== 'moved' && kind !== 'merged' && options.permanent !== undefined) {
       throw new TombstoneValidationError('permanent', 'Only moves and merges are permanent or temporary redirects.');
     }
+    if (options.prefix !== undefined && typeof options.prefix !== 'boolean') {
+      throw new TombstoneValidationError('prefix', 'prefix must be true or false.');
+    }
+    if (kind === 'merged' && options.prefix === true) {
+      throw new TombstoneValidationError('prefix', 'A merge is of keys, never of prefixes.', ['Record a move of the prefix instead.']);
+    }
     const context = TombstoneContext.current();
     return {
       kind,
@@ -208,6 +230,13 @@ export class TombstoneService {
       expiresAt: assertDate(options.expiresAt, 'expiresAt'),
       alternative: null,
       metadata: assertMetadata(options.metadata),
+      prefix: options.prefix === true,
     };
   }
+}
+
+/** A recorded key: any key, or with `prefix` a prefix (see `assertPrefix()`). */
+/** A prefix tombstone's key (or target) ends at a segment boundary: checked after normalisation, which could change that. */
+function recorded(key: string, fields: TombstoneFields, field: string): string {
+  return fields.prefix === true ? assertPrefix(key, field) : key;
 }

@@ -73,6 +73,32 @@ export function assertTarget(key: unknown, field = 'target'): string {
   return key;
 }
 
+/**
+ * A prefix tombstone's key (or a moved prefix's target): it ends at a segment boundary ('/') and
+ * has at most 16 segments, the most a lookup probes.
+ */
+export function assertPrefix(key: string, field = 'key'): string {
+  if (!isPrefixKey(key)) {
+    throw new TombstoneValidationError(
+      field,
+      `Invalid ${field} ${JSON.stringify(key.slice(0, 120))} for a prefix tombstone: a prefix ends with '/' and has at most ${PREFIX_SEGMENTS} segments.`,
+      [`Write the prefix up to a segment boundary, e.g. 'docs/v1/' (it covers 'docs/v1/guide/intro', not 'docs/v10').`],
+    );
+  }
+  return key;
+}
+
+/** The most segments a prefix tombstone's key has (a lookup probes that many prefixes). */
+export const PREFIX_SEGMENTS = 16;
+
+/** Whether a key can be a prefix tombstone's: it ends with '/', with at most 16 segments. */
+export function isPrefixKey(key: string): boolean {
+  return key.endsWith('/') && key.split('/').length - 1 <= PREFIX_SEGMENTS;
+}
+
+/** Why a key cannot be a prefix tombstone's, as the admin endpoints and the import say it. */
+export const PREFIX_KEY_REASON = `a prefix ends with '/' (at a segment boundary) and has at most ${PREFIX_SEGMENTS} segments`;
+
 export function assertScope(scope: unknown): string {
   if (!isStorableScope(scope)) {
     throw new TombstoneValidationError(

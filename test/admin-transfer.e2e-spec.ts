@@ -357,7 +357,7 @@ describe.each(ADAPTERS)('admin import and export (%s)', (adapter) => {
     const text = exported.text;
     const exportedLines = text.trim().split('\n');
     expect(exportedLines).toHaveLength(2501);
-    expect(exportedLines[0]).toBe(`${HEADER},id,actor,occurredAt,hitCount,lastHitAt,createdAt,updatedAt`);
+    expect(exportedLines[0]).toBe(`${HEADER},prefix,id,actor,occurredAt,hitCount,lastHitAt,createdAt,updatedAt`);
     const back = await http
       .post('/admin/tombstones/import?dryRun=true')
       .set('authorization', 'Bearer t')

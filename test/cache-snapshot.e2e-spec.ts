@@ -133,6 +133,18 @@ describe('filter snapshot: starting', () => {
     expect(await answer(next, 'never-was')).toEqual({ state: 'none', byFilter: true });
   });
 
+  it('prefix tombstones: one in the snapshot and one written after it both answer the keys under them', async () => {
+    await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind, target_key, prefix) VALUES ('item', 'snap-old/', 'moved', 'snap-new/', true)`);
+    await fresh();
+    await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind, prefix) VALUES ('item', 'snap-gone/', 'deleted', true)`);
+    const next = await boot();
+    expect(filterStats(next)).toMatchObject({ ready: true, lastLoadFrom: 'snapshot', lastLoadRows: 1 });
+    expect(await answer(next, 'snap-old/a/b')).toEqual({ state: 'moved', byFilter: false });
+    expect(await answer(next, 'snap-gone/a/b')).toEqual({ state: 'gone', byFilter: false });
+    expect(await answer(next, 'snap-never/a/b')).toEqual({ state: 'none', byFilter: true });
+    await db.sql.query(`DELETE FROM tombstones WHERE resource_key IN ('snap-old/', 'snap-gone/')`);
+  });
+
   it("writes the snapshot past TypeORM's logger: the salt and the bits reach no log", async () => {
     await db.sql.query(`DELETE FROM tombstone_filter_snapshots`);
     const logged: string[] = [];

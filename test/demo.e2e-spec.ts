@@ -318,6 +318,38 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
     expect(resolved.body.results.map((r: { status: number }) => r.status)).toEqual([301, 410, null]);
   });
 
+  describe('the documentation: sections moved, deleted and hidden with prefix tombstones', () => {
+    it('GET /docs/v2/guide/intro → 200, the page', async () => {
+      const res = await http.get('/docs/v2/guide/intro').expect(200);
+      expect(res.body).toMatchObject({ key: 'docs/v2/guide/intro', title: 'Introduction' });
+    });
+
+    it('GET /docs/v1/guide/intro?lang=en → 301 to /docs/v2/guide/intro?lang=en, one hop', async () => {
+      const res = await http.get('/docs/v1/guide/intro?lang=en').expect(301);
+      expect(res.headers.location).toBe('/docs/v2/guide/intro?lang=en');
+      expect(res.body).toMatchObject({ error: 'moved', movedTo: 'docs/v2/guide/intro' });
+      await http.get(res.headers.location as string).expect(200);
+    });
+
+    it('GET /docs/v1/guide/old-page → 410: its own tombstone wins over its section\'s', async () => {
+      const res = await http.get('/docs/v1/guide/old-page').expect(410);
+      expect(res.body).toMatchObject({ error: 'gone', reason: 'Merged into the introduction' });
+    });
+
+    it('GET /docs/legacy/<anything> → 410 with the alternative /docs/v2/', async () => {
+      const res = await http.get('/docs/legacy/api/v0/reference').expect(410);
+      expect(res.body).toMatchObject({ error: 'gone', reason: 'The legacy documentation was retired', alternative: '/docs/v2/' });
+      expect(res.headers.link).toBe('</docs/v2/>; rel="alternate"');
+    });
+
+    it('GET /docs/internal/<anything> → 404 shaped exactly like a page that never was', async () => {
+      const id = { 'x-request-id': 'req-docs-1' };
+      const hidden = await http.get('/docs/internal/roadmap').set(id).expect(404);
+      const never = await http.get('/docs/nowhere1/roadmap').set(id).expect(404);
+      expect(shape(hidden, 'internal/roadmap')).toBe(shape(never, 'nowhere1/roadmap'));
+    });
+  });
+
   it('GET /articles → 200 array; an empty filter → 200 []', async () => {
     const all = await http.get('/articles').expect(200);
     expect(Array.isArray(all.body)).toBe(true);

@@ -3,6 +3,7 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import request from 'supertest';
 import { TombstoneModule, type TombstoneModuleOptions, TombstoneService } from '../src/index.js';
 import { ItemsController } from './fixtures/items.fixture.js';
+import { pagesController } from './fixtures/pages.fixture.js';
 import { ADAPTERS, bootApp, settled } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { QueryCounter } from './support/query-counter.js';
@@ -52,7 +53,7 @@ describe.each(ADAPTERS)('no existence leaks (%s)', (adapter) => {
           // Items' keys are compared in lower case (normalizeKeys): another spelling must not leak either.
           TombstoneModule.forRoot({ scope: { header: 'x-tenant-id' }, normalizeKeys: { item: 'lower' }, ...cacheOptions }),
         ],
-        controllers: [ItemsController],
+        controllers: [ItemsController, pagesController(adapter)],
       });
       http = request(app.getHttpServer());
       tombstones = app.get(TombstoneService);
@@ -148,6 +149,50 @@ describe.each(ADAPTERS)('no existence leaks (%s)', (adapter) => {
         expect((await http.get('/items/LEAK-CASE-HIDDEN')).headers['surrogate-key']).toBe('item/leak-case-hidden');
         expect((await http.get('/items/LEAK-CASE-NEVER1')).headers['surrogate-key']).toBe('item/leak-case-never1');
       }
+    });
+
+    /** The response to GET /docs/<path> (a catch-all route: keys are paths) and the statements it cost. */
+    const probePage = async (key: string, tenant?: string) => {
+      counter.reset();
+      const req = http.get(`/docs/${key}`);
+      const res = await (tenant === undefined ? req : req.set('X-Tenant-Id', tenant));
+      // Cache tags name the key encoded ('/' as %2F).
+      return { shape: shape(res, key).split(encodeURIComponent(key)).join('<key>'), queries: counter.queries.length };
+    };
+
+    it('a key under a hidden prefix answers as a key that never existed, at the same cost', async () => {
+      await tombstones.recordHidden('page', 'leakp-hidden/', { prefix: true });
+      await tombstones.recordHidden('page', 'leakp-scoped/', { prefix: true, scope: 'acme' });
+      await db.sql.query(`INSERT INTO tombstones (resource_type, resource_key, kind, prefix) VALUES ('page', 'leakp-sqlhid/', 'hidden', true)`);
+      await settled(app);
+      const never = await probePage('leakp-nevers/guide/x1');
+      expect(never.shape).toMatch(/^404\n/);
+      expect(await probePage('leakp-hidden/guide/x1')).toEqual(never);
+      expect(await probePage('leakp-sqlhid/guide/x1')).toEqual(never);
+      expect(await probePage('leakp-hidden/')).toEqual(await probePage('leakp-nevers/'));
+      expect(await probePage('leakp-scoped/guide/x1', 'acme')).toEqual(await probePage('leakp-nevers/guide/x1', 'acme'));
+    });
+
+    it('a key moved by a prefix into a hidden one answers as a key that never existed', async () => {
+      await tombstones.recordMove('page', 'leakp-old/', 'leakp-new/', { prefix: true });
+      await tombstones.recordHidden('page', 'leakp-new/secret/', { prefix: true });
+      await tombstones.recordHidden('page', 'leakp-new/plan');
+      // With the cache, the first lookup of a key under a listed prefix is a query: shapes only.
+      expect((await probePage('leakp-old/secret/x')).shape).toEqual((await probePage('leakp-nil/secret/x')).shape);
+      expect((await probePage('leakp-old/plan')).shape).toEqual((await probePage('leakp-nil/plan')).shape);
+    });
+
+    it('another tenant’s deleted, moved and hidden prefixes answer as keys that never existed', async () => {
+      await tombstones.recordDeletion('page', 'leakq-gone/', { scope: 'acme', prefix: true, reason: 'secret reason', alternative: '/docs/secret/' });
+      await tombstones.recordMove('page', 'leakq-move/', 'leakq-elsewhere/', { scope: 'acme', prefix: true });
+      await tombstones.recordHidden('page', 'leakq-hide/', { scope: 'acme', prefix: true });
+      for (const key of ['leakq-gone/a/b', 'leakq-move/a/b', 'leakq-hide/a/b']) {
+        const other = await probePage(key, 'globex');
+        const nobody = await probePage(key.replace('leakq', 'noneq'), 'globex');
+        expect(other).toEqual(nobody);
+        expect(other.shape).not.toMatch(/secret|elsewhere|acme/);
+      }
+      expect((await probePage('leakq-gone/a/b', 'acme')).shape).toMatch(/^410\n/);
     });
   });
 });

@@ -16,6 +16,7 @@ const FROZEN: Record<string, string> = {
   '1764979200000-create-tombstone-events.ts': 'b48b663bef7544c68666369ca30d4199efe0090821cf30b941eb6be4c894f273',
   '1765065600000-speed-up-tombstone-notify.ts': '730d71b36f526ba610e1bbb80869feddf48b55794a2c4f19c1b669276edee6f6',
   '1765152000000-create-tombstone-filter-snapshot.ts': 'e8d528c45ad971879157a240cad14a4417c2ebbd196f490f7932dd2b799e632b',
+  '1765238400000-add-tombstone-prefix.ts': '54ae6ecd948ee56e164735e3813d2209264f1e4192fe374a4fa4dc4b295cf9da',
 };
 
 const RULE = 'released migrations never change; add a new migration';

@@ -1031,7 +1031,7 @@ describe.each(ADAPTERS)('hostile input, property-based (%s)', (adapter) => {
     try {
       if (type.startsWith('text/csv')) {
         const records = parseCsv(res.body, { bom: true }) as string[][];
-        if (records.length === 0 || records[0].join(',') !== [...CSV_COLUMNS, 'id', 'actor', 'occurredAt', 'hitCount', 'lastHitAt', 'createdAt', 'updatedAt'].join(',')) throw new Error('no header');
+        if (records.length === 0 || records[0].join(',') !== [...CSV_COLUMNS, 'prefix', 'id', 'actor', 'occurredAt', 'hitCount', 'lastHitAt', 'createdAt', 'updatedAt'].join(',')) throw new Error('no header');
         if (records.some((r) => r.length !== records[0].length)) throw new Error('a ragged record');
       } else if (type.startsWith('application/x-ndjson')) {
         for (const line of res.text.split('\n')) if (line !== '') JSON.parse(line);

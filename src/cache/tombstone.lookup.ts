@@ -11,10 +11,15 @@ import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
 import type { ResolvedCacheOptions, ResolvedTombstoneOptions } from '../tombstone.options.js';
 import { TombstoneChanges } from '../table/tombstone.changes.js';
 import { TombstoneTable } from '../table/tombstone.table.js';
+import { candidatePrefixes } from '../table/tombstone.walk.js';
 import { isStorableKey, isStorableScope, isValidType } from '../tombstone.validation.js';
 import { NO_TOMBSTONE, type TombstoneInvalidation, type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
 
 export type { TombstoneLookupStats };
+
+function isPrefixLike(key: string): boolean {
+  return key.endsWith('/');
+}
 
 /** How often, about, each instance looks at the stored snapshot of the filter. */
 const SNAPSHOT_CHECK_MS = 10 * 60_000;
@@ -93,7 +98,7 @@ export class TombstoneLookup implements OnModuleInit {
     if (this.state !== 'coherent' || this.fences.unsure(type)) return this.breaker.run(async () => (await this.timed(() => this.table.lookup(type, key, scope))).resolution);
     const id = `${scope}\u0000${type}\u0000${key}`;
     if (this.filter !== null && this.filterValid && (this.unsure.size === 0 || !this.unsure.has(`${scope}\u0000${type}`))) {
-      if (!this.filter.has(id)) {
+      if (!this.filter.has(id) && !this.coveredInFilter(this.filter, scope, type, key)) {
         this.counters.filtered++;
         this.lastSource = SOURCE_FILTER;
         return NO_TOMBSTONE;
@@ -136,6 +141,9 @@ export class TombstoneLookup implements OnModuleInit {
       }
       return;
     }
+    // A key that ends with '/' may be a prefix tombstone's, whose change changes the answers of
+    // every key under it (and of the keys that lead under it): none kept is sure any more.
+    if (change.listed.some(isPrefixLike) || change.unlisted.some(isPrefixLike)) this.stored?.clear();
     const prefix = `${change.scope}\u0000${change.type}\u0000`;
     for (const key of change.listed) {
       this.stored?.drop(prefix + key);
@@ -237,6 +245,16 @@ export class TombstoneLookup implements OnModuleInit {
     });
     if (epoch === this.epoch && this.state === 'coherent') this.stored?.remember(id, result, `${scope}\u0000${type}\u0000`);
     return result.resolution;
+  }
+
+  /**
+   * Whether one of the key's candidate prefixes is in the filter (a prefix tombstone may cover
+   * it). A key without '/' has none: its lookup costs one probe, as before prefixes.
+   */
+  private coveredInFilter(filter: SaltedFilter, scope: string, type: string, key: string): boolean {
+    if (!key.includes('/')) return false;
+    for (const prefix of candidatePrefixes(key)) if (prefix !== key && filter.has(`${scope}\u0000${type}\u0000${prefix}`)) return true;
+    return false;
   }
 
   private addToFilter(id: string): void {

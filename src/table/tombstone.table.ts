@@ -11,24 +11,12 @@ import type { ResolvedTombstoneOptions } from '../tombstone.options.js';
 import { NO_TOMBSTONE, type TombstoneLookupResult, type TombstoneResolution } from '../tombstone.types.js';
 import { isStorableKey, isStorableScope, isValidType } from '../tombstone.validation.js';
 import { TombstoneChanges } from './tombstone.changes.js';
-import { interpret, isRedirect, type LookupRow, rowsOf, type TombstoneRow, toTombstone } from './tombstone.rows.js';
+import { rowsOf, type TombstoneRow, toTombstone } from './tombstone.rows.js';
+import { resultOfWalk, WALK_ONE_SQL, WALK_SQL, type WalkRow, walksOf } from './tombstone.walk.js';
 
-// One round trip whatever the chain: writes keep every target a key that has not moved, so the
-// row and its target's own tombstone (deleted? hidden?) are all there is to read.
-const LOOKUP_COLUMNS = `
-  t.id, t.kind, t.target_key, t.permanent, t.reason, t.alternative, t.occurred_at, t.expires_at,
-  f.kind AS final_kind, f.target_key AS final_target_key, f.permanent AS final_permanent,
-  f.reason AS final_reason, f.alternative AS final_alternative, f.occurred_at AS final_occurred_at,
-  f.expires_at AS final_expires_at`;
-const FINAL_JOIN = `
-  LEFT JOIN tombstones f
-    ON f.scope = t.scope AND f.resource_type = t.resource_type AND f.resource_key = t.target_key
-   AND (f.expires_at IS NULL OR f.expires_at > now())`;
-const LOOKUP_SQL = `
-  SELECT ${LOOKUP_COLUMNS}
-    FROM tombstones t ${FINAL_JOIN}
-   WHERE t.scope = $1 AND t.resource_type = $2 AND t.resource_key = $3
-     AND (t.expires_at IS NULL OR t.expires_at > now())`;
+// One round trip whatever the chain: the key's walk (its row or its longest prefix tombstone,
+// then its redirect's target matched the same way, and on) is one recursive query.
+const LOOKUP_SQL = WALK_ONE_SQL;
 // Named after its text: behind a pooler that shares server connections between clients without
 // tracking their statements (PgBouncer before 1.21, or with max_prepared_statements = 0), another
 // version of this module may have prepared a statement on the same server connection, and a
@@ -40,14 +28,6 @@ const PREPARED_LOOKUP = `nestjs_tombstones_lookup_${createHash('sha256').update(
  * this one (42P05).
  */
 const UNKEPT_STATEMENT = new Set(['26000', '42P05']);
-// The same lookup for many keys at once, still one round trip.
-const LOOKUP_MANY_SQL = `
-  SELECT k.n, ${LOOKUP_COLUMNS}
-    FROM unnest($3::text[]) WITH ORDINALITY AS k(key, n)
-    JOIN tombstones t
-      ON t.scope = $1 AND t.resource_type = $2 AND t.resource_key = k.key
-     AND (t.expires_at IS NULL OR t.expires_at > now()) ${FINAL_JOIN}`;
-
 const NO_LOOKUP: TombstoneLookupResult = Object.freeze({ resolution: NO_TOMBSTONE, via: null, validUntil: null, cacheable: true });
 
 /**
@@ -110,8 +90,7 @@ export class TombstoneTable implements OnModuleInit {
    */
   async lookup(type: string, key: string, scope = ''): Promise<TombstoneLookupResult> {
     if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_LOOKUP;
-    const [row] = await this.lookupRows([scope, type, key]);
-    return resultOf(row);
+    return resultOfWalk(sortedWalk(await this.lookupRows([scope, type, key])));
   }
 
   /**
@@ -121,8 +100,7 @@ export class TombstoneTable implements OnModuleInit {
    */
   async lookupOn(client: PgClient, type: string, key: string, scope = ''): Promise<TombstoneLookupResult> {
     if (!isValidType(type) || !isStorableKey(key) || !isStorableScope(scope)) return NO_LOOKUP;
-    const [row] = await this.runLookup(client, [scope, type, key]);
-    return resultOf(row);
+    return resultOfWalk(sortedWalk(await this.runLookup(client, [scope, type, key])));
   }
 
   /** `lookup()` for many keys of one (scope, type), in one round trip, in the order of the keys. */
@@ -131,10 +109,8 @@ export class TombstoneTable implements OnModuleInit {
     if (!isValidType(type) || !isStorableScope(scope)) return answers;
     const positions = keys.flatMap((key, i) => (isStorableKey(key) ? [i] : []));
     if (positions.length === 0) return answers;
-    const rows = (await this.dataSource.query(LOOKUP_MANY_SQL, [scope, type, positions.map((i) => keys[i])])) as (LookupRow & {
-      n: string;
-    })[];
-    for (const row of rows) answers[positions[Number(row.n) - 1]] = interpret(row);
+    const walks = walksOf((await this.dataSource.query(WALK_SQL, [scope, type, positions.map((i) => keys[i])])) as WalkRow[]);
+    for (const [n, walk] of walks) answers[positions[n - 1]] = resultOfWalk(walk).resolution;
     return answers;
   }
 
@@ -145,7 +121,7 @@ export class TombstoneTable implements OnModuleInit {
    * prepared statements, the lookup that finds out is answered by a plain query, and so is every
    * lookup after it.
    */
-  private async lookupRows(params: unknown[]): Promise<LookupRow[]> {
+  private async lookupRows(params: unknown[]): Promise<WalkRow[]> {
     const pool = (this.dataSource.driver as unknown as { master?: PgPool }).master;
     if (!this.options.preparedStatements || this.unprepared || typeof pool?.connect !== 'function') return this.plainLookup(params);
     const client = await pool.connect();
@@ -171,13 +147,13 @@ export class TombstoneTable implements OnModuleInit {
    * kept. A statement the connection did not keep (a pooler in transaction mode) turns them off
    * for good, with one warning, and is thrown for the caller to answer with a plain query.
    */
-  private async runLookup(client: PgClient, params: unknown[]): Promise<LookupRow[]> {
+  private async runLookup(client: PgClient, params: unknown[]): Promise<WalkRow[]> {
     const logger = this.dataSource.logger;
     logger.logQuery(LOOKUP_SQL, params);
     const prepared = this.options.preparedStatements && !this.unprepared;
     try {
       return (await client.query(prepared ? { name: PREPARED_LOOKUP, text: LOOKUP_SQL, values: params } : { text: LOOKUP_SQL, values: params }))
-        .rows as LookupRow[];
+        .rows as WalkRow[];
     } catch (error) {
       if (!isUnkeptStatement(error)) {
         logger.logQueryError(error as Error, LOOKUP_SQL, params);
@@ -194,8 +170,8 @@ export class TombstoneTable implements OnModuleInit {
     }
   }
 
-  private async plainLookup(params: unknown[]): Promise<LookupRow[]> {
-    return (await this.dataSource.query(LOOKUP_SQL, params)) as LookupRow[];
+  private async plainLookup(params: unknown[]): Promise<WalkRow[]> {
+    return (await this.dataSource.query(LOOKUP_SQL, params)) as WalkRow[];
   }
 
   private locateDataSource(): DataSource {
@@ -225,18 +201,9 @@ export class TombstoneTable implements OnModuleInit {
   }
 }
 
-/** A lookup's row, as a cache keeps it: the answer, the key it was read through, when it stops being true. */
-function resultOf(row: LookupRow | undefined): TombstoneLookupResult {
-  if (!row) return NO_LOOKUP;
-  const redirect = isRedirect(row.kind);
-  const expiries = [row.expires_at, redirect ? row.final_expires_at : null].filter((d): d is Date => d !== null);
-  return {
-    resolution: interpret(row),
-    via: redirect ? row.target_key : null,
-    validUntil: expiries.length === 0 ? null : Math.min(...expiries.map((d) => d.getTime())),
-    // A chain that was not collapsed (edited by hand) depends on more than one other key.
-    cacheable: !(redirect && isRedirect(row.final_kind)),
-  };
+/** The steps of one key's walk, in order. */
+function sortedWalk(rows: WalkRow[]): WalkRow[] {
+  return rows.length > 1 ? rows.sort((a, b) => a.depth - b.depth) : rows;
 }
 
 /**

@@ -3,11 +3,12 @@ import type { EntityManager } from 'typeorm';
 import type { Tombstone } from '../tombstone.entity.js';
 import { TombstoneCycleError, TombstoneError } from '../tombstone.exceptions.js';
 import type { TombstoneKind } from '../tombstone.types.js';
-import { collapseChains, collapseMoves } from './tombstone.chains.js';
+import { collapseMoves } from './tombstone.chains.js';
 import { TombstoneChanges } from './tombstone.changes.js';
 import { lockTypes } from './tombstone.lock.js';
-import { isRedirect, rowsOf, type TombstoneRow, toTombstone } from './tombstone.rows.js';
+import { rowsOf, type TombstoneRow, toTombstone } from './tombstone.rows.js';
 import { TombstoneTable } from './tombstone.table.js';
+import { refuseBrokenWalks, refuseUnfinished, WALK_SQL, type WalkRow, walksOf } from './tombstone.walk.js';
 
 /** What a write stores for a key, already validated. */
 export interface TombstoneFields {
@@ -22,6 +23,11 @@ export interface TombstoneFields {
   occurredAt: Date | null;
   expiresAt: Date | null;
   metadata: Record<string, unknown>;
+  /**
+   * Whether the tombstone covers every key under `key` (a prefix tombstone: `key`, and a
+   * redirect's `target`, end with '/'). Default: `false`.
+   */
+  prefix?: boolean;
 }
 
 /** An admin write names a key that already has a tombstone. Internal: the admin answers 409. */
@@ -34,31 +40,32 @@ export class TombstoneExistsError extends TombstoneError {
 // An identical re-recording keeps the original occurred_at (and the hit count) unless the
 // caller names a new one: recording is idempotent.
 const UPSERT_COLUMNS = `(scope, resource_type, resource_key, kind, target_key, permanent, reason,
-                         alternative, actor, occurred_at, expires_at, metadata)`;
+                         alternative, actor, occurred_at, expires_at, metadata, prefix)`;
 const UPSERT_CONFLICT = `
   ON CONFLICT (scope, resource_type, resource_key) DO UPDATE SET
     occurred_at = CASE
       WHEN $13::boolean THEN EXCLUDED.occurred_at
       WHEN tombstones.kind = EXCLUDED.kind AND tombstones.target_key IS NOT DISTINCT FROM EXCLUDED.target_key
+       AND tombstones.prefix = EXCLUDED.prefix
         THEN tombstones.occurred_at
       ELSE EXCLUDED.occurred_at END,
     kind = EXCLUDED.kind, target_key = EXCLUDED.target_key, permanent = EXCLUDED.permanent,
     reason = EXCLUDED.reason, alternative = EXCLUDED.alternative, actor = EXCLUDED.actor,
-    expires_at = EXCLUDED.expires_at, metadata = EXCLUDED.metadata, updated_at = now()
+    expires_at = EXCLUDED.expires_at, metadata = EXCLUDED.metadata, prefix = EXCLUDED.prefix, updated_at = now()
   RETURNING *`;
 const UPSERT_ONE_SQL = `
   INSERT INTO tombstones ${UPSERT_COLUMNS}
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, now()), $11, $12::jsonb)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, now()), $11, $12::jsonb, $14)
   ${UPSERT_CONFLICT}`;
 const UPSERT_MANY_SQL = `
   INSERT INTO tombstones ${UPSERT_COLUMNS}
-  SELECT $1, $2, m.source, $4, m.target, $6, $7, $8, $9, COALESCE($10, now()), $11, $12::jsonb
+  SELECT $1, $2, m.source, $4, m.target, $6, $7, $8, $9, COALESCE($10, now()), $11, $12::jsonb, $14
     FROM unnest($3::text[], $5::text[]) AS m(source, target)
   ${UPSERT_CONFLICT}`;
 // The unique constraint decides whether the key is free: no SELECT first.
 const INSERT_SQL = `
   INSERT INTO tombstones ${UPSERT_COLUMNS}
-  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, now()), $11, $12::jsonb)
+  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, COALESCE($10, now()), $11, $12::jsonb, $13)
   ON CONFLICT (scope, resource_type, resource_key) DO NOTHING
   RETURNING *`;
 /** What redirected to a key now leads where that key does. */
@@ -112,7 +119,15 @@ export class TombstoneWriter {
       const upsert = params(scope, type, null, fields);
       upsert[2] = sources;
       upsert[4] = targets;
-      return rowsOf<TombstoneRow>(await tx.query(UPSERT_MANY_SQL, upsert)).map(toTombstone);
+      const rows = rowsOf<TombstoneRow>(await tx.query(UPSERT_MANY_SQL, upsert)).map(toTombstone);
+      if (fields.prefix === true) {
+        for (const source of sources) {
+          const target = finals.get(source) as string;
+          if (target.startsWith(source)) throw new TombstoneCycleError(type, [source, target, source]);
+        }
+      }
+      await refuseBrokenWalks(tx, scope, type, sources, fields.prefix === true ? sources.map((from) => ({ from, to: finals.get(from) as string })) : []);
+      return rows;
     });
     this.changes.emit(db, { scope, type, listed: sources, unlisted: revived });
     return written;
@@ -129,7 +144,7 @@ export class TombstoneWriter {
       await lockTypes(tx, [{ scope, type }]);
       let target: string | null = null;
       try {
-        if (fields.target !== null) target = await this.follow(tx, scope, type, key, fields.target);
+        if (fields.target !== null) target = await this.follow(tx, scope, type, key, fields.target, fields.prefix === true);
       } catch (error) {
         // A key that has a tombstone is told so first, whatever its redirect would do.
         const existing = await this.idOf(tx, scope, type, key);
@@ -138,9 +153,13 @@ export class TombstoneWriter {
       // The unique constraint decides whether the key is free. A row that is gone again by the
       // time it is named (a concurrent restore) frees the key: the insert is tried once more.
       for (let attempt = 0; ; attempt++) {
-        const [row] = rowsOf<TombstoneRow>(await tx.query(INSERT_SQL, params(scope, type, key, { ...fields, target }).slice(0, 12)));
+        const values = params(scope, type, key, { ...fields, target });
+        const [row] = rowsOf<TombstoneRow>(await tx.query(INSERT_SQL, [...values.slice(0, 12), values[13]]));
         if (row) {
-          if (target !== null) await tx.query(REPOINT_SQL, [scope, type, [key], [target]]);
+          if (target !== null) {
+            await tx.query(REPOINT_SQL, [scope, type, [key], [target]]);
+            await refuseBrokenWalks(tx, scope, type, [key], fields.prefix === true ? [{ from: key, to: target }] : []);
+          }
           return toTombstone(row);
         }
         const existing = await this.idOf(tx, scope, type, key);
@@ -166,7 +185,7 @@ export class TombstoneWriter {
       if (!locked) return null;
       const current = toTombstone(locked);
       const fields = build(current);
-      const target = fields.target === null ? null : await this.follow(tx, current.scope, current.type, current.key, fields.target);
+      const target = fields.target === null ? null : await this.follow(tx, current.scope, current.type, current.key, fields.target, current.prefix);
       const renewed = fields.kind !== current.kind || target !== current.target;
       const [row] = rowsOf<TombstoneRow>(
         await tx.query(
@@ -177,7 +196,10 @@ export class TombstoneWriter {
           [id, fields.kind, target, fields.permanent, fields.reason, fields.alternative, fields.actor, fields.expiresAt, JSON.stringify(fields.metadata), renewed],
         ),
       );
-      if (target !== null) await tx.query(REPOINT_SQL, [current.scope, current.type, [current.key], [target]]);
+      if (target !== null) {
+        await tx.query(REPOINT_SQL, [current.scope, current.type, [current.key], [target]]);
+        await refuseBrokenWalks(tx, current.scope, current.type, [current.key], current.prefix ? [{ from: current.key, to: target }] : []);
+      }
       return toTombstone(row);
     });
     if (updated) this.changed(db, updated.scope, updated.type, updated.kind, [updated.key]);
@@ -209,19 +231,25 @@ export class TombstoneWriter {
     return row === undefined ? undefined : String(row.id);
   }
 
-  /** Where a redirect from `key` to `target` ends, through the table's redirect of the target. */
-  private async follow(tx: EntityManager, scope: string, type: string, key: string, target: string): Promise<string> {
-    const [hop] = rowsOf<TombstoneRow>(
-      await tx.query(`SELECT kind, target_key FROM tombstones WHERE scope = $1 AND resource_type = $2 AND resource_key = $3`, [scope, type, target]),
-    );
-    const finals = collapseChains(
-      new Map([[key, target]]),
-      () => (hop && isRedirect(hop.kind) && hop.target_key !== null ? hop.target_key : undefined),
-      (_source, path) => {
-        throw new TombstoneCycleError(type, path);
-      },
-    );
-    return finals.get(key) as string;
+  /**
+   * Where a redirect from `key` to `target` ends: through the table's redirects of the target
+   * (its own row's, or its prefix tombstone's), so that a chain stays one hop. A prefix
+   * redirect is not collapsed (a key's own move is not its section's): its lookups follow it.
+   */
+  private async follow(tx: EntityManager, scope: string, type: string, key: string, target: string, prefix: boolean): Promise<string> {
+    if (target === key) throw new TombstoneCycleError(type, [key, key]);
+    if (prefix) {
+      // Every key under it would move under itself again, without end.
+      if (target.startsWith(key)) throw new TombstoneCycleError(type, [key, target, key]);
+      return target;
+    }
+    const walk = walksOf(rowsOf<WalkRow>(await tx.query(WALK_SQL, [scope, type, [target]]))).get(1);
+    if (walk === undefined) return target;
+    const path = walk.map((step) => step.key);
+    const back = path.indexOf(key);
+    if (back !== -1) throw new TombstoneCycleError(type, [key, ...path.slice(0, back + 1)]);
+    refuseUnfinished(type, walk);
+    return walk[walk.length - 1].key;
   }
 
   private changed(manager: EntityManager, scope: string, type: string, kind: TombstoneKind, keys: string[]): void {
@@ -244,5 +272,6 @@ function params(scope: string, type: string, key: string | null, fields: Tombsto
     fields.expiresAt,
     JSON.stringify(fields.metadata),
     fields.occurredAt !== null,
+    fields.prefix === true,
   ];
 }

@@ -65,6 +65,17 @@ export class CreateTombstoneDto {
   @IsIn(KINDS)
   kind!: TombstoneKind;
 
+  @ApiPropertyOptional({
+    description:
+      "A prefix tombstone: it covers key and every key that starts with it. key (and a move's target) then ends with '/', " +
+      'with at most 16 segments; a moved prefix keeps the rest of the key (docs/v1/ → docs/v2/ sends docs/v1/a/b to docs/v2/a/b). ' +
+      'Never merged. Named with the key: an update does not change it.',
+    default: false,
+  })
+  @ValidateIf((_, value) => value !== undefined)
+  @IsBoolean()
+  prefix?: boolean;
+
   @ApiPropertyOptional({ description: "Where a moved or merged key leads (required for them, refused for the others); in normal form when normalizeKeys names the type" })
   @ValidateIf((_, value) => value !== undefined)
   @IsTombstoneKey()
@@ -165,6 +176,11 @@ export class ListTombstonesQuery extends PageQuery {
   @IsOptional()
   @IsTombstoneKey()
   keyPrefix?: string;
+
+  @ApiPropertyOptional({ enum: ['true', 'false'], description: 'Only prefix tombstones (true), or only those of single keys (false)' })
+  @IsOptional()
+  @IsIn(['true', 'false'])
+  prefix?: 'true' | 'false';
 
   @ApiPropertyOptional({ format: 'date-time' }) @IsOptional() @IsISO8601({ strict: true }) createdFrom?: string;
   @ApiPropertyOptional({ format: 'date-time' }) @IsOptional() @IsISO8601({ strict: true }) createdTo?: string;

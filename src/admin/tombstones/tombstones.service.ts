@@ -7,7 +7,7 @@ import { TombstoneExistsError, type TombstoneFields, TombstoneWriter } from '../
 import type { Tombstone } from '../../tombstone.entity.js';
 import { preview, TombstoneCycleError, TombstoneValidationError } from '../../tombstone.exceptions.js';
 import { TombstoneKeys } from '../../tombstone.keys.js';
-import { DOT_TARGET_REASON, isStorableKey, isStorableScope, isTargetKey, isValidType, isWellFormed } from '../../tombstone.validation.js';
+import { DOT_TARGET_REASON, isPrefixKey, isStorableKey, isStorableScope, isTargetKey, isValidType, isWellFormed, PREFIX_KEY_REASON } from '../../tombstone.validation.js';
 import type { CreateTombstoneDto, ListTombstonesQuery, ResolveTombstonesDto, StaleTombstonesQuery, UpdateTombstoneDto } from './tombstones.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
@@ -22,6 +22,8 @@ export interface TombstoneView {
   type: string;
   key: string;
   kind: TombstoneKind;
+  /** Whether it covers every key that starts with `key` (a prefix tombstone). */
+  prefix: boolean;
   target: string | null;
   permanent: boolean;
   reason: string | null;
@@ -92,6 +94,7 @@ export class TombstoneAdminService {
     if (query.type !== undefined) add('resource_type = ?', query.type);
     if (query.kind !== undefined) add('kind = ?', query.kind);
     if (query.keyPrefix !== undefined) add('starts_with(resource_key, ?)', this.keys.prefix(query.type, query.keyPrefix));
+    if (query.prefix !== undefined) add('prefix = ?', query.prefix === 'true');
     if (query.createdFrom !== undefined) add('created_at >= ?', parseDate(query.createdFrom, 'createdFrom'));
     if (query.createdTo !== undefined) add('created_at < ?', parseDate(query.createdTo, 'createdTo'));
     if (query.hitFrom !== undefined) add('last_hit_at >= ?', parseDate(query.hitFrom, 'hitFrom'));
@@ -138,6 +141,8 @@ export class TombstoneAdminService {
     if (redirect && dto.target === key) throw invalid('target', 'must differ from key');
     if (redirect && !isTargetKey(dto.target)) throw invalid('target', DOT_TARGET_REASON);
     if (redirect) normal(() => this.keys.target(dto.type, dto.target as string));
+    // A prefix is checked in its normal form: a normaliser could change where it ends.
+    if (dto.prefix === true) checkPrefix(dto.kind, key, redirect ? (dto.target as string) : null);
     this.checkAlternative(dto.kind, dto.alternative);
     const fields: TombstoneFields = {
       kind: dto.kind,
@@ -149,6 +154,7 @@ export class TombstoneAdminService {
       occurredAt: null,
       expiresAt: dto.expiresAt ? parseDate(dto.expiresAt, 'expiresAt') : null,
       metadata: checkMetadata(dto.metadata),
+      prefix: dto.prefix === true,
     };
     return view(await conflicts(() => this.writer.create(dto.scope ?? '', dto.type, key, fields)));
   }
@@ -164,6 +170,7 @@ export class TombstoneAdminService {
         if (target === current.key) throw invalid('target', 'must differ from key');
         if (dto.target !== undefined && redirect && !isTargetKey(target)) throw invalid('target', DOT_TARGET_REASON);
         if (dto.target !== undefined && redirect) normal(() => this.keys.target(current.type, target as string));
+        if (current.prefix) checkPrefix(kind, current.key, target);
         if (dto.alternative !== undefined && dto.alternative !== null) this.checkAlternative(kind, dto.alternative);
         return {
           kind,
@@ -242,6 +249,7 @@ export function view(tombstone: Tombstone): TombstoneView {
     type: tombstone.type,
     key: tombstone.key,
     kind: tombstone.kind,
+    prefix: tombstone.prefix,
     target: tombstone.target,
     permanent: tombstone.permanent,
     reason: tombstone.reason,
@@ -273,6 +281,7 @@ async function conflicts<T>(write: () => Promise<T>): Promise<T> {
         message: `A redirect from '${preview(key)}' to '${preview(target)}' would form a cycle: that key redirects back.`,
       });
     }
+    if (error instanceof TombstoneValidationError) throw invalid(error.field, error.message);
     throw error;
   }
 }
@@ -285,6 +294,13 @@ function normal<T>(check: () => T, field?: string): T {
     if (error instanceof TombstoneValidationError) throw invalid(field ?? error.field, error.message.split('\n')[0]);
     throw error;
   }
+}
+
+/** What a prefix tombstone must be: its key (and a move's target) a prefix, its kind not merged. */
+function checkPrefix(kind: TombstoneKind, key: string, target: string | null): void {
+  if (!isPrefixKey(key)) throw invalid('key', PREFIX_KEY_REASON);
+  if (kind === 'merged') throw invalid('kind', 'a prefix tombstone is deleted, hidden or moved, never merged');
+  if (target !== null && !isPrefixKey(target)) throw invalid('target', `a moved prefix leads to a prefix: ${PREFIX_KEY_REASON}`);
 }
 
 function missing(id: string): NotFoundException {

@@ -4,7 +4,7 @@ import { parse } from 'csv-parse/sync';
 import { invalid } from '../admin.validation.js';
 
 /** The columns an import reads; an export writes these and the read-only ones after them. */
-export const IMPORT_COLUMNS = ['scope', 'type', 'key', 'kind', 'target', 'permanent', 'reason', 'alternative', 'expiresAt'] as const;
+export const IMPORT_COLUMNS = ['scope', 'type', 'key', 'kind', 'target', 'permanent', 'reason', 'alternative', 'expiresAt', 'prefix'] as const;
 /** Written by an export, ignored by an import: what the table keeps for itself. */
 export const READ_ONLY_COLUMNS = ['id', 'actor', 'occurredAt', 'hitCount', 'lastHitAt', 'createdAt', 'updatedAt'] as const;
 export const KNOWN_COLUMNS = new Set<string>([...IMPORT_COLUMNS, ...READ_ONLY_COLUMNS]);
@@ -101,7 +101,7 @@ export async function readRecords(
   }
   // Where each import column is, last first: of a column given twice, the last value set counts.
   const at = (column: string) => header.flatMap((c, i) => (c === column ? [i] : [])).reverse();
-  const [scope, type, key, kind, target, permanent, reason, alternative, expiresAt] = IMPORT_COLUMNS.map(at);
+  const [scope, type, key, kind, target, permanent, reason, alternative, expiresAt, prefix] = IMPORT_COLUMNS.map(at);
   for (let i = 1; i < parsed.length; i++) {
     counted();
     const values = parsed[i];
@@ -123,6 +123,7 @@ export async function readRecords(
         reason: cell(values, reason),
         alternative: cell(values, alternative),
         expiresAt: cell(values, expiresAt),
+        prefix: cell(values, prefix),
       },
       true,
     );

@@ -8,7 +8,7 @@ import { collapseChains } from '../../table/tombstone.chains.js';
 import { isRedirect } from '../../table/tombstone.rows.js';
 import { LIMITS } from '../../tombstone.constants.js';
 import { TOMBSTONE_KINDS, type TombstoneKind } from '../../tombstone.types.js';
-import { DOT_TARGET_REASON, isSafeLink, isStorableKey, isStorableScope, isTargetKey, isValidType, isWellFormed } from '../../tombstone.validation.js';
+import { DOT_TARGET_REASON, isPrefixKey, isSafeLink, isStorableKey, isStorableScope, isTargetKey, isValidType, isWellFormed, PREFIX_KEY_REASON } from '../../tombstone.validation.js';
 import { type Fail, KNOWN_COLUMNS } from './transfer.records.js';
 
 /** Rows per piece of COPY data handed to the connection. */
@@ -26,6 +26,8 @@ export interface ImportRow {
   alternative: string | null;
   /** As PostgreSQL reads it (see timestampText). */
   expiresAt: string | null;
+  /** A prefix tombstone: it covers every key under `key`. */
+  prefix: boolean;
 }
 
 /** The rows of a (scope, type) of a batch, by key. */
@@ -84,6 +86,17 @@ export function checkRow(
     else if (!isTargetKey(target)) bad('target', DOT_TARGET_REASON);
     if (target === key) bad('target', 'must differ from key');
   }
+  let prefix = false;
+  const prefixFlag = record.prefix;
+  if (prefixFlag !== undefined && prefixFlag !== null) {
+    if (prefixFlag === true || prefixFlag === 'true') prefix = true;
+    else if (prefixFlag !== false && prefixFlag !== 'false') bad('prefix', 'must be true or false');
+  }
+  if (prefix) {
+    if (isStorableKey(key) && !isPrefixKey(key)) bad('key', PREFIX_KEY_REASON);
+    if (kind === 'merged') bad('kind', 'a prefix tombstone is deleted, hidden or moved, never merged');
+    if (target !== undefined && isStorableKey(target) && !isPrefixKey(target)) bad('target', `a moved prefix leads to a prefix: ${PREFIX_KEY_REASON}`);
+  }
   let permanent = true;
   const flag = record.permanent;
   if (flag !== undefined && flag !== null) {
@@ -121,6 +134,7 @@ export function checkRow(
     reason: reason ?? null,
     alternative: alternative ?? null,
     expiresAt: expires,
+    prefix,
   };
 }
 
@@ -145,7 +159,9 @@ export function collapse(batch: Batch, hops: Map<number, string>, fail: Fail): M
     const targets = new Map<string, string | null>();
     const tableHops = new Map<string, string>();
     for (const [key, row] of group.keys) {
-      targets.set(key, row.target);
+      // A prefix's move is not collapsed (a key's own move is not its section's): the import
+      // walks the written redirects once they are in (see TombstoneTransferService.import()).
+      targets.set(key, row.prefix ? null : row.target);
       const hop = hops.get(row.line);
       if (hop !== undefined && row.target !== null) tableHops.set(row.target, hop);
     }
@@ -171,7 +187,7 @@ export async function copyRows(tx: EntityManager, rows: ImportRow[]): Promise<vo
   const client = (await tx.queryRunner.connect()) as PoolClient;
   const sink = client.query(
     copyFrom(
-      `COPY tombstones_import (line, scope, resource_type, resource_key, kind, target_key, permanent, reason, alternative, expires_at)
+      `COPY tombstones_import (line, scope, resource_type, resource_key, kind, target_key, permanent, reason, alternative, expires_at, prefix)
        FROM STDIN (ENCODING 'UTF8')`,
     ),
   );
@@ -182,7 +198,7 @@ export async function copyRows(tx: EntityManager, rows: ImportRow[]): Promise<vo
         const r = rows[i];
         chunk += `${r.line}\t${copyText(r.scope)}\t${copyText(r.type)}\t${copyText(r.key)}\t${r.kind}\t${copyText(r.target)}\t${
           r.permanent ? 't' : 'f'
-        }\t${copyText(r.reason)}\t${copyText(r.alternative)}\t${r.expiresAt ?? '\\N'}\n`;
+        }\t${copyText(r.reason)}\t${copyText(r.alternative)}\t${r.expiresAt ?? '\\N'}\t${r.prefix ? 't' : 'f'}\n`;
       }
       yield chunk;
     }

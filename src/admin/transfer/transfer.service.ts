@@ -5,8 +5,9 @@ import { stringify } from 'csv-stringify/sync';
 import type { EntityManager } from 'typeorm';
 import { TombstoneChanges } from '../../table/tombstone.changes.js';
 import { lockTypes } from '../../table/tombstone.lock.js';
+import { refuseBrokenWalks } from '../../table/tombstone.walk.js';
+import { TombstoneCycleError, TombstoneValidationError } from '../../tombstone.exceptions.js';
 import { TombstoneTable } from '../../table/tombstone.table.js';
-import { TombstoneValidationError } from '../../tombstone.exceptions.js';
 import { TombstoneKeys } from '../../tombstone.keys.js';
 import { coreProvider } from '../admin.core.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
@@ -19,15 +20,17 @@ export type { ImportFormat };
 
 /** Writes the batch, in the order it came. */
 const INSERT_SQL = `
-  INSERT INTO tombstones (scope, resource_type, resource_key, kind, target_key, permanent, reason, alternative, actor, expires_at)
-  SELECT scope, resource_type, resource_key, kind, target_key, permanent, reason, alternative, $1, expires_at
+  INSERT INTO tombstones (scope, resource_type, resource_key, kind, target_key, permanent, reason, alternative, actor, expires_at, prefix)
+  SELECT scope, resource_type, resource_key, kind, target_key, permanent, reason, alternative, $1, expires_at, prefix
     FROM tombstones_import ORDER BY line`;
 
 /** An upsert: a row replaces its key's tombstone, metadata included; the hit count stays. */
 const ON_CONFLICT_SQL = `
   ON CONFLICT (scope, resource_type, resource_key) DO UPDATE SET
     occurred_at = CASE WHEN tombstones.kind = EXCLUDED.kind AND tombstones.target_key IS NOT DISTINCT FROM EXCLUDED.target_key
+                            AND tombstones.prefix = EXCLUDED.prefix
                        THEN tombstones.occurred_at ELSE now() END,
+    prefix = EXCLUDED.prefix,
     kind = EXCLUDED.kind, target_key = EXCLUDED.target_key, permanent = EXCLUDED.permanent,
     reason = EXCLUDED.reason, alternative = EXCLUDED.alternative, actor = EXCLUDED.actor,
     expires_at = EXCLUDED.expires_at, metadata = '{}'::jsonb, updated_at = now()`;
@@ -165,7 +168,7 @@ export class TombstoneTransferService implements OnModuleInit {
       }
       await tx.query(
         `CREATE TEMPORARY TABLE tombstones_import (line integer, scope text, resource_type text, resource_key text, kind text,
-           target_key text, permanent boolean, reason text, alternative text, expires_at timestamptz) ON COMMIT DROP`,
+           target_key text, permanent boolean, reason text, alternative text, expires_at timestamptz, prefix boolean) ON COMMIT DROP`,
       );
       await copyRows(tx, rows);
       // Whether a key has a tombstone already; whether something in the table leads to a key that
@@ -225,7 +228,12 @@ export class TombstoneTransferService implements OnModuleInit {
               AND t.target_key = i.resource_key AND t.resource_key <> i.target_key`,
         );
       }
+      await this.walkPrefixes(tx, batch, fail);
+      if (errorCount > 0) throw new RefusedWalks();
       return answer(updated);
+    }).catch((error: unknown) => {
+      if (!(error instanceof RefusedWalks)) throw error;
+      return { dryRun, rows: total, created: 0, updated: 0, errorCount, errors };
     });
     if (!dryRun && report.errorCount > 0) throw rejected(report);
     if (!dryRun && rows.length > 0) {
@@ -235,6 +243,34 @@ export class TombstoneTransferService implements OnModuleInit {
       for (const { scope, type } of batch.values()) changes.emit(this.db.manager, { scope, type, all: true });
     }
     return report;
+  }
+
+  /**
+   * Where prefix tombstones are involved (the batch has some, or the table has some of its
+   * (scope, type) pairs), the redirects written are walked as a lookup walks them: a cycle or a
+   * chain a lookup cannot finish is a row error (and the transaction is rolled back).
+   */
+  private async walkPrefixes(tx: EntityManager, batch: Batch, fail: Fail): Promise<void> {
+    for (const group of batch.values()) {
+      const rows = [...group.keys.values()];
+      const prefixMoves = rows.filter((row) => row.prefix && row.target !== null).map((row) => ({ from: row.key, to: row.target as string }));
+      if (prefixMoves.length === 0 && rows.every((row) => !row.prefix)) {
+        const [{ any }] = (await tx.query(`SELECT EXISTS (SELECT FROM tombstones WHERE scope = $1 AND resource_type = $2 AND prefix) AS any`, [
+          group.scope,
+          group.type,
+        ])) as { any: boolean }[];
+        if (!any) continue;
+      }
+      const redirects = rows.filter((row) => row.target !== null).map((row) => row.key);
+      try {
+        await refuseBrokenWalks(tx, group.scope, group.type, redirects, prefixMoves);
+      } catch (error) {
+        if (!(error instanceof TombstoneCycleError) && !(error instanceof TombstoneValidationError)) throw error;
+        const start = error instanceof TombstoneCycleError ? error.cycle[0] : undefined;
+        const row = (start !== undefined ? group.keys.get(start) : undefined) ?? rows.find((r) => r.prefix && r.target !== null) ?? rows[0];
+        fail(row.line, 'target', error instanceof TombstoneCycleError ? `would form a cycle: ${error.cycle.map((k) => `'${k.slice(0, 60)}'`).join(' → ')}` : error.message);
+      }
+    }
   }
 
   /** Streams the table (or the rows of a scope, type, kind) in id order, a batch at a time. */
@@ -288,6 +324,9 @@ async function upsert(tx: EntityManager, actor: string | null): Promise<number> 
   return updated;
 }
 
+/** A write whose redirects a lookup could not follow: rolled back, its rows reported. */
+class RefusedWalks extends Error {}
+
 function rejected(report: TombstoneImportReport) {
   const first = report.errors[0];
   const exception = invalid(first.field, `row ${first.row}: ${first.reason}`);
@@ -308,6 +347,7 @@ function exportRecord(row: Record<string, unknown>): Record<string, unknown> {
     reason: row.reason,
     alternative: row.alternative,
     expiresAt: iso(row.expires_at),
+    prefix: row.prefix === true,
     id: String(row.id),
     actor: row.actor,
     occurredAt: iso(row.occurred_at),
