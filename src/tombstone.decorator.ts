@@ -29,6 +29,15 @@ export interface TombstonedOptions {
    * and nothing else: no interceptor. Default: `false`.
    */
   cacheTags?: boolean;
+  /**
+   * "Did you mean": a 404 for a key that has no tombstone carries up to 3 live keys like it
+   * (`suggestions` in JSON and problem details, links in HTML), from the `@TombstoneTracked`
+   * table of the type and from the targets of its moves and merges, in the request's scope.
+   * `true`: for requests that prefer HTML (browsers); `'always'`: for every request. A found
+   * resource pays nothing; misses pay at most the module's `suggestions.maxQueriesPerSecond`.
+   * See docs/suggestions.md. Default: `false`.
+   */
+  suggest?: boolean | 'always';
 }
 
 
@@ -63,6 +72,11 @@ export function Tombstoned(type: string, options: TombstonedOptions = {}): Class
   if (options.cacheTags !== undefined && typeof options.cacheTags !== 'boolean') {
     throw new TombstoneConfigurationError('@Tombstoned(): `cacheTags` must be true or false.');
   }
+  if (options.suggest !== undefined && typeof options.suggest !== 'boolean' && options.suggest !== 'always') {
+    throw new TombstoneConfigurationError(`@Tombstoned(): \`suggest\` must be true, false or 'always', not ${JSON.stringify(options.suggest)}.`, [
+      "true suggests keys to browsers (requests that prefer text/html); 'always' to every client.",
+    ]);
+  }
   const settings: TombstonedSettings = {
     type,
     param,
@@ -71,6 +85,7 @@ export function Tombstoned(type: string, options: TombstonedOptions = {}): Class
     label: options.label ?? labelOf(type),
     emptyMeansNotFound: options.emptyMeansNotFound ?? true,
     cacheTags: options.cacheTags ?? false,
+    suggest: options.suggest === 'always' ? 'always' : options.suggest ? 'html' : false,
   };
   return applyDecorators(
     wrapHandlers(settings),

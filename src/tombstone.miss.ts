@@ -1,6 +1,6 @@
 import { HttpStatus, Inject, Injectable, Logger, NotFoundException } from '@nestjs/common';
 import { HTTP_CODE_METADATA } from '@nestjs/common/constants.js';
-import { answerFor, requestPath } from './tombstone.answer.js';
+import { answerFor, buildLocation, requestPath } from './tombstone.answer.js';
 import { tagFound } from './tombstone.cache-tags.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { preview } from './tombstone.exceptions.js';
@@ -10,6 +10,7 @@ import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
 import { TombstoneRequestIds } from './tombstone.request-id.js';
+import { TombstoneSuggestions } from './tombstone.suggestions.js';
 import { TombstoneCircuitOpenError } from './cache/tombstone.breaker.js';
 import { TombstoneLookup } from './cache/tombstone.lookup.js';
 import { NO_TOMBSTONE, type TombstoneAnswer, type TombstonedSettings, type TombstoneRequest, type TombstoneResolution, type TombstoneScopeSource } from './tombstone.types.js';
@@ -139,6 +140,7 @@ export class TombstoneMissResolver {
     private readonly misses: TombstoneMissLog,
     private readonly tally: TombstoneAnswerTally,
     private readonly requestIds: TombstoneRequestIds,
+    private readonly suggestions: TombstoneSuggestions,
   ) {}
 
   /**
@@ -173,11 +175,32 @@ export class TombstoneMissResolver {
       return this.failed(error, settings, request, key, scope, requestId);
     }
     // Answered from memory: no wait. A lookup that reaches the database ends within lookupTimeoutMs.
-    if ('state' in found) return this.answered(found, this.lookup.lastSource, settings, request, key, scope, requestId);
+    if ('state' in found) return this.suggested(this.answered(found, this.lookup.lastSource, settings, request, key, scope, requestId), settings, request, key, scope);
     return found.then(
-      (resolution) => this.answered(resolution, SOURCE_DATABASE, settings, request, key, scope, requestId),
+      (resolution) => this.suggested(this.answered(resolution, SOURCE_DATABASE, settings, request, key, scope, requestId), settings, request, key, scope),
       (error: unknown) => this.failed(error, settings, request, key, scope, requestId),
     );
+  }
+
+  /**
+   * A 404 the lookup gave, with "did you mean" suggestions when its route and its client want
+   * them. Every such 404 alike, whatever the key's tombstone (none, hidden, a redirect whose URL
+   * could not be built): what is suggested depends on the key's text, its type and its scope
+   * only, so a hidden key gets what a key that never existed gets. Never for a 404 given because
+   * the lookup failed. Suggestions never fail a miss: none when they cannot be had in time.
+   */
+  private suggested(answer: TombstoneAnswer, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string): TombstoneAnswer | Promise<TombstoneAnswer> {
+    if (settings.suggest === false || answer.status !== 404 || this.failures.has(answer) || !this.suggestions.wanted(settings.suggest, request)) return answer;
+    return this.suggestions.keys(settings.type, key, scope).then((keys) => {
+      const param = settings.key ? undefined : settings.param;
+      const suggestions: { id: string; location: string }[] = [];
+      for (const suggested of keys) {
+        // Built like a redirect's: the same route, the key encoded, always same-origin.
+        const location = buildLocation(request, param, key, suggested);
+        if (location !== null) suggestions.push({ id: suggested, location });
+      }
+      return suggestions.length === 0 ? answer : { ...answer, suggestions };
+    });
   }
 
   /** `source`: where the lookup found its answer (see `TombstoneAnswerTally`). */

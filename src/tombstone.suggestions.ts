@@ -1,0 +1,295 @@
+import { Inject, Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
+import { LRUCache } from 'lru-cache';
+import Negotiator from 'negotiator';
+import { relationOf, tombstoneCaptureSpec } from './capture/tombstone.capture.js';
+import { type EntityClass, trackedDeclarations } from './capture/tombstone.tracked.js';
+import { TombstoneNotifications } from './cache/tombstone.notifications.js';
+import { TombstoneChanges } from './table/tombstone.changes.js';
+import { TombstoneTable } from './table/tombstone.table.js';
+import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
+import { preview } from './tombstone.exceptions.js';
+import { LogBudget } from './tombstone.log-budget.js';
+import type { ResolvedSuggestionOptions, ResolvedTombstoneOptions } from './tombstone.options.js';
+import type { TombstoneRequest } from './tombstone.types.js';
+
+/** Most suggestions an answer carries. */
+export const MAX_SUGGESTIONS = 3;
+/** Least trigram similarity of a suggestion: pg_trgm's default `similarity_threshold`. */
+export const MIN_SIMILARITY = 0.3;
+/** Candidates each source gives the ranking: the nearest by trigram distance, or in sort order on each side. */
+const CANDIDATES = 10;
+const NEIGHBOURS = 25;
+
+/** Where the live keys of a type are: the `@TombstoneTracked` table, as SQL. */
+interface RowSource {
+  readonly relation: string;
+  readonly column: string;
+  /** The scope column, or `null`: the rows are unscoped, and only the `''` scope sees them. */
+  readonly scope: string | null;
+  readonly soft: string | null;
+}
+
+/**
+ * "Did you mean" for 404s: live keys of a type like the one asked for, from the type's
+ * `@TombstoneTracked` table (soft-deleted rows left out) and from the targets of its moves and
+ * merges that have not expired, in the request's scope only; never a key that has a live
+ * tombstone of its own (a hidden one included). What it answers depends on the scope, the type
+ * and the key's text only, never on the key's own tombstone: a hidden key gets exactly what a key
+ * that never existed gets.
+ *
+ * A flood must not become queries: misses share one token bucket (`maxQueriesPerSecond`,
+ * `burst`), one query at a time, and answers are kept per key while the lookup cache listens for
+ * changes (any change drops them all). Reads fail open: a query that fails or takes longer than
+ * `timeoutMs` gives no suggestions, and is logged at a bounded rate. Internal.
+ */
+@Injectable()
+export class TombstoneSuggestions implements OnModuleInit, OnModuleDestroy {
+  private readonly logger = new Logger('TombstoneModule');
+  private readonly logBudget = new LogBudget();
+  private readonly settings: ResolvedSuggestionOptions;
+  private readonly kept: LRUCache<string, readonly string[]>;
+  private readonly inflight = new Map<string, { epoch: number; answer: Promise<readonly string[]> }>();
+  /** Changes at every change heard: an answer read before one is neither kept nor shared. */
+  private epoch = 0;
+  private readonly sources = new Map<string, RowSource | null>();
+  private trigram: Promise<boolean> | undefined;
+  private tokens: number;
+  private refilledAt = Date.now();
+  private busy = false;
+  private readonly stops: (() => void)[] = [];
+
+  constructor(
+    @Inject(TOMBSTONE_OPTIONS) options: ResolvedTombstoneOptions,
+    private readonly table: TombstoneTable,
+    private readonly changes: TombstoneChanges,
+    private readonly notifications: TombstoneNotifications,
+  ) {
+    this.settings = options.suggestions;
+    this.tokens = this.settings.burst;
+    this.kept = new LRUCache({ max: this.settings.maxEntries, ttl: this.settings.ttlMs });
+  }
+
+  onModuleInit(): void {
+    // Any change may hide a key that a kept answer suggests: all are dropped, at once for the
+    // module's own writes, and when another writer's notification arrives.
+    const clear = () => {
+      this.epoch++;
+      this.kept.clear();
+    };
+    this.stops.push(this.changes.subscribe(clear), this.notifications.onChange(clear));
+  }
+
+  onModuleDestroy(): void {
+    for (const stop of this.stops) stop();
+  }
+
+  /** Whether a route's `suggest` setting wants suggestions for this request. */
+  wanted(suggest: 'html' | 'always', request: TombstoneRequest): boolean {
+    if (suggest === 'always') return true;
+    const accept = request.headers.accept;
+    if (accept === undefined || accept === '*/*' || accept === 'application/json') return false;
+    return new Negotiator(request as never).mediaType(['application/json', 'text/html']) === 'text/html';
+  }
+
+  /** Up to 3 keys like `key`, most alike first. Never rejects: none when they cannot be known. */
+  keys(type: string, key: string, scope: string): Promise<readonly string[]> {
+    const id = `${scope}\u0000${type}\u0000${key}`;
+    // Kept answers hold only while every change is heard.
+    const listening = this.notifications.listening;
+    const kept = listening ? this.kept.get(id) : undefined;
+    if (kept !== undefined) return Promise.resolve(kept);
+    const epoch = this.epoch;
+    const pending = this.inflight.get(id);
+    if (pending !== undefined && pending.epoch === epoch) return pending.answer;
+    if (this.busy || !this.take()) return Promise.resolve(NONE);
+    this.busy = true;
+    const query = this.query(type, key, scope).finally(() => (this.busy = false));
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.settings.timeoutMs);
+      timer.unref?.();
+    });
+    const answer = Promise.race([query, timeout]).then(
+      (found) => {
+        if (found === 'timeout') {
+          this.logFailure(new Error(`no answer within ${this.settings.timeoutMs} ms`), type, key, scope);
+          return NONE;
+        }
+        // A change heard while the query ran may have hidden one of them: not kept.
+        if (listening && this.notifications.listening && this.epoch === epoch) this.kept.set(id, found);
+        return found;
+      },
+      (error: unknown) => {
+        this.logFailure(error, type, key, scope);
+        return NONE;
+      },
+    );
+    const landed = () => {
+      clearTimeout(timer);
+      if (this.inflight.get(id)?.answer === answer) this.inflight.delete(id);
+    };
+    this.inflight.set(id, { epoch, answer });
+    void answer.then(landed, landed);
+    return answer;
+  }
+
+  /** One query of the budget, if there is one left (a token bucket of `burst` tokens). */
+  private take(): boolean {
+    const now = Date.now();
+    this.tokens = Math.min(this.settings.burst, this.tokens + ((now - this.refilledAt) * this.settings.maxQueriesPerSecond) / 1000);
+    this.refilledAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens--;
+    return true;
+  }
+
+  private async query(type: string, key: string, scope: string): Promise<readonly string[]> {
+    const source = this.sourceOf(type);
+    const rows = source !== null && (source.scope !== null || scope === '') ? source : null;
+    const dataSource = this.table.dataSource;
+    if (await this.hasTrigram()) {
+      const found = (await dataSource.query(trigramSql(rows), [key, scope, type])) as { key: string; score: number }[];
+      return found.map((row) => row.key);
+    }
+    const found = (await dataSource.query(neighboursSql(rows), [key, scope, type])) as { key: string }[];
+    return rankBySimilarity(
+      key,
+      found.map((row) => row.key),
+    );
+  }
+
+  /** Whether pg_trgm is there (and wanted): asked once, again after a failure to ask. */
+  private hasTrigram(): Promise<boolean> {
+    if (!this.settings.trigram) return Promise.resolve(false);
+    this.trigram ??= this.table.dataSource
+      .query(`SELECT to_regprocedure('similarity(text,text)') IS NOT NULL AS trgm`)
+      .then((rows: { trgm: boolean }[]) => rows[0]?.trgm === true)
+      .catch((error: unknown) => {
+        this.trigram = undefined;
+        throw error;
+      });
+    return this.trigram;
+  }
+
+  /** The tracked table of a type, once: a string key column, or none (keys that are numbers or uuids are not suggested). */
+  private sourceOf(type: string): RowSource | null {
+    if (this.sources.has(type)) return this.sources.get(type)!;
+    let source: RowSource | null = null;
+    const dataSource = this.table.dataSource;
+    for (const metadata of dataSource.entityMetadatas) {
+      const entity = metadata.target;
+      if (typeof entity !== 'function') continue;
+      const declaration = trackedDeclarations(entity).find((d) => d.type === type);
+      if (declaration === undefined) continue;
+      const spec = tombstoneCaptureSpec(dataSource, entity as EntityClass);
+      const key = spec.keys.find((k) => k.type === type)!;
+      const column = metadata.findColumnWithPropertyName(declaration.key);
+      if (!column || !isTextType(column.type)) break;
+      source = { relation: relationOf(spec), column: ident(key.column), scope: key.scope === null ? null : ident(key.scope), soft: spec.soft === null ? null : ident(spec.soft) };
+      break;
+    }
+    this.sources.set(type, source);
+    return source;
+  }
+
+  private logFailure(error: unknown, type: string, key: string, scope: string): void {
+    const unlogged = this.logBudget.take();
+    if (unlogged === undefined) return;
+    const more = unlogged > 0 ? ` (and ${unlogged} more not logged since the last one)` : '';
+    this.logger.error(
+      `Tombstone suggestions failed, answering the 404 without them: ${(error as Error)?.message ?? String(error)} ` +
+        `(type=${type} key="${preview(key)}" scope="${preview(scope)}")${more}`,
+      (error as Error)?.stack,
+    );
+  }
+}
+
+const NONE: readonly string[] = Object.freeze([]);
+
+/** A key some other live tombstone of the type holds (hidden, deleted, moved): never suggested. */
+const NOT_TOMBSTONED = `c.key <> $1::text AND NOT EXISTS (
+    SELECT 1 FROM tombstones x
+     WHERE x.scope = $2 AND x.resource_type = $3 AND x.resource_key = c.key
+       AND (x.expires_at IS NULL OR x.expires_at > now()))`;
+const LIVE_TARGETS = `t.scope = $2 AND t.resource_type = $3 AND t.kind IN ('moved', 'merged') AND t.target_key IS NOT NULL
+       AND (t.expires_at IS NULL OR t.expires_at > now())`;
+
+function rowFilter(rows: RowSource): string {
+  const soft = rows.soft === null ? '' : ` AND r.${rows.soft} IS NULL`;
+  const scope = rows.scope === null ? '' : ` AND r.${rows.scope}::text = $2`;
+  return `${soft}${scope}`;
+}
+
+/** With pg_trgm: the nearest keys of each source by trigram distance (a trigram index serves them), best first. */
+function trigramSql(rows: RowSource | null): string {
+  const live =
+    rows === null
+      ? ''
+      : `(SELECT r.${rows.column}::text AS key, similarity(r.${rows.column}, $1::text) AS score FROM ${rows.relation} r
+          WHERE r.${rows.column} % $1::text${rowFilter(rows)}
+          ORDER BY r.${rows.column} <-> $1::text LIMIT ${CANDIDATES})
+        UNION ALL `;
+  return `SELECT c.key, max(c.score) AS score FROM (${live}
+      (SELECT t.target_key AS key, similarity(t.target_key, $1::text) AS score FROM tombstones t
+        WHERE ${LIVE_TARGETS} AND t.target_key % $1::text
+        ORDER BY t.target_key <-> $1::text LIMIT ${CANDIDATES})) c
+    WHERE ${NOT_TOMBSTONED}
+    GROUP BY c.key ORDER BY score DESC, c.key LIMIT ${MAX_SUGGESTIONS}`;
+}
+
+/** Without pg_trgm: the keys next to the one asked for in sort order, on each side (a b-tree serves them). */
+function neighboursSql(rows: RowSource | null): string {
+  const side = (from: string, column: string, where: string, op: string, order: string) =>
+    `(SELECT ${column}::text AS key FROM ${from} WHERE ${where} AND ${column} ${op} $1::text ORDER BY ${column} ${order} LIMIT ${NEIGHBOURS})`;
+  const parts = [
+    side('tombstones t', 't.target_key', LIVE_TARGETS, '>=', 'ASC'),
+    side('tombstones t', 't.target_key', LIVE_TARGETS, '<', 'DESC'),
+  ];
+  if (rows !== null) {
+    const where = `true${rowFilter(rows)}`;
+    parts.unshift(side(`${rows.relation} r`, `r.${rows.column}`, where, '>=', 'ASC'), side(`${rows.relation} r`, `r.${rows.column}`, where, '<', 'DESC'));
+  }
+  return `SELECT DISTINCT c.key FROM (${parts.join(' UNION ALL ')}) c WHERE ${NOT_TOMBSTONED}`;
+}
+
+/** Candidates at least `MIN_SIMILARITY` alike, most alike first (then by key), at most 3. */
+export function rankBySimilarity(key: string, candidates: readonly string[]): readonly string[] {
+  const wanted = trigrams(key);
+  return [...new Set(candidates)]
+    .filter((candidate) => candidate !== key)
+    .map((candidate) => ({ candidate, score: similarity(wanted, trigrams(candidate)) }))
+    .filter(({ score }) => score >= MIN_SIMILARITY)
+    .sort((a, b) => b.score - a.score || (a.candidate < b.candidate ? -1 : a.candidate > b.candidate ? 1 : 0))
+    .slice(0, MAX_SUGGESTIONS)
+    .map(({ candidate }) => candidate);
+}
+
+/**
+ * The trigrams of a text as pg_trgm counts them: lower case, each word (letters and digits) with
+ * two spaces before and one after.
+ */
+export function trigrams(text: string): Set<string> {
+  const found = new Set<string>();
+  for (const word of text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []) {
+    const padded = [...`  ${word} `];
+    for (let i = 0; i + 3 <= padded.length; i++) found.add(padded.slice(i, i + 3).join(''));
+  }
+  return found;
+}
+
+/** pg_trgm's `similarity()`: shared trigrams over all trigrams of both. */
+export function similarity(a: Set<string>, b: Set<string>): number {
+  if (a.size === 0 || b.size === 0) return 0;
+  let shared = 0;
+  for (const trigram of a) if (b.has(trigram)) shared++;
+  return shared / (a.size + b.size - shared);
+}
+
+function isTextType(type: unknown): boolean {
+  if (type === String) return true;
+  return typeof type === 'string' && ['text', 'varchar', 'character varying', 'citext', 'string'].includes(type.toLowerCase());
+}
+
+function ident(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
