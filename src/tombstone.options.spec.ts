@@ -58,6 +58,7 @@ describe('resolveTombstoneOptions', () => {
         reloadJitterMs: 5000,
       },
       cacheTags: false,
+      suggestions: { maxQueriesPerSecond: 1, burst: 5, timeoutMs: 250, maxEntries: 1000, ttlMs: 60_000, trigram: true },
     };
 
     it('applies every default to undefined and to {}', () => {
@@ -106,6 +107,7 @@ describe('resolveTombstoneOptions', () => {
           missLog: { maxRows: 100, retentionDays: 7 },
           cache: { maxEntries: 50, ttlMs: 1000, filter: { falsePositiveRate: 0.001 }, listen: 'postgres://listener@db/app' },
           cacheTags: { header: 'Cache-Tag', tag },
+          suggestions: { maxQueriesPerSecond: 2, burst: 3, timeoutMs: 100, maxEntries: 10, ttlMs: 5000, trigram: false },
         }),
       ).toStrictEqual({
         dataSource: 'tombstones',
@@ -140,6 +142,7 @@ describe('resolveTombstoneOptions', () => {
           reloadJitterMs: 5000,
         },
         cacheTags: { header: 'Cache-Tag', tag, separator: ',' },
+        suggestions: { maxQueriesPerSecond: 2, burst: 3, timeoutMs: 100, maxEntries: 10, ttlMs: 5000, trigram: false },
       });
     });
 
@@ -279,7 +282,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, lookups, requestIdHeader, requestId, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags.',
+        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, lookups, requestIdHeader, requestId, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags, suggestions.',
       );
     });
 
@@ -503,5 +506,27 @@ describe('validateScopeSource', () => {
       "TombstoneModule: @Tombstoned('article').scope must be { header }, { param } or a function of the request.",
     );
     expect(() => validateScopeSource(undefined, 'scope')).toThrow(TombstoneConfigurationError);
+  });
+
+  describe('suggestions', () => {
+    it('takes some of its settings, the rest by default', () => {
+      expect(resolve({ suggestions: { maxQueriesPerSecond: 3, trigram: false } }).suggestions).toStrictEqual({
+        maxQueriesPerSecond: 3,
+        burst: 5,
+        timeoutMs: 250,
+        maxEntries: 1000,
+        ttlMs: 60_000,
+        trigram: false,
+      });
+    });
+
+    it('refuses what is not an object, unknown entries, numbers out of range, a trigram that is not a boolean', () => {
+      expect(configurationErrorOf({ suggestions: true })).toContain('suggestions must be an object, not true.');
+      expect(configurationErrorOf({ suggestions: { rate: 1 } })).toContain("unknown suggestions entry 'rate'.");
+      expect(configurationErrorOf({ suggestions: { maxQueriesPerSecond: 0 } })).toContain('suggestions.maxQueriesPerSecond must be a whole number of queries from 1 to 10000, not 0.');
+      expect(configurationErrorOf({ suggestions: { burst: 1.5 } })).toContain('suggestions.burst must be a whole number');
+      expect(configurationErrorOf({ suggestions: { timeoutMs: 60_001 } })).toContain('suggestions.timeoutMs must be a whole number of milliseconds from 1 to 60000');
+      expect(configurationErrorOf({ suggestions: { trigram: 'auto' } })).toContain('suggestions.trigram must be true or false, not "auto".');
+    });
   });
 });

@@ -3,6 +3,7 @@ import { TypeOrmModule } from '@nestjs/typeorm';
 import request from 'supertest';
 import { TombstoneModule, type TombstoneModuleOptions, TombstoneService } from '../src/index.js';
 import { ItemsController } from './fixtures/items.fixture.js';
+import { bootSuggestionApp, SuggestedArticle } from './fixtures/suggestions.fixture.js';
 import { ADAPTERS, bootApp, settled } from './support/app.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { QueryCounter } from './support/query-counter.js';
@@ -104,6 +105,69 @@ describe.each(ADAPTERS)('no existence leaks (%s)', (adapter) => {
       }
       // And the owner still gets the truth.
       expect((await probe('leak-gone', 'acme')).shape).toMatch(/^410\n/);
+    });
+  });
+});
+
+// "Did you mean": what a 404 suggests depends on the key's text, type and scope only. A hidden
+// key, a soft-deleted row's key and another tenant's key get exactly the suggestions of a key
+// that never existed, at the same cost, and none of them is ever suggested (if one were, the
+// never-existed key's answer would name it and the two would differ).
+describe.each(ADAPTERS)('no existence leaks through suggestions (%s)', (adapter) => {
+  describe.each([
+    ['with pg_trgm', true],
+    ['without pg_trgm', false],
+  ] as const)('%s', (_, trigram) => {
+    let app: INestApplication;
+    let close: () => Promise<void>;
+    let http: ReturnType<typeof request>;
+    const counter = new QueryCounter();
+
+    beforeAll(async () => {
+      ({ app, close } = await bootSuggestionApp(adapter, { trigram, counter, module: { suggestions: { maxQueriesPerSecond: 10_000, burst: 10_000 } } }));
+      http = request(app.getHttpServer());
+    });
+
+    afterAll(async () => {
+      await close?.();
+    });
+
+    const probe = async (key: string, tenant = 'acme') => {
+      counter.reset();
+      const res = await http.get(`/always/articles/${encodeURIComponent(key)}`).set('X-Tenant-Id', tenant).set('Accept', 'application/json');
+      return { shape: shape(res, key), queries: counter.queries.length };
+    };
+
+    it('hidden, soft-deleted and other tenants’ keys get the suggestions of a key that never existed', async () => {
+      const service = app.get(TombstoneService);
+      const articles = service.dataSource.getRepository(SuggestedArticle);
+      await articles.save([
+        articles.create({ tenant: 'acme', slug: 'leak-article' }),
+        articles.create({ tenant: 'acme', slug: 'leak-articlh' }),
+        articles.create({ tenant: 'globex', slug: 'leak-articli' }),
+        articles.create({ tenant: 'globex', slug: 'leak-articlj' }),
+      ]);
+      await service.recordHidden('article', 'leak-articlf', { scope: 'acme' });
+      await articles.softDelete({ tenant: 'acme', slug: 'leak-articlh' }); // captured: hidden
+      await articles.delete({ tenant: 'globex', slug: 'leak-articlj' }); // captured: deleted, in globex
+      await service.recordMove('article', 'leak-articlk', 'leak-articlm', { scope: 'globex' });
+      await settled(app);
+      await probe('warm-up'); // pg_trgm is looked for once, at the first suggestion
+      const never = await probe('leak-articlg');
+      expect(never.shape).toMatch(/^404\n/);
+      expect(never.shape).toContain('"suggestions":[{"id":"leak-article","location":"/always/articles/leak-article"}]');
+      expect(await probe('leak-articlf')).toEqual(never); // hidden
+      expect(await probe('leak-articlh')).toEqual(await probe('leak-articln')); // soft-deleted
+      // Another tenant's live row, deleted row and moved key; each against a fresh never-existed key.
+      for (const [theirs, nobodys] of [
+        ['leak-articli', 'leak-articlq'],
+        ['leak-articlj', 'leak-articlr'],
+        ['leak-articlk', 'leak-articls'],
+      ]) {
+        expect(await probe(theirs)).toEqual(await probe(nobodys));
+      }
+      // globex sees its own, which acme never does.
+      expect((await probe('leak-articlp', 'globex')).shape).toContain('"id":"leak-articli"');
     });
   });
 });
