@@ -90,7 +90,7 @@ export function Tombstoned(type: string, options: TombstonedOptions = {}): Class
   return applyDecorators(
     wrapHandlers(settings),
     UseFilters(TombstoneExceptionFilter),
-    documentAnswers(settings.label),
+    documentAnswers(settings.label, settings.suggest !== false),
   );
 }
 
@@ -162,7 +162,7 @@ const SWAGGER_API_RESPONSE = 'swagger/apiResponse';
  * Adds the module's answers to the route's OpenAPI responses (read by `@nestjs/swagger`); a
  * response the route documents itself is kept as it is.
  */
-function documentAnswers(label: string): ClassDecorator & MethodDecorator {
+function documentAnswers(label: string, suggest: boolean): ClassDecorator & MethodDecorator {
   // The JSON body of each answer, member for member (see TombstoneRenderer.facts()).
   const string = { type: 'string' };
   const nullable = { type: 'string', nullable: true };
@@ -185,7 +185,7 @@ function documentAnswers(label: string): ClassDecorator & MethodDecorator {
   const answers: Record<number, object> = {
     301: { description: `${label} moved or merged (GET, HEAD; 302 when the move is temporary)`, headers: location, schema: body('moved', moved) },
     308: { description: `${label} moved or merged (other methods; 307 when the move is temporary)`, headers: location, schema: body('moved', moved) },
-    404: { description: `No such ${label}: it never existed, is hidden, or its tombstone expired`, schema: body('not_found') },
+    404: { description: `No such ${label}: it never existed, is hidden, or its tombstone expired`, schema: suggest ? withSuggestions(body('not_found')) : body('not_found') },
     410: {
       description: `${label} deleted for good; the body has deletedAt, reason and alternative`,
       headers: { Link: { description: 'rel="alternate": a replacement, when there is one', schema: { type: 'string' } } },
@@ -202,6 +202,12 @@ function documentAnswers(label: string): ClassDecorator & MethodDecorator {
     );
     Reflect.defineMetadata(SWAGGER_API_RESPONSE, { ...added, ...existing }, holder);
   };
+}
+
+/** A 404's body on a `suggest` route: an optional `suggestions` member (see TombstoneRenderer.facts()). */
+function withSuggestions(schema: { properties: Record<string, object> }): object {
+  const suggestion = { type: 'object', required: ['id', 'location'], properties: { id: { type: 'string' }, location: { type: 'string' } } };
+  return { ...schema, properties: { ...schema.properties, suggestions: { type: 'array', maxItems: 3, items: suggestion } } };
 }
 
 function labelOf(type: string): string {

@@ -1,3 +1,4 @@
+import 'reflect-metadata';
 import { TombstoneConfigurationError } from './tombstone.exceptions.js';
 import { Tombstoned } from './tombstone.decorator.js';
 import { rankBySimilarity, similarity, trigrams } from './tombstone.suggestions.js';
@@ -35,3 +36,25 @@ describe('@Tombstoned({ suggest })', () => {
     expect(() => Tombstoned('article', { suggest: 'yes' as never })).toThrow("`suggest` must be true, false or 'always', not \"yes\".");
   });
 });
+
+describe('@Tombstoned({ suggest }) in OpenAPI', () => {
+  const notFoundSchema = (options: Parameters<typeof Tombstoned>[1]) => {
+    class Controller {
+      findOne(): null {
+        return null;
+      }
+    }
+    const descriptor = Object.getOwnPropertyDescriptor(Controller.prototype, 'findOne')!;
+    Tombstoned('article', options)(Controller.prototype, 'findOne', descriptor);
+    const responses = Reflect.getMetadata('swagger/apiResponse', descriptor.value) as Record<string, { schema: { properties: Record<string, unknown> } }>;
+    return responses[404].schema;
+  };
+
+  it('documents the optional `suggestions` member of a 404 on a suggest route only', () => {
+    expect(notFoundSchema({ suggest: true }).properties.suggestions).toMatchObject({ type: 'array', maxItems: 3 });
+    expect(notFoundSchema({ suggest: 'always' }).properties).toHaveProperty('suggestions');
+    expect(notFoundSchema({}).properties).not.toHaveProperty('suggestions');
+    expect((notFoundSchema({ suggest: true }) as unknown as { required: string[] }).required).not.toContain('suggestions');
+  });
+});
+

@@ -6,6 +6,7 @@ import { TombstoneService } from '../src/index.js';
 import { rankBySimilarity } from '../src/tombstone.suggestions.js';
 import { bootSuggestionApp, SuggestedArticle } from './fixtures/suggestions.fixture.js';
 import { ADAPTERS, settled } from './support/app.js';
+import { eventually } from './support/eventually.js';
 import type { TestDatabase } from './support/database.js';
 import { QueryCounter } from './support/query-counter.js';
 
@@ -177,6 +178,29 @@ describe.each(ADAPTERS)('suggestions for unknown keys (%s)', (adapter) => {
         errors.mockRestore();
       }
       expect(ids(await ask('/missing/articles/failing-quer'))).toEqual(['failing-query']);
+    });
+
+    it('a suggestion query that takes longer than timeoutMs gives the 404 without them, and is logged', async () => {
+      await seed(['slow-query']);
+      const errors = jest.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+      // Another connection holds the table: the suggestion query waits behind its lock.
+      const holder = data.createQueryRunner();
+      await holder.connect();
+      await holder.startTransaction();
+      try {
+        await holder.query(`LOCK TABLE sug_articles IN ACCESS EXCLUSIVE MODE`);
+        const res = await ask('/missing/articles/slow-quer');
+        expect(res.status).toBe(404);
+        expect(res.body).toMatchObject({ error: 'not_found', id: 'slow-quer' });
+        expect(res.body).not.toHaveProperty('suggestions');
+        expect(errors.mock.calls.some(([message]) => /^Tombstone suggestions failed.*no answer within 250 ms/.test(String(message)))).toBe(true);
+      } finally {
+        await holder.rollbackTransaction();
+        await holder.release();
+        errors.mockRestore();
+      }
+      // The query that waited ends with the lock; then the key gets its suggestions.
+      await eventually(async () => expect(ids(await ask('/missing/articles/slow-quer'))).toEqual(['slow-query']));
     });
   });
 });
