@@ -30,12 +30,13 @@ export interface TombstonedOptions {
    */
   cacheTags?: boolean;
   /**
-   * "Did you mean": a 404 for a key that has no tombstone carries up to 3 live keys like it
+   * "Did you mean": a 404 of a GET for a key that has no tombstone carries up to 3 live keys like it
    * (`suggestions` in JSON and problem details, links in HTML), from the `@TombstoneTracked`
    * table of the type and from the targets of its moves and merges, in the request's scope.
    * `true`: for requests that prefer HTML (browsers); `'always'`: for every request. A found
    * resource pays nothing; misses pay at most the module's `suggestions.maxQueriesPerSecond`.
-   * See docs/suggestions.md. Default: `false`.
+   * Every live row of the table in the scope may be suggested, whether or not this route would
+   * show it. See docs/suggestions.md. Default: `false`.
    */
   suggest?: boolean | 'always';
 }

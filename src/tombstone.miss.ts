@@ -187,10 +187,12 @@ export class TombstoneMissResolver {
    * them. Every such 404 alike, whatever the key's tombstone (none, hidden, a redirect whose URL
    * could not be built): what is suggested depends on the key's text, its type and its scope
    * only, so a hidden key gets what a key that never existed gets. Never for a 404 given because
-   * the lookup failed. Suggestions never fail a miss: none when they cannot be had in time.
+   * the lookup failed, nor for methods other than GET and HEAD. Suggestions never fail a miss: none when they cannot be had in time.
    */
   private suggested(answer: TombstoneAnswer, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string): TombstoneAnswer | Promise<TombstoneAnswer> {
-    if (settings.suggest === false || answer.status !== 404 || this.failures.has(answer) || !this.suggestions.wanted(settings.suggest, request)) return answer;
+    if (settings.suggest === false || answer.status !== 404 || this.failures.has(answer)) return answer;
+    // "Did you mean" is for finding a page: not for a PATCH or a DELETE that missed.
+    if ((request.method !== 'GET' && request.method !== 'HEAD') || !this.suggestions.wanted(settings.suggest, request)) return answer;
     return this.suggestions.keys(settings.type, key, scope).then((keys) => {
       const param = settings.key ? undefined : settings.param;
       const suggestions: { id: string; location: string }[] = [];

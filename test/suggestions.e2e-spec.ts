@@ -101,7 +101,7 @@ describe.each(ADAPTERS)('suggestions for unknown keys (%s)', (adapter) => {
       expect(ids(await ask('/always/articles/renamed-slugg'))).toEqual(['renamed-slug-2']);
     });
 
-    it('only 404s get them: not a 410 nor a redirect; not without opt-in; browsers only on a `suggest: true` route', async () => {
+    it('only 404s of GET get them: not a 410 nor a redirect nor a PATCH; not without opt-in; browsers only on a `suggest: true` route', async () => {
       await seed(['gone-article', 'gone-articles', 'moved-article']);
       await data.getRepository(SuggestedArticle).delete({ tenant, slug: 'gone-article' });
       await data.getRepository(SuggestedArticle).update({ tenant, slug: 'moved-article' }, { slug: 'moved-article-2' });
@@ -112,6 +112,10 @@ describe.each(ADAPTERS)('suggestions for unknown keys (%s)', (adapter) => {
       const moved = await ask('/always/articles/moved-article');
       expect(moved.status).toBe(301);
       expect(moved.body).not.toHaveProperty('suggestions');
+      // Only GET and HEAD: a PATCH that missed is not looking for a page.
+      const patch = await http.patch('/always/articles/gone-articlez').set('X-Tenant-Id', tenant).set('Accept', 'application/json');
+      expect(patch.status).toBe(404);
+      expect(patch.body).not.toHaveProperty('suggestions');
       // The same miss without opt-in.
       const plain = await ask('/plain/articles/gone-articlez');
       expect(plain.status).toBe(404);
