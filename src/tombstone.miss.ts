@@ -10,7 +10,7 @@ import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
 import { TombstoneRequestIds } from './tombstone.request-id.js';
-import { TombstoneSuggestions } from './tombstone.suggestions.js';
+import { TombstoneSuggestions } from './suggestions/tombstone.suggestions.js';
 import { TombstoneCircuitOpenError } from './cache/tombstone.breaker.js';
 import { TombstoneLookup } from './cache/tombstone.lookup.js';
 import { NO_TOMBSTONE, type TombstoneAnswer, type TombstonedSettings, type TombstoneRequest, type TombstoneResolution, type TombstoneScopeSource } from './tombstone.types.js';

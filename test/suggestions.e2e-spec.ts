@@ -3,7 +3,7 @@ import { type INestApplication, Logger } from '@nestjs/common';
 import request from 'supertest';
 import { DataSource } from 'typeorm';
 import { TombstoneService } from '../src/index.js';
-import { rankBySimilarity } from '../src/tombstone.suggestions.js';
+import { rankBySimilarity } from '../src/suggestions/tombstone.similarity.js';
 import { bootSuggestionApp, SuggestedArticle } from './fixtures/suggestions.fixture.js';
 import { ADAPTERS, settled } from './support/app.js';
 import { eventually } from './support/eventually.js';

@@ -1,7 +1,7 @@
 import 'reflect-metadata';
-import { TombstoneConfigurationError } from './tombstone.exceptions.js';
-import { Tombstoned } from './tombstone.decorator.js';
-import { rankBySimilarity, similarity, trigrams } from './tombstone.suggestions.js';
+import { TombstoneConfigurationError } from '../tombstone.exceptions.js';
+import { Tombstoned } from '../tombstone.decorator.js';
+import { rankBySimilarity, similarity, trigrams } from './tombstone.similarity.js';
 
 describe('trigram similarity, as pg_trgm counts it', () => {
   it("gives pg_trgm's trigrams: lower case, words padded with two spaces before and one after", () => {

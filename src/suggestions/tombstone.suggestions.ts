@@ -1,33 +1,18 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { LRUCache } from 'lru-cache';
 import Negotiator from 'negotiator';
-import { relationOf, tombstoneCaptureSpec } from './capture/tombstone.capture.js';
-import { type EntityClass, trackedDeclarations } from './capture/tombstone.tracked.js';
-import { TombstoneNotifications } from './cache/tombstone.notifications.js';
-import { TombstoneChanges } from './table/tombstone.changes.js';
-import { TombstoneTable } from './table/tombstone.table.js';
-import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
-import { preview } from './tombstone.exceptions.js';
-import { LogBudget } from './tombstone.log-budget.js';
-import type { ResolvedSuggestionOptions, ResolvedTombstoneOptions } from './tombstone.options.js';
-import type { TombstoneRequest } from './tombstone.types.js';
-
-/** Most suggestions an answer carries. */
-export const MAX_SUGGESTIONS = 3;
-/** Least trigram similarity of a suggestion: pg_trgm's default `similarity_threshold`. */
-export const MIN_SIMILARITY = 0.3;
-/** Candidates each source gives the ranking: the nearest by trigram distance, or in sort order on each side. */
-const CANDIDATES = 10;
-const NEIGHBOURS = 25;
-
-/** Where the live keys of a type are: the `@TombstoneTracked` table, as SQL. */
-interface RowSource {
-  readonly relation: string;
-  readonly column: string;
-  /** The scope column, or `null`: the rows are unscoped, and only the `''` scope sees them. */
-  readonly scope: string | null;
-  readonly soft: string | null;
-}
+import { relationOf, tombstoneCaptureSpec } from '../capture/tombstone.capture.js';
+import { type EntityClass, trackedDeclarations } from '../capture/tombstone.tracked.js';
+import { TombstoneNotifications } from '../cache/tombstone.notifications.js';
+import { TombstoneChanges } from '../table/tombstone.changes.js';
+import { TombstoneTable } from '../table/tombstone.table.js';
+import { TOMBSTONE_OPTIONS } from '../tombstone.constants.js';
+import { preview } from '../tombstone.exceptions.js';
+import { LogBudget } from '../tombstone.log-budget.js';
+import type { ResolvedSuggestionOptions, ResolvedTombstoneOptions } from '../tombstone.options.js';
+import type { TombstoneRequest } from '../tombstone.types.js';
+import { neighboursSql, type RowSource, trigramSql } from './tombstone.suggestion-queries.js';
+import { rankBySimilarity } from './tombstone.similarity.js';
 
 /**
  * "Did you mean" for 404s: live keys of a type like the one asked for, from the type's
@@ -205,83 +190,6 @@ export class TombstoneSuggestions implements OnModuleInit, OnModuleDestroy {
 }
 
 const NONE: readonly string[] = Object.freeze([]);
-
-/** Keys with a live tombstone of the type (hidden, deleted, moved): never suggested. */
-function untombstoned(key: string): string {
-  return `NOT EXISTS (SELECT 1 FROM tombstones x
-     WHERE x.scope = $2 AND x.resource_type = $3 AND x.resource_key = ${key}::text AND (x.expires_at IS NULL OR x.expires_at > now()))`;
-}
-
-/** Targets of the type's live moves and merges, in the scope. */
-const LIVE_TARGETS = `t.scope = $2 AND t.resource_type = $3 AND t.kind IN ('moved', 'merged') AND t.target_key IS NOT NULL
-       AND (t.expires_at IS NULL OR t.expires_at > now()) AND t.target_key <> $1::text AND ${untombstoned('t.target_key')}`;
-
-/** Live rows: not soft-deleted, in the scope, without a tombstone. */
-function liveRows(rows: RowSource): string {
-  const soft = rows.soft === null ? '' : ` AND r.${rows.soft} IS NULL`;
-  const scope = rows.scope === null ? '' : ` AND r.${rows.scope}::text = $2`;
-  return `r.${rows.column} <> $1::text${soft}${scope} AND ${untombstoned(`r.${rows.column}`)}`;
-}
-
-/** With pg_trgm: the nearest keys of each source by trigram distance (a trigram index serves them), best first. */
-function trigramSql(rows: RowSource | null): string {
-  const live =
-    rows === null
-      ? ''
-      : `(SELECT r.${rows.column}::text AS key, similarity(r.${rows.column}, $1::text) AS score FROM ${rows.relation} r
-          WHERE r.${rows.column} % $1::text AND ${liveRows(rows)}
-          ORDER BY r.${rows.column} <-> $1::text LIMIT ${CANDIDATES})
-        UNION ALL `;
-  return `SELECT c.key, max(c.score) AS score FROM (${live}
-      (SELECT t.target_key AS key, similarity(t.target_key, $1::text) AS score FROM tombstones t
-        WHERE t.target_key % $1::text AND ${LIVE_TARGETS}
-        ORDER BY t.target_key <-> $1::text LIMIT ${CANDIDATES})) c
-    GROUP BY c.key ORDER BY score DESC, c.key LIMIT ${MAX_SUGGESTIONS}`;
-}
-
-/** Without pg_trgm: the keys next to the one asked for in sort order, on each side (a b-tree serves them). */
-function neighboursSql(rows: RowSource | null): string {
-  const side = (from: string, column: string, where: string, op: string, order: string) =>
-    `(SELECT ${column}::text AS key FROM ${from} WHERE ${column} ${op} $1::text AND ${where} ORDER BY ${column} ${order} LIMIT ${NEIGHBOURS})`;
-  const parts = [side('tombstones t', 't.target_key', LIVE_TARGETS, '>', 'ASC'), side('tombstones t', 't.target_key', LIVE_TARGETS, '<', 'DESC')];
-  if (rows !== null) {
-    parts.unshift(side(`${rows.relation} r`, `r.${rows.column}`, liveRows(rows), '>', 'ASC'), side(`${rows.relation} r`, `r.${rows.column}`, liveRows(rows), '<', 'DESC'));
-  }
-  return `SELECT DISTINCT c.key FROM (${parts.join(' UNION ALL ')}) c`;
-}
-
-/** Candidates at least `MIN_SIMILARITY` alike, most alike first (then by key), at most 3. */
-export function rankBySimilarity(key: string, candidates: readonly string[]): readonly string[] {
-  const wanted = trigrams(key);
-  return [...new Set(candidates)]
-    .filter((candidate) => candidate !== key)
-    .map((candidate) => ({ candidate, score: similarity(wanted, trigrams(candidate)) }))
-    .filter(({ score }) => score >= MIN_SIMILARITY)
-    .sort((a, b) => b.score - a.score || (a.candidate < b.candidate ? -1 : a.candidate > b.candidate ? 1 : 0))
-    .slice(0, MAX_SUGGESTIONS)
-    .map(({ candidate }) => candidate);
-}
-
-/**
- * The trigrams of a text as pg_trgm counts them: lower case, each word (letters and digits) with
- * two spaces before and one after.
- */
-export function trigrams(text: string): Set<string> {
-  const found = new Set<string>();
-  for (const word of text.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []) {
-    const padded = [...`  ${word} `];
-    for (let i = 0; i + 3 <= padded.length; i++) found.add(padded.slice(i, i + 3).join(''));
-  }
-  return found;
-}
-
-/** pg_trgm's `similarity()`: shared trigrams over all trigrams of both. */
-export function similarity(a: Set<string>, b: Set<string>): number {
-  if (a.size === 0 || b.size === 0) return 0;
-  let shared = 0;
-  for (const trigram of a) if (b.has(trigram)) shared++;
-  return shared / (a.size + b.size - shared);
-}
 
 function isTextType(type: unknown): boolean {
   if (type === String) return true;
