@@ -58,7 +58,7 @@ describe('resolveTombstoneOptions', () => {
         reloadJitterMs: 5000,
       },
       cacheTags: false,
-      suggestions: { maxQueriesPerSecond: 1, burst: 5, timeoutMs: 250, maxEntries: 1000, ttlMs: 60_000, trigram: true },
+      suggestions: { maxQueriesPerSecond: 1, burst: 2, timeoutMs: 250, maxEntries: 1000, ttlMs: 60_000, trigram: true },
     };
 
     it('applies every default to undefined and to {}', () => {
@@ -512,7 +512,7 @@ describe('validateScopeSource', () => {
     it('takes some of its settings, the rest by default', () => {
       expect(resolve({ suggestions: { maxQueriesPerSecond: 3, trigram: false } }).suggestions).toStrictEqual({
         maxQueriesPerSecond: 3,
-        burst: 5,
+        burst: 2,
         timeoutMs: 250,
         maxEntries: 1000,
         ttlMs: 60_000,

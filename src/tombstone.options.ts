@@ -168,14 +168,15 @@ export class TombstoneLookupCacheOptions {
 /**
  * "Did you mean" on the 404s of routes with `@Tombstoned(type, { suggest })`; see
  * docs/suggestions.md. Misses that want suggestions share one budget of queries, so that a flood
- * of unknown keys costs at most `maxQueriesPerSecond` of them.
+ * of unknown keys costs almost none: in a second with more than 20 × `maxQueriesPerSecond` of
+ * them, and the second after, one query per 10,000 of them.
  */
 export class TombstoneSuggestionOptions {
-  /** Suggestion queries a second, at most, over the whole instance; misses beyond it get none. Default: `1`. */
+  /** Suggestion queries a second, at most, over the whole instance, in quiet times; misses beyond it get none. Default: `1`. */
   maxQueriesPerSecond?: number = 1;
 
-  /** Suggestion queries allowed at once after a quiet spell, on top of that rate. Default: `5`. */
-  burst?: number = 5;
+  /** Suggestion queries allowed at once after a quiet spell, on top of that rate. Default: `2`. */
+  burst?: number = 2;
 
   /** Longest wait for suggestions; past it the 404 goes without them (and the timeout is logged). Default: `250`. */
   timeoutMs?: number = 250;

@@ -209,8 +209,8 @@ describe.each(ADAPTERS)('suggestions for unknown keys (%s)', (adapter) => {
   });
 });
 
-// The flood goal with suggestions on: every miss of random keys wants them, and the budget (one
-// query a second, five at once) holds the queries down, whatever the rate of misses.
+// The flood goal with suggestions on: every miss of random keys wants them, and the budget (two
+// queries at once, one a second, one per 10,000 misses in a flood) holds the queries down.
 describe.each(ADAPTERS)('suggestions under a flood of unknown keys (%s)', (adapter) => {
   let app: INestApplication;
   let close: () => Promise<void>;
@@ -237,10 +237,11 @@ describe.each(ADAPTERS)('suggestions under a flood of unknown keys (%s)', (adapt
     }
     const seconds = (Date.now() - started) / 1000;
     const queries = counter.tombstoneQueries;
-    // Some asked (the test can fail), within the budget: the burst of 5 (the warm-up took one)
-    // plus one a second.
+    // Some asked (the test can fail), within the budget: the burst of 2 (the warm-up took one)
+    // plus one a second at most (none once more than 20 misses a second make it a flood: the
+    // flood rule itself is SuggestionBudget's unit test, on a clock of its own).
     expect(queries).toBeGreaterThan(0);
-    expect(queries).toBeLessThanOrEqual(5 + Math.ceil(seconds));
+    expect(queries).toBeLessThanOrEqual(2 + Math.ceil(seconds));
     expect(suggested).toBe(0); // no live key looks like a random one
   });
 });

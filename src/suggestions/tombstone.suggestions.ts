@@ -13,6 +13,7 @@ import type { ResolvedSuggestionOptions, ResolvedTombstoneOptions } from '../tom
 import type { TombstoneRequest } from '../tombstone.types.js';
 import { neighboursSql, type RowSource, trigramSql } from './tombstone.suggestion-queries.js';
 import { rankBySimilarity } from './tombstone.similarity.js';
+import { SuggestionBudget } from './tombstone.suggestion-budget.js';
 
 /**
  * "Did you mean" for 404s: live keys of a type like the one asked for, from the type's
@@ -22,9 +23,9 @@ import { rankBySimilarity } from './tombstone.similarity.js';
  * and the key's text only, never on the key's own tombstone: a hidden key gets exactly what a key
  * that never existed gets.
  *
- * A flood must not become queries: misses share one token bucket (`maxQueriesPerSecond`,
- * `burst`), one query at a time, and answers are kept per key while the lookup cache listens for
- * changes (any change drops them all). Reads fail open: a query that fails or takes longer than
+ * A flood must not become queries: misses share one budget (`SuggestionBudget`: a token bucket
+ * in quiet times, one query per 10,000 misses in a flood), one query at a time, and answers are
+ * kept per key while the lookup cache listens for changes (any change drops them all). Reads fail open: a query that fails or takes longer than
  * `timeoutMs` gives no suggestions, and is logged at a bounded rate. Internal.
  */
 @Injectable()
@@ -38,8 +39,7 @@ export class TombstoneSuggestions implements OnModuleInit, OnModuleDestroy {
   private epoch = 0;
   private readonly sources = new Map<string, RowSource | null>();
   private trigram: Promise<boolean> | undefined;
-  private tokens: number;
-  private refilledAt = Date.now();
+  private readonly budget: SuggestionBudget;
   private busy = false;
   private readonly stops: (() => void)[] = [];
 
@@ -50,7 +50,7 @@ export class TombstoneSuggestions implements OnModuleInit, OnModuleDestroy {
     private readonly notifications: TombstoneNotifications,
   ) {
     this.settings = options.suggestions;
-    this.tokens = this.settings.burst;
+    this.budget = new SuggestionBudget(this.settings.maxQueriesPerSecond, this.settings.burst);
     this.kept = new LRUCache({ max: this.settings.maxEntries, ttl: this.settings.ttlMs });
   }
 
@@ -86,7 +86,8 @@ export class TombstoneSuggestions implements OnModuleInit, OnModuleDestroy {
     const epoch = this.epoch;
     const pending = this.inflight.get(id);
     if (pending !== undefined && pending.epoch === epoch) return pending.answer;
-    if (this.busy || !this.take()) return Promise.resolve(NONE);
+    // One query at a time, within the budget; the others get none, at once.
+    if (!this.budget.take(!this.busy)) return Promise.resolve(NONE);
     this.busy = true;
     const query = this.query(type, key, scope).finally(() => (this.busy = false));
     let timer: NodeJS.Timeout | undefined;
@@ -116,16 +117,6 @@ export class TombstoneSuggestions implements OnModuleInit, OnModuleDestroy {
     this.inflight.set(id, { epoch, answer });
     void answer.then(landed, landed);
     return answer;
-  }
-
-  /** One query of the budget, if there is one left (a token bucket of `burst` tokens). */
-  private take(): boolean {
-    const now = Date.now();
-    this.tokens = Math.min(this.settings.burst, this.tokens + ((now - this.refilledAt) * this.settings.maxQueriesPerSecond) / 1000);
-    this.refilledAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens--;
-    return true;
   }
 
   private async query(type: string, key: string, scope: string): Promise<readonly string[]> {
