@@ -187,22 +187,16 @@ export class TombstoneMissResolver {
    * them. Every such 404 alike, whatever the key's tombstone (none, hidden, a redirect whose URL
    * could not be built): what is suggested depends on the key's text, its type and its scope
    * only, so a hidden key gets what a key that never existed gets. Never for a 404 given because
-   * the lookup failed, nor for methods other than GET and HEAD. Suggestions never fail a miss: none when they cannot be had in time.
+   * the lookup failed, nor for methods other than GET and HEAD. Suggestions never fail a miss:
+   * none when they cannot be had in time.
    */
   private suggested(answer: TombstoneAnswer, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string): TombstoneAnswer | Promise<TombstoneAnswer> {
     if (settings.suggest === false || answer.status !== 404 || this.failures.has(answer)) return answer;
     // "Did you mean" is for finding a page: not for a PATCH or a DELETE that missed.
     if ((request.method !== 'GET' && request.method !== 'HEAD') || !this.suggestions.wanted(settings.suggest, request)) return answer;
-    return this.suggestions.keys(settings.type, key, scope).then((keys) => {
-      const param = settings.key ? undefined : settings.param;
-      const suggestions: { id: string; location: string }[] = [];
-      for (const suggested of keys) {
-        // Built like a redirect's: the same route, the key encoded, always same-origin.
-        const location = buildLocation(request, param, key, suggested);
-        if (location !== null) suggestions.push({ id: suggested, location });
-      }
-      return suggestions.length === 0 ? answer : { ...answer, suggestions };
-    });
+    const keys = this.suggestions.keys(settings.type, key, scope);
+    if (!('then' in keys)) return withSuggestions(answer, keys, request, settings, key);
+    return keys.then((found) => withSuggestions(answer, found, request, settings, key));
   }
 
   /** `source`: where the lookup found its answer (see `TombstoneAnswerTally`). */
@@ -280,6 +274,18 @@ export class TombstoneMissResolver {
       param: settings.key ? undefined : settings.param,
     });
   }
+}
+
+/** `answer` with links to `keys`, built like a redirect's: the same route, the key encoded, always same-origin. */
+function withSuggestions(answer: TombstoneAnswer, keys: readonly string[], request: TombstoneRequest, settings: TombstonedSettings, key: string): TombstoneAnswer {
+  if (keys.length === 0) return answer;
+  const param = settings.key ? undefined : settings.param;
+  const suggestions: { id: string; location: string }[] = [];
+  for (const suggested of keys) {
+    const location = buildLocation(request, param, key, suggested);
+    if (location !== null) suggestions.push({ id: suggested, location });
+  }
+  return suggestions.length === 0 ? answer : { ...answer, suggestions };
 }
 
 function isNotFound(error: unknown): boolean {

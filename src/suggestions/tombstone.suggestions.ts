@@ -76,18 +76,22 @@ export class TombstoneSuggestions implements OnModuleInit, OnModuleDestroy {
     return new Negotiator(request as never).mediaType(['application/json', 'text/html']) === 'text/html';
   }
 
-  /** Up to 3 keys like `key`, most alike first. Never rejects: none when they cannot be known. */
-  keys(type: string, key: string, scope: string): Promise<readonly string[]> {
+  /**
+   * Up to 3 keys like `key`, most alike first: a value when memory answers (kept, or none because
+   * the budget is spent: a flood's misses wait for nothing), a promise when a query runs. Never
+   * rejects: none when they cannot be known.
+   */
+  keys(type: string, key: string, scope: string): readonly string[] | Promise<readonly string[]> {
     const id = `${scope}\u0000${type}\u0000${key}`;
     // Kept answers hold only while every change is heard.
     const listening = this.notifications.listening;
     const kept = listening ? this.kept.get(id) : undefined;
-    if (kept !== undefined) return Promise.resolve(kept);
+    if (kept !== undefined) return kept;
     const epoch = this.epoch;
     const pending = this.inflight.get(id);
     if (pending !== undefined && pending.epoch === epoch) return pending.answer;
     // One query at a time, within the budget; the others get none, at once.
-    if (!this.budget.take(!this.busy)) return Promise.resolve(NONE);
+    if (!this.budget.take(!this.busy)) return NONE;
     this.busy = true;
     const query = this.query(type, key, scope).finally(() => (this.busy = false));
     let timer: NodeJS.Timeout | undefined;
