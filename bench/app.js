@@ -63,6 +63,20 @@ Controller('items')(ItemsController);
 // The only difference between the module app's routes and the plain app's.
 if (mode === 'module') Tombstoned('item', { param: 'key' })(ItemsController);
 
+/** The same items with "did you mean" on for browsers (P3 with suggestions): a handler of its own, for a wrapper of its own. */
+class SuggestItemsController {
+  findOne(key) {
+    const item = LIVE.get(key);
+    if (item) return item;
+    if (mode === 'module') return null;
+    throw new NotFoundException(`no item ${key}`);
+  }
+}
+Param('key')(SuggestItemsController.prototype, 'findOne', 0);
+Get(':key')(SuggestItemsController.prototype, 'findOne', Object.getOwnPropertyDescriptor(SuggestItemsController.prototype, 'findOne'));
+Controller('suggest/items')(SuggestItemsController);
+if (mode === 'module') Tombstoned('item', { param: 'key', suggest: true })(SuggestItemsController);
+
 /**
  * The hand-written app's answers, as the parent captured them from the module app: by key, and a
  * template for any other key. Each is { status, headers: [[name, parts]], body: parts }, where
@@ -155,7 +169,7 @@ const dataSource = () =>
 
 class AppModule {}
 Module({
-  controllers: [mode === 'handwritten' ? HandWrittenItemsController : ItemsController],
+  controllers: mode === 'handwritten' ? [HandWrittenItemsController] : [ItemsController, SuggestItemsController],
   imports:
     mode === 'module'
       ? [

@@ -14,9 +14,10 @@
 //
 // Other knobs: BENCH_CONNECTIONS (32), BENCH_ROUNDS (7, of the HTTP scenarios), BENCH_IMPORT_ROUNDS
 // (3), BENCH_SEED_ROWS (1000000), BENCH_IMPORT_ROWS (100000), BENCH_FLEET (20, instances of P8's
-// reconnection), BENCH_OUTPUT (BENCHMARKS.md), BENCH_ONLY=http (P1 to P3 only, their ratios printed
-// and no report written), BENCH_ONLY=p4 (P4's lookups only, printed, no HTTP app and no report:
-// with BENCH_SEED_ROWS=100000 a quick look).
+// reconnection), BENCH_OUTPUT (BENCHMARKS.md), BENCH_ONLY=http (P1 to P3 only, their ratios and
+// queries per 1,000 requests printed and no report written), BENCH_ONLY=p3 (the same for P3's
+// floods only, with and without suggestions), BENCH_ONLY=p4 (P4's lookups only, printed, no HTTP
+// app and no report: with BENCH_SEED_ROWS=100000 a quick look).
 //
 // Three copies of bench/app.js run as child processes: the module app, the plain app (the same
 // routes and DataSource, no module) and the hand-written app. Before any measured run, the
@@ -153,14 +154,21 @@ async function main() {
   const check = await verifyAnchor(apps.module, apps.handwritten);
   log(`byte-equality check passed: ${check.sampled} answers of each app compared (${check.normalised.join('; ')})`);
 
-  const http = await httpScenarios(apps);
-  if (process.env.BENCH_ONLY === 'http') {
-    // A quick look at P1 to P3 only (no report): the ratios of the medians, per scenario.
+  const only = process.env.BENCH_ONLY;
+  const http = await httpScenarios(apps, only === 'p3' ? HTTP_SCENARIOS.filter((s) => s.id === 'P3') : HTTP_SCENARIOS);
+  if (only === 'http' || only === 'p3') {
+    // A quick look at P1 to P3, or P3 only (no report): the ratios of the medians, and the
+    // module app's queries per 1,000 requests, per scenario.
     for (const { id, name, runs } of http) {
       const rps = (mode) => median(runs[mode].map((run) => run.rps));
       const cpu = (mode) => median(runs[mode].map((run) => run.cpuMicros / run.received));
       const anchor = runs.handwritten ? 'handwritten' : 'plain';
-      log(`${id} ${name}: module / ${anchor} ${ratio(rps('module') / rps(anchor))}, CPU per request ${cpu('module').toFixed(0)} / ${cpu(anchor).toFixed(0)} µs`);
+      const queries = runs.module.reduce((total, run) => total + run.queries, 0);
+      const received = runs.module.reduce((total, run) => total + run.received, 0);
+      log(
+        `${id} ${name}: module / ${anchor} ${ratio(rps('module') / rps(anchor))}, CPU per request ${cpu('module').toFixed(0)} / ${cpu(anchor).toFixed(0)} µs, ` +
+          `module ${((queries / received) * 1000).toFixed(2)} queries per 1,000 requests (${queries} in ${received})`,
+      );
     }
     return;
   }
@@ -274,14 +282,24 @@ const HTTP_SCENARIOS = [
     path: () => `/items/${unknownKey()}`,
     expect: { plain: 404, handwritten: 404, module: 404 },
   },
+  // The same flood from browsers, on a route with "did you mean" on: every miss wants
+  // suggestions, and the module's budget (suggestions.maxQueriesPerSecond) holds the queries down.
+  {
+    id: 'P3',
+    name: 'random unknown keys, suggestions on, from browsers (404)',
+    path: () => `/suggest/items/${unknownKey()}`,
+    headers: { accept: 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8' },
+    expect: { plain: 404, module: 404 },
+  },
 ];
 
 /** One autocannon run; every request's path comes from `path()`. */
-async function drive(app, path, duration) {
+async function drive(app, path, duration, headers = undefined) {
   const result = await autocannon({
     url: `http://127.0.0.1:${app.port}`,
     connections: CONNECTIONS,
     duration,
+    ...(headers ? { headers } : {}),
     requests: [{ method: 'GET', setupRequest: (request) => ({ ...request, path: path() }) }],
   });
   const statuses = Object.fromEntries(Object.entries(result.statusCodeStats ?? {}).map(([code, { count }]) => [code, count]));
@@ -300,9 +318,9 @@ async function drive(app, path, duration) {
 /** The apps of a scenario, in round `round`'s order: each takes each place in turn. */
 const inTurn = (apps, round) => apps.map((_, i) => apps[(i + round) % apps.length]);
 
-async function httpScenarios(apps) {
+async function httpScenarios(apps, scenarios = HTTP_SCENARIOS) {
   const results = [];
-  for (const scenario of HTTP_SCENARIOS) {
+  for (const scenario of scenarios) {
     const measured = Object.keys(scenario.expect).map((mode) => apps[mode]);
     // Warm each app up on this scenario's requests only (every key once, then 1 s of the
     // stream: JIT, connection pools, the module's store), then have the hit counts still
@@ -313,7 +331,7 @@ async function httpScenarios(apps) {
         for (const path of scenario.keys()) await getRaw(agent, app.port, path);
         agent.destroy();
       }
-      await drive(app, scenario.path, 1);
+      await drive(app, scenario.path, 1, scenario.headers);
       await app.flush();
     }
     const runs = Object.fromEntries(measured.map((app) => [app.mode, []]));
@@ -321,7 +339,7 @@ async function httpScenarios(apps) {
       for (const app of inTurn(measured, round)) {
         const before = await app.queries();
         const statsBefore = await app.stats();
-        const run = await drive(app, scenario.path, DURATION);
+        const run = await drive(app, scenario.path, DURATION, scenario.headers);
         const after = await app.queries();
         const statsAfter = await app.stats();
         run.round = round;
@@ -1159,7 +1177,7 @@ function render({ pgVersion, http, check, invalidation, imports, lookups, purges
       requests: all.reduce((total, run) => total + run.total, 0),
     };
   });
-  const [live, gone, moved, flood] = summary;
+  const [live, gone, moved, flood, suggesting] = summary;
   const extraQueries = live.apps.module.queriesPerRequest - live.apps.plain.queriesPerRequest;
 
   /** Where a scenario's misses were answered, as the module app counted them. */
@@ -1248,6 +1266,9 @@ function render({ pgVersion, http, check, invalidation, imports, lookups, purges
         why(s.handwritten.ratio >= 0.95, throughputWhy(s, 'handwritten')))),
     row('P3 random unknown keys: queries per 1,000 requests', `${fmt(flood.queriesPerRequest * 1000, 1)} (${flood.queries} in ${fmt(flood.received)} requests)`, '< 1',
       verdict(flood.queriesPerRequest * 1000, 1, false), why(flood.queriesPerRequest * 1000 < 1, statementsWhy(flood))),
+    row('P3 random unknown keys from browsers, suggestions on: queries per 1,000 requests',
+      `${fmt(suggesting.queriesPerRequest * 1000, 1)} (${suggesting.queries} in ${fmt(suggesting.received)} requests)`, '< 1',
+      verdict(suggesting.queriesPerRequest * 1000, 1, false), why(suggesting.queriesPerRequest * 1000 < 1, statementsWhy(suggesting))),
     row(`P4 cold lookup p99 (TombstoneService.resolve(), uncached: a cache miss), ${fmt(SEED_ROWS)} tombstones seeded`,
       `${fmt(lookups.seeded.p99, 2)} ms (p50 ${fmt(lookups.seeded.p50, 2)})`, '≤ 2 ms', verdict(lookups.seeded.p99, 2, false), why(lookups.seeded.p99 <= 2, coldWhy)),
     row(`P4 cold lookup p99 of a key under a prefix tombstone (TombstoneService.resolve()), ${fmt(SEED_ROWS)} tombstones seeded`,

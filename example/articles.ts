@@ -110,8 +110,9 @@ export class ArticlesController {
     return this.articles.list(filter.tag);
   }
 
+  // A browser that asks for a slug that never existed is offered the live slugs most like it.
   @Get(':slug')
-  @Tombstoned('article', { param: 'slug', cacheTags: true })
+  @Tombstoned('article', { param: 'slug', cacheTags: true, suggest: true })
   findOne(@Param('slug', SlugPipe) slug: string): Promise<Article | null> {
     return this.articles.findBySlug(slug);
   }

@@ -144,6 +144,7 @@ const settings = (overrides: Partial<TombstonedSettings> = {}): TombstonedSettin
   param: 'slug',
   label: 'Article',
   emptyMeansNotFound: true,
+  suggest: false,
   cacheTags: true,
   ...overrides,
 });

@@ -29,6 +29,16 @@ export interface TombstonedOptions {
    * and nothing else: no interceptor. Default: `false`.
    */
   cacheTags?: boolean;
+  /**
+   * "Did you mean": a 404 of a GET for a key that has no tombstone carries up to 3 live keys like it
+   * (`suggestions` in JSON and problem details, links in HTML), from the `@TombstoneTracked`
+   * table of the type and from the targets of its moves and merges, in the request's scope.
+   * `true`: for requests that prefer HTML (browsers); `'always'`: for every request. A found
+   * resource pays nothing; misses pay at most the module's `suggestions.maxQueriesPerSecond`.
+   * Every live row of the table in the scope may be suggested, whether or not this route would
+   * show it. See docs/suggestions.md. Default: `false`.
+   */
+  suggest?: boolean | 'always';
 }
 
 
@@ -63,6 +73,11 @@ export function Tombstoned(type: string, options: TombstonedOptions = {}): Class
   if (options.cacheTags !== undefined && typeof options.cacheTags !== 'boolean') {
     throw new TombstoneConfigurationError('@Tombstoned(): `cacheTags` must be true or false.');
   }
+  if (options.suggest !== undefined && typeof options.suggest !== 'boolean' && options.suggest !== 'always') {
+    throw new TombstoneConfigurationError(`@Tombstoned(): \`suggest\` must be true, false or 'always', not ${JSON.stringify(options.suggest)}.`, [
+      "true suggests keys to browsers (requests that prefer text/html); 'always' to every client.",
+    ]);
+  }
   const settings: TombstonedSettings = {
     type,
     param,
@@ -71,11 +86,12 @@ export function Tombstoned(type: string, options: TombstonedOptions = {}): Class
     label: options.label ?? labelOf(type),
     emptyMeansNotFound: options.emptyMeansNotFound ?? true,
     cacheTags: options.cacheTags ?? false,
+    suggest: options.suggest === 'always' ? 'always' : options.suggest ? 'html' : false,
   };
   return applyDecorators(
     wrapHandlers(settings),
     UseFilters(TombstoneExceptionFilter),
-    documentAnswers(settings.label),
+    documentAnswers(settings.label, settings.suggest !== false),
   );
 }
 
@@ -147,7 +163,7 @@ const SWAGGER_API_RESPONSE = 'swagger/apiResponse';
  * Adds the module's answers to the route's OpenAPI responses (read by `@nestjs/swagger`); a
  * response the route documents itself is kept as it is.
  */
-function documentAnswers(label: string): ClassDecorator & MethodDecorator {
+function documentAnswers(label: string, suggest: boolean): ClassDecorator & MethodDecorator {
   // The JSON body of each answer, member for member (see TombstoneRenderer.facts()).
   const string = { type: 'string' };
   const nullable = { type: 'string', nullable: true };
@@ -170,7 +186,7 @@ function documentAnswers(label: string): ClassDecorator & MethodDecorator {
   const answers: Record<number, object> = {
     301: { description: `${label} moved or merged (GET, HEAD; 302 when the move is temporary)`, headers: location, schema: body('moved', moved) },
     308: { description: `${label} moved or merged (other methods; 307 when the move is temporary)`, headers: location, schema: body('moved', moved) },
-    404: { description: `No such ${label}: it never existed, is hidden, or its tombstone expired`, schema: body('not_found') },
+    404: { description: `No such ${label}: it never existed, is hidden, or its tombstone expired`, schema: suggest ? withSuggestions(body('not_found')) : body('not_found') },
     410: {
       description: `${label} deleted for good; the body has deletedAt, reason and alternative`,
       headers: { Link: { description: 'rel="alternate": a replacement, when there is one', schema: { type: 'string' } } },
@@ -187,6 +203,12 @@ function documentAnswers(label: string): ClassDecorator & MethodDecorator {
     );
     Reflect.defineMetadata(SWAGGER_API_RESPONSE, { ...added, ...existing }, holder);
   };
+}
+
+/** A 404's body on a `suggest` route: an optional `suggestions` member (see TombstoneRenderer.facts()). */
+function withSuggestions(schema: { properties: Record<string, object> }): object {
+  const suggestion = { type: 'object', required: ['id', 'location'], properties: { id: { type: 'string' }, location: { type: 'string' } } };
+  return { ...schema, properties: { ...schema.properties, suggestions: { type: 'array', maxItems: 3, items: suggestion } } };
 }
 
 function labelOf(type: string): string {

@@ -1,6 +1,6 @@
 import { HttpStatus, Inject, Injectable, Logger, NotFoundException } from '@nestjs/common';
 import { HTTP_CODE_METADATA } from '@nestjs/common/constants.js';
-import { answerFor, requestPath } from './tombstone.answer.js';
+import { answerFor, buildLocation, requestPath } from './tombstone.answer.js';
 import { tagFound } from './tombstone.cache-tags.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { preview } from './tombstone.exceptions.js';
@@ -11,6 +11,7 @@ import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
 import { TombstoneRequestIds } from './tombstone.request-id.js';
+import { TombstoneSuggestions } from './suggestions/tombstone.suggestions.js';
 import { TombstoneCircuitOpenError } from './cache/tombstone.breaker.js';
 import { TombstoneLookup } from './cache/tombstone.lookup.js';
 import { NO_TOMBSTONE, type TombstoneAnswer, type TombstonedSettings, type TombstoneRequest, type TombstoneResolution, type TombstoneScopeSource } from './tombstone.types.js';
@@ -141,6 +142,7 @@ export class TombstoneMissResolver {
     private readonly tally: TombstoneAnswerTally,
     private readonly requestIds: TombstoneRequestIds,
     private readonly keys: TombstoneKeys,
+    private readonly suggestions: TombstoneSuggestions,
   ) {}
 
   /**
@@ -179,11 +181,29 @@ export class TombstoneMissResolver {
       return this.failed(error, settings, request, key, scope, requestId);
     }
     // Answered from memory: no wait. A lookup that reaches the database ends within lookupTimeoutMs.
-    if ('state' in found) return this.answered(found, this.lookup.lastSource, settings, request, key, stored, scope, requestId);
+    if ('state' in found) return this.suggested(this.answered(found, this.lookup.lastSource, settings, request, key, stored, scope, requestId), settings, request, key, stored, scope);
     return found.then(
-      (resolution) => this.answered(resolution, SOURCE_DATABASE, settings, request, key, stored, scope, requestId),
+      (resolution) => this.suggested(this.answered(resolution, SOURCE_DATABASE, settings, request, key, stored, scope, requestId), settings, request, key, stored, scope),
       (error: unknown) => this.failed(error, settings, request, key, scope, requestId),
     );
+  }
+
+  /**
+   * A 404 the lookup gave, with "did you mean" suggestions when its route and its client want
+   * them. Every such 404 alike, whatever the key's tombstone (none, hidden, a redirect whose URL
+   * could not be built): what is suggested depends on the key's text, its type and its scope
+   * only, so a hidden key gets what a key that never existed gets. Never for a 404 given because
+   * the lookup failed, nor for methods other than GET and HEAD. Suggestions never fail a miss:
+   * none when they cannot be had in time. `key` is the key asked for (its links replace it in the
+   * URL), `stored` its normal form (what live keys are compared with).
+   */
+  private suggested(answer: TombstoneAnswer, settings: TombstonedSettings, request: TombstoneRequest, key: string, stored: string, scope: string): TombstoneAnswer | Promise<TombstoneAnswer> {
+    if (settings.suggest === false || answer.status !== 404 || this.failures.has(answer)) return answer;
+    // "Did you mean" is for finding a page: not for a PATCH or a DELETE that missed.
+    if ((request.method !== 'GET' && request.method !== 'HEAD') || !this.suggestions.wanted(settings.suggest, request)) return answer;
+    const keys = this.suggestions.keys(settings.type, stored, scope);
+    if (!('then' in keys)) return withSuggestions(answer, keys, request, settings, key);
+    return keys.then((found) => withSuggestions(answer, found, request, settings, key));
   }
 
   /** `source`: where the lookup found its answer (see `TombstoneAnswerTally`); `stored`: the key it looked up. */
@@ -270,6 +290,18 @@ export class TombstoneMissResolver {
       param: settings.key ? undefined : settings.param,
     });
   }
+}
+
+/** `answer` with links to `keys`, built like a redirect's: the same route, the key encoded, always same-origin. */
+function withSuggestions(answer: TombstoneAnswer, keys: readonly string[], request: TombstoneRequest, settings: TombstonedSettings, key: string): TombstoneAnswer {
+  if (keys.length === 0) return answer;
+  const param = settings.key ? undefined : settings.param;
+  const suggestions: { id: string; location: string }[] = [];
+  for (const suggested of keys) {
+    const location = buildLocation(request, param, key, suggested);
+    if (location !== null) suggestions.push({ id: suggested, location });
+  }
+  return suggestions.length === 0 ? answer : { ...answer, suggestions };
 }
 
 function isNotFound(error: unknown): boolean {

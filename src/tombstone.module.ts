@@ -19,6 +19,7 @@ import { resolveTombstoneOptions } from './tombstone.options-resolve.js';
 import { TombstoneContextInterceptor } from './tombstone.context.js';
 import { TombstoneRenderer } from './tombstone.renderer.js';
 import { TombstoneRequestIds } from './tombstone.request-id.js';
+import { TombstoneSuggestions } from './suggestions/tombstone.suggestions.js';
 import { TombstoneService } from './tombstone.service.js';
 import { TombstoneCaptureCheck } from './capture/tombstone.capture-check.js';
 import { TombstoneCaptureWrites } from './capture/tombstone.capture-writes.js';
@@ -81,6 +82,7 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
     TombstoneResponseWriter,
     TombstoneRequestIds,
     TombstoneMissResolver,
+    TombstoneSuggestions,
     TombstoneAnswerTally,
     TombstoneHitCounter,
     TombstoneMissLog,

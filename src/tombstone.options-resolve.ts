@@ -17,6 +17,8 @@ import {
   TombstoneLookupCacheOptions,
   TombstoneMissLogOptions,
   TombstoneModuleOptions,
+  type ResolvedSuggestionOptions,
+  TombstoneSuggestionOptions,
 } from './tombstone.options.js';
 
 export type Fail = (message: string, ...solutions: string[]) => never;
@@ -40,6 +42,9 @@ const RANGES: Record<string, { min: number; max: number; unit?: string }> = {
   ttlMs: { min: 1, max: 86_400_000, unit: 'milliseconds' },
   minCapacity: { min: 1000, max: 100_000_000, unit: 'keys' },
   reloadJitterMs: { min: 0, max: 600_000, unit: 'milliseconds' },
+  maxQueriesPerSecond: { min: 1, max: 10_000, unit: 'queries' },
+  burst: { min: 1, max: 10_000, unit: 'queries' },
+  timeoutMs: { min: 1, max: 60_000, unit: 'milliseconds' },
 };
 
 /**
@@ -98,7 +103,22 @@ export function resolveTombstoneOptions(options: TombstoneModuleOptions | undefi
     cache: resolveCache(o.cache, fail),
     cacheTags: resolveCacheTags(o.cacheTags, o.requestIdHeader, fail),
     normalizeKeys: resolveNormalizeKeys(o.normalizeKeys, fail),
+    suggestions: resolveSuggestions(o.suggestions, fail),
   };
+}
+
+function resolveSuggestions(value: unknown, fail: Fail): ResolvedSuggestionOptions {
+  const example = 'e.g. suggestions: { maxQueriesPerSecond: 2 }';
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(`suggestions must be an object, not ${JSON.stringify(value)}.`, example);
+  const settings = withDefaults('suggestions', TombstoneSuggestionOptions, value as object, fail) as ResolvedSuggestionOptions;
+  for (const [key, setting] of Object.entries(settings)) {
+    if (key === 'trigram') {
+      if (typeof setting !== 'boolean') fail(`suggestions.trigram must be true or false, not ${JSON.stringify(setting)}.`);
+    } else {
+      whole(`suggestions.${key}`, setting, fail, example);
+    }
+  }
+  return settings;
 }
 
 /**

@@ -61,6 +61,7 @@ describe('resolveTombstoneOptions', () => {
       },
       cacheTags: false,
       normalizeKeys: new Map(),
+      suggestions: { maxQueriesPerSecond: 1, burst: 2, timeoutMs: 250, maxEntries: 1000, ttlMs: 60_000, trigram: true },
     };
 
     it('applies every default to undefined and to {}', () => {
@@ -111,6 +112,7 @@ describe('resolveTombstoneOptions', () => {
           cache: { maxEntries: 50, ttlMs: 1000, filter: { falsePositiveRate: 0.001 }, listen: 'postgres://listener@db/app' },
           cacheTags: { header: 'Cache-Tag', tag },
           normalizeKeys: { article: 'lower' },
+          suggestions: { maxQueriesPerSecond: 2, burst: 3, timeoutMs: 100, maxEntries: 10, ttlMs: 5000, trigram: false },
         }),
       ).toStrictEqual({
         dataSource: 'tombstones',
@@ -147,6 +149,7 @@ describe('resolveTombstoneOptions', () => {
         },
         cacheTags: { header: 'Cache-Tag', tag, separator: ',' },
         normalizeKeys: new Map([['article', KEY_NORMALIZERS.lower]]),
+        suggestions: { maxQueriesPerSecond: 2, burst: 3, timeoutMs: 100, maxEntries: 10, ttlMs: 5000, trigram: false },
       });
     });
 
@@ -287,7 +290,7 @@ describe('resolveTombstoneOptions', () => {
       expect(message).toContain("unknown option 'lookupTimeout'");
       expect(message).toContain('Potential solutions');
       expect(message).toContain(
-        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, lookups, requestIdHeader, requestId, html, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags, normalizeKeys.',
+        'Use only: dataSource, scope, problemDetails, problemTypeBase, cacheControl, lookupTimeoutMs, maxConcurrentLookups, circuitBreaker, preparedStatements, lookups, requestIdHeader, requestId, html, renderer, actor, captureCheck, hitCounts, missLog, cache, cacheTags, normalizeKeys, suggestions.',
       );
     });
 
@@ -564,5 +567,27 @@ describe('validateScopeSource', () => {
       "TombstoneModule: @Tombstoned('article').scope must be { header }, { param } or a function of the request.",
     );
     expect(() => validateScopeSource(undefined, 'scope')).toThrow(TombstoneConfigurationError);
+  });
+
+  describe('suggestions', () => {
+    it('takes some of its settings, the rest by default', () => {
+      expect(resolve({ suggestions: { maxQueriesPerSecond: 3, trigram: false } }).suggestions).toStrictEqual({
+        maxQueriesPerSecond: 3,
+        burst: 2,
+        timeoutMs: 250,
+        maxEntries: 1000,
+        ttlMs: 60_000,
+        trigram: false,
+      });
+    });
+
+    it('refuses what is not an object, unknown entries, numbers out of range, a trigram that is not a boolean', () => {
+      expect(configurationErrorOf({ suggestions: true })).toContain('suggestions must be an object, not true.');
+      expect(configurationErrorOf({ suggestions: { rate: 1 } })).toContain("unknown suggestions entry 'rate'.");
+      expect(configurationErrorOf({ suggestions: { maxQueriesPerSecond: 0 } })).toContain('suggestions.maxQueriesPerSecond must be a whole number of queries from 1 to 10000, not 0.');
+      expect(configurationErrorOf({ suggestions: { burst: 1.5 } })).toContain('suggestions.burst must be a whole number');
+      expect(configurationErrorOf({ suggestions: { timeoutMs: 60_001 } })).toContain('suggestions.timeoutMs must be a whole number of milliseconds from 1 to 60000');
+      expect(configurationErrorOf({ suggestions: { trigram: 'auto' } })).toContain('suggestions.trigram must be true or false, not "auto".');
+    });
   });
 });

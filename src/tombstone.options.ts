@@ -166,6 +166,36 @@ export class TombstoneLookupCacheOptions {
 }
 
 /**
+ * "Did you mean" on the 404s of routes with `@Tombstoned(type, { suggest })`; see
+ * docs/suggestions.md. Misses that want suggestions share one budget of queries, so that a flood
+ * of unknown keys costs almost none: in a second with more than 20 × `maxQueriesPerSecond` of
+ * them, and the second after, one query per 10,000 of them.
+ */
+export class TombstoneSuggestionOptions {
+  /** Suggestion queries a second, at most, over the whole instance, in quiet times; misses beyond it get none. Default: `1`. */
+  maxQueriesPerSecond?: number = 1;
+
+  /** Suggestion queries allowed at once after a quiet spell, on top of that rate. Default: `2`. */
+  burst?: number = 2;
+
+  /** Longest wait for suggestions; past it the 404 goes without them (and the timeout is logged). Default: `250`. */
+  timeoutMs?: number = 250;
+
+  /** Most keys whose suggestions are kept in memory (only while the lookup cache listens for changes). Default: `1000`. */
+  maxEntries?: number = 1000;
+
+  /** Longest time suggestions are kept, in milliseconds; any change to tombstones drops them all. Default: `60000`. */
+  ttlMs?: number = 60_000;
+
+  /**
+   * Rank with PostgreSQL's `pg_trgm` (`similarity()`, `%`, `<->`) when the extension is installed
+   * in a schema on the search path; `false`, or without it: the keys nearest in sort order, ranked
+   * in memory by the same trigram similarity. Default: `true`.
+   */
+  trigram?: boolean = true;
+}
+
+/**
  * Options of `TombstoneModule.forRoot()`, or what `forRootAsync()`'s factory returns; the same
  * options behave the same through both. Every field is optional, and its initialiser below is
  * its default.
@@ -341,6 +371,13 @@ export class TombstoneModuleOptions {
    * TombstoneModule.forRoot({ normalizeKeys: { article: 'lower', tag: ['lower', 'nfc'], sku: (key) => key.toUpperCase() } });
    */
   normalizeKeys?: Record<string, 'lower' | 'nfc' | ((key: string) => string) | readonly ('lower' | 'nfc' | ((key: string) => string))[]> = undefined;
+
+  /**
+   * The budget and the cache of "did you mean" suggestions, some of `TombstoneSuggestionOptions`.
+   * Routes opt in with `@Tombstoned(type, { suggest: true })`; without such a route nothing runs.
+   * Default: the defaults of `TombstoneSuggestionOptions`.
+   */
+  suggestions?: TombstoneSuggestionOptions = new TombstoneSuggestionOptions();
 }
 
 /**
@@ -357,6 +394,7 @@ export type ResolvedFilterOptions = Resolved<TombstoneFilterOptions>;
 export type ResolvedCircuitBreakerOptions = Resolved<TombstoneCircuitBreakerOptions>;
 export type ResolvedCacheOptions = Resolved<TombstoneLookupCacheOptions, 'store' | 'listen', { filter: ResolvedFilterOptions | false }>;
 export type ResolvedCacheTagsOptions = Resolved<TombstoneCacheTagsOptions, 'tag'>;
+export type ResolvedSuggestionOptions = Resolved<TombstoneSuggestionOptions>;
 /** Each answer's `Cache-Control` as a header value (objects of directives written out), or `false`. */
 export type ResolvedCacheControl = { [K in keyof TombstoneCacheControl]-?: string | false };
 
@@ -373,5 +411,6 @@ export type ResolvedTombstoneOptions = Resolved<
     cacheTags: ResolvedCacheTagsOptions | false;
     /** The normaliser of each type that has one, the built-ins and functions composed into one. */
     normalizeKeys: ReadonlyMap<string, (key: string) => string>;
+    suggestions: ResolvedSuggestionOptions;
   }
 >;

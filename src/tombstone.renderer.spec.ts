@@ -387,3 +387,26 @@ describe('TombstoneRenderer', () => {
     });
   });
 });
+
+describe('TombstoneRenderer: suggestions', () => {
+  const renderer = new TombstoneRenderer();
+  const suggestions = [
+    { id: 'hello-world', location: '/articles/hello-world' },
+    { id: 'hello wörld', location: '/articles/hello%20w%C3%B6rld' },
+  ];
+
+  it('a 404 carries them after its id, in JSON and in problem details', () => {
+    const answer: TombstoneAnswer = { ...notFound, id: 'hello-wrold', path: '/articles/hello-wrold', suggestions };
+    const json = renderer.render(answer, 'json').body;
+    expect(Object.keys(json)).toEqual(['error', 'message', 'resource', 'id', 'suggestions', 'path', 'requestId']);
+    expect(json.suggestions).toStrictEqual(suggestions);
+    expect(renderer.render(answer, 'problem').body).toMatchObject({ status: 404, suggestions });
+  });
+
+  it('none, or an empty list, adds no member; a 410 or a redirect never carries them', () => {
+    expect(renderer.render({ ...notFound, suggestions: [] }, 'json').body).not.toHaveProperty('suggestions');
+    expect(renderer.render(notFound, 'problem').body).not.toHaveProperty('suggestions');
+    expect(renderer.render({ ...gone, suggestions }, 'json').body).not.toHaveProperty('suggestions');
+    expect(renderer.render({ ...moved, suggestions }, 'json').body).not.toHaveProperty('suggestions');
+  });
+});

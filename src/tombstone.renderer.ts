@@ -149,6 +149,8 @@ export class TombstoneRenderer {
     } else if (answer.error === 'moved') {
       facts.location = answer.location;
       facts.movedTo = answer.targetId;
+    } else if (answer.suggestions !== undefined && answer.suggestions.length > 0) {
+      facts.suggestions = answer.suggestions.map(({ id, location }) => ({ id, location }));
     }
     facts.path = answer.path;
     facts.requestId = answer.requestId;

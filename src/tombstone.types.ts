@@ -45,6 +45,8 @@ export interface TombstonedSettings {
   readonly emptyMeansNotFound: boolean;
   /** Whether a found resource's answer carries the cache tag header too. */
   readonly cacheTags: boolean;
+  /** "Did you mean" on 404s: off, for requests that prefer HTML, or for every request. */
+  readonly suggest: false | 'html' | 'always';
 }
 
 /**
@@ -119,6 +121,9 @@ export interface TombstoneAnswer {
   readonly alternative?: string | null;
   /** Whether a scope was involved: scoped answers are never publicly cacheable. */
   readonly scoped: boolean;
-  /** A 404 of a key that never existed: up to 3 live keys like it, each with its same-origin link. */
+  /**
+   * 404s of routes with `suggest`: up to 3 live keys like the one asked for, most alike first,
+   * each with its same-origin link. Absent when there are none.
+   */
   readonly suggestions?: readonly { readonly id: string; readonly location: string }[];
 }

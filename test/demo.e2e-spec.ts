@@ -119,6 +119,18 @@ describe.each(ADAPTERS)('demo app contract (%s)', (adapter) => {
     expect(hidden.headers['cache-control']).toBe(never.headers['cache-control']);
   });
 
+  it('GET /articles/helo-world from a browser → 404 with "did you mean" /articles/hello-world; never the hidden draft', async () => {
+    const browser = 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8';
+    const typo = await http.get('/articles/helo-world').set('Accept', browser).expect(404);
+    expect(typo.text).toContain('/articles/hello-world');
+    // An API client gets the plain 404.
+    const api = await http.get('/articles/helo-world').expect(404);
+    expect(api.body).not.toHaveProperty('suggestions');
+    // The hidden draft is never offered, however close the typo.
+    const draft = await http.get('/articles/draft-note').set('Accept', browser).expect(404);
+    expect(draft.text).not.toContain('draft-notes');
+  });
+
   it('a malformed slug stays a 400, never a 500', async () => {
     await http.get('/articles/a%00b').expect(400);
     await http.get('/articles/..%2F..%2Fadmin').expect(400);

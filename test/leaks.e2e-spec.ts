@@ -4,7 +4,10 @@ import request from 'supertest';
 import { TombstoneModule, type TombstoneModuleOptions, TombstoneService } from '../src/index.js';
 import { ItemsController } from './fixtures/items.fixture.js';
 import { pagesController } from './fixtures/pages.fixture.js';
-import { ADAPTERS, bootApp, settled } from './support/app.js';
+import { bootSuggestionApp, SuggestedArticle } from './fixtures/suggestions.fixture.js';
+import { TombstoneFences } from '../src/cache/tombstone.fences.js';
+import { ADAPTERS, bootApp, filterLoaded, settled } from './support/app.js';
+import { eventually } from './support/eventually.js';
 import { createTestDatabase, type TestDatabase } from './support/database.js';
 import { QueryCounter } from './support/query-counter.js';
 
@@ -193,6 +196,79 @@ describe.each(ADAPTERS)('no existence leaks (%s)', (adapter) => {
         expect(other.shape).not.toMatch(/secret|elsewhere|acme/);
       }
       expect((await probePage('leakq-gone/a/b', 'acme')).shape).toMatch(/^410\n/);
+    });
+  });
+});
+
+// "Did you mean": what a 404 suggests depends on the key's text, type and scope only. A hidden
+// key, a soft-deleted row's key and another tenant's key get exactly the suggestions of a key
+// that never existed, at the same cost, and none of them is ever suggested (if one were, the
+// never-existed key's answer would name it and the two would differ).
+describe.each(ADAPTERS)('no existence leaks through suggestions (%s)', (adapter) => {
+  describe.each([
+    ['with pg_trgm', true],
+    ['without pg_trgm', false],
+  ] as const)('%s', (_, trigram) => {
+    let app: INestApplication;
+    let close: () => Promise<void>;
+    let http: ReturnType<typeof request>;
+    const counter = new QueryCounter();
+
+    beforeAll(async () => {
+      ({ app, close } = await bootSuggestionApp(adapter, { trigram, counter, module: { suggestions: { maxQueriesPerSecond: 10_000, burst: 10_000 } } }));
+      http = request(app.getHttpServer());
+    });
+
+    afterAll(async () => {
+      await close?.();
+    });
+
+    const probe = async (key: string, tenant = 'acme') => {
+      counter.reset();
+      const res = await http.get(`/always/articles/${encodeURIComponent(key)}`).set('X-Tenant-Id', tenant).set('Accept', 'application/json');
+      // The request's own statements: the handler's, a lookup's, the suggestions' (not the
+      // module's background work that may land meanwhile: notifications, filter loads).
+      return { shape: shape(res, key), queries: counter.queries.filter((q) => /\bsug_articles\b|\btombstones t\b/.test(q)).length };
+    };
+
+    it('hidden, soft-deleted and other tenants’ keys get the suggestions of a key that never existed', async () => {
+      const service = app.get(TombstoneService);
+      const articles = service.dataSource.getRepository(SuggestedArticle);
+      await articles.save([
+        articles.create({ tenant: 'acme', slug: 'leak-article' }),
+        articles.create({ tenant: 'acme', slug: 'leak-articlh' }),
+        articles.create({ tenant: 'globex', slug: 'leak-articli' }),
+        articles.create({ tenant: 'globex', slug: 'leak-articlj' }),
+      ]);
+      await service.recordHidden('article', 'leak-articlf', { scope: 'acme' });
+      await articles.softDelete({ tenant: 'acme', slug: 'leak-articlh' }); // captured: hidden
+      await articles.delete({ tenant: 'globex', slug: 'leak-articlj' }); // captured: deleted, in globex
+      await service.recordMove('article', 'leak-articlk', 'leak-articlm', { scope: 'globex' });
+      await settled(app);
+      // Captured writes fence their type until this instance has heard them (read-your-writes):
+      // lookups meanwhile are queries. The probes compare keys in one state: after it.
+      await eventually(() => expect(app.get(TombstoneFences, { strict: false }).unsure('article')).toBe(false));
+      await filterLoaded(app);
+      // pg_trgm is looked for once, at the first suggestion: warmed up until a probe has its
+      // suggestions (on a busy machine the first query may outlast timeoutMs, and run on).
+      let warm = 0;
+      await eventually(async () => expect((await probe(`leak-articl${warm++}`)).shape).toContain('"suggestions"'));
+      const never = await probe('leak-articlg');
+      expect(never.shape).toMatch(/^404\n/);
+      expect(never.queries).toBe(2); // the handler's, and the suggestions'
+      expect(never.shape).toContain('"suggestions":[{"id":"leak-article","location":"/always/articles/leak-article"}]');
+      expect(await probe('leak-articlf')).toEqual(never); // hidden
+      expect(await probe('leak-articlh')).toEqual(await probe('leak-articln')); // soft-deleted
+      // Another tenant's live row, deleted row and moved key; each against a fresh never-existed key.
+      for (const [theirs, nobodys] of [
+        ['leak-articli', 'leak-articlq'],
+        ['leak-articlj', 'leak-articlr'],
+        ['leak-articlk', 'leak-articls'],
+      ]) {
+        expect(await probe(theirs)).toEqual(await probe(nobodys));
+      }
+      // globex sees its own, which acme never does.
+      expect((await probe('leak-articlp', 'globex')).shape).toContain('"id":"leak-articli"');
     });
   });
 });

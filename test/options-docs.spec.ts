@@ -25,6 +25,7 @@ import {
   TombstoneLookupCacheOptions,
   TombstoneMissLogOptions,
   TombstoneModuleOptions,
+  TombstoneSuggestionOptions,
 } from '../src/tombstone.options.js';
 import { resolveTombstoneOptions } from '../src/tombstone.options-resolve.js';
 
@@ -40,6 +41,7 @@ const MODULE_CLASSES = {
   cache: TombstoneLookupCacheOptions,
   'cache.filter': TombstoneFilterOptions,
   cacheTags: TombstoneCacheTagsOptions,
+  suggestions: TombstoneSuggestionOptions,
 } satisfies Record<string, new () => object>;
 
 /** Options that ConfigurableModuleBuilder adds (`setExtras`), documented with the others. */
