@@ -18,17 +18,15 @@ const images = path.join(root, 'docs', 'images');
 
 /**
  * What to photograph: the file in docs/images/, the demo's path, the status the page must have
- * (a shot of the wrong page is worse than none), and the Accept of a browser unless said.
+ * (a shot of the wrong page is worse than none), what it must show (`shows`), and the Accept of a browser unless said.
  */
 const SHOTS = [
   // HTML answers (issue 16, item 1): what a person who clicked an old link sees.
   { file: 'html-410.png', path: '/articles/summer-sale-2025', status: 410 },
   { file: 'html-404.png', path: '/articles/never-was', status: 404 },
-  // To come, each once its page exists:
-  // - 'html-404-suggestions.png': a 404 with "Did you mean" links (issue 16, item 2; a route
-  //   with suggestions on, and a key one letter off a live one, e.g. /articles/hello-wrld).
-  // - 'admin-*.png': the admin page's screens (issue 16, item 3): the list, the misses log,
-  //   the import preview; these need the admin token typed in first (a `before(page, base)` step).
+  // A 404 with "Did you mean" links (issue 16, item 2): the demo's articles suggest to browsers.
+  { file: 'html-404-suggestions.png', path: '/articles/helo-world', status: 404, shows: '/articles/hello-world' },
+  // The admin page's screens: scripts/screenshots-admin.mjs (npm run screenshots runs both).
 ];
 
 const VIEWPORT = { width: 900, height: 360 };
@@ -77,6 +75,7 @@ async function main() {
       const page = await context.newPage();
       const response = await page.goto(base + shot.path);
       if (response?.status() !== shot.status) throw new Error(`${shot.path} answered ${response?.status()}, not ${shot.status}: no picture of the wrong page.`);
+      if (shot.shows && !(await page.content()).includes(shot.shows)) throw new Error(`${shot.path} does not show ${shot.shows}: no picture of the wrong page.`);
       const file = path.join(images, shot.file);
       await page.screenshot({ path: file });
       await page.close();
