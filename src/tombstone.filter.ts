@@ -220,7 +220,8 @@ export class TombstoneResponseWriter {
     // The commonest Accept values need no negotiation.
     const accept = request.headers.accept;
     if (accept === undefined || accept === '*/*' || accept === 'application/json') return this.jsonFormat;
-    const offers = typeof accept === 'string' && accept.includes('text/') ? this.htmlOffers : this.jsonOffers;
+    // Media types are case-insensitive (RFC 9110 §8.3.1): `TEXT/HTML` names text/ too.
+    const offers = typeof accept === 'string' && TEXT_TYPE.test(accept) ? this.htmlOffers : this.jsonOffers;
     if (offers === null) return this.jsonFormat;
     const preferred = new Negotiator(request as never).mediaType(offers);
     if (preferred === 'text/html') return 'html';
@@ -263,6 +264,9 @@ export function scopedCacheControl(value: string): string {
 }
 
 const ACCEPT = ['Accept'];
+
+/** An `Accept` that names a `text/…` type, in any case. */
+const TEXT_TYPE = /text\//i;
 
 /**
  * Adds `values` to a list header the app may have set already (CORS's `Vary: Origin`, a `Link`

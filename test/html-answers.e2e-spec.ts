@@ -136,6 +136,9 @@ describe.each(ADAPTERS)('HTML answers for browsers (%s)', (adapter) => {
     ['text/* (any text)', 'text/*'],
     ['HTML preferred to JSON', 'application/json;q=0.9, text/html'],
     ['Firefox', 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8'],
+    // RFC 9110 §8.3.1: the type and subtype are case-insensitive.
+    ['in capitals', 'TEXT/HTML'],
+    ['mixed case, with a fallback', 'Text/Html, */*;q=0.8'],
   ])('%s: the page', async (_name, accept) => {
     const res = await http.get('/items/deleted').set('Accept', accept).expect(410);
     expect(res.headers['content-type']).toBe(HTML);
