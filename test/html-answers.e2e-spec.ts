@@ -123,6 +123,8 @@ describe.each(ADAPTERS)('HTML answers for browsers (%s)', (adapter) => {
     ['a client that takes JSON first (axios)', 'application/json, text/plain, */*'],
     ['*/* with a weight', '*/*;q=0.8'],
     ['HTML less wanted than JSON', 'text/html;q=0.5, application/json'],
+    ['application/*', 'application/*'],
+    ['JSON listed first at one weight', 'application/json, text/html'],
   ])('%s: JSON, as before', async (_name, accept) => {
     const req = http.get('/items/deleted');
     const res = await (accept === undefined ? req : req.set('Accept', accept)).expect(410);
@@ -139,6 +141,9 @@ describe.each(ADAPTERS)('HTML answers for browsers (%s)', (adapter) => {
     // RFC 9110 §8.3.1: the type and subtype are case-insensitive.
     ['in capitals', 'TEXT/HTML'],
     ['mixed case, with a fallback', 'Text/Html, */*;q=0.8'],
+    // At one weight, a type named outright beats a wildcard (docs/responses.md).
+    ['HTML and */* at one weight', 'text/html;q=0.8, */*;q=0.8'],
+    ['text/* and */*', 'text/*, */*'],
   ])('%s: the page', async (_name, accept) => {
     const res = await http.get('/items/deleted').set('Accept', accept).expect(410);
     expect(res.headers['content-type']).toBe(HTML);
