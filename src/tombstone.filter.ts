@@ -81,10 +81,22 @@ export class TombstoneExceptionFilter implements ExceptionFilter<TombstoneMissEx
   private lastResort(error: unknown, exception: TombstoneMissException, request: TombstoneRequest, response: { headersSent?: boolean }, host: ArgumentsHost): void {
     this.logger.error(`Could not answer a tombstone miss: ${(error as Error)?.message ?? String(error)}`, (error as Error)?.stack);
     if (response.headersSent) return;
+    const { writer, resolver } = this.runtime!;
+    let plain: TombstoneAnswer | undefined;
     try {
-      this.runtime!.writer.write(this.runtime!.resolver.plain(exception.settings, request), request, response, exception.settings);
+      plain = resolver.plain(exception.settings, request);
+      writer.write(plain, request, response, exception.settings);
+      return;
     } catch (again) {
       this.logger.error(`Could not answer a tombstone miss with a plain 404 either: ${(again as Error)?.message ?? String(again)}`);
+    }
+    // A page of the renderer's that cannot be made (a template that throws): the plain 404 as
+    // JSON, with the module's headers (Vary, Cache-Control, the request id), rather than Nest's
+    // bare 404, which a shared cache could keep and give to API clients.
+    try {
+      if (plain === undefined || response.headersSent) throw new Error('no plain answer');
+      writer.write(plain, request, response, exception.settings, false, true);
+    } catch {
       this.asHandlerDid({ error: new NotFoundException() }, host);
     }
   }
@@ -144,9 +156,11 @@ export class TombstoneResponseWriter {
   /**
    * Writes `answer`; `settings` are those of the route that missed (none for a thrown answer).
    * `tagged`: the answer is what the lookup said of its key, and carries the key's cache tags.
+   * `noPage`: JSON (or problem details) whatever the client accepts, the last resort when the
+   * HTML page could not be made.
    */
-  write(answer: TombstoneAnswer, request: TombstoneRequest, response: unknown, settings?: TombstonedSettings, tagged = false): void {
-    const format = this.formatFor(request);
+  write(answer: TombstoneAnswer, request: TombstoneRequest, response: unknown, settings?: TombstonedSettings, tagged = false, noPage = false): void {
+    const format = noPage ? this.jsonFormat : this.formatFor(request);
     const rendered = format === 'html' ? this.renderer.renderHtml(answer) : this.renderer.render(answer, format);
     const http = this.http();
     http.setHeader(response, 'Content-Type', rendered.contentType);

@@ -212,8 +212,16 @@ describe.each(ADAPTERS)('HTML answers for browsers (%s)', (adapter) => {
         }
       }
       const broken = await boot({ renderer: BrokenPage });
-      const res = await broken.get('/items/deleted').set('Accept', BROWSER).expect(404);
+      const res = await broken.get('/items/deleted').set('Accept', BROWSER).set('x-request-id', 'req-broken').expect(404);
       expect(res.text).not.toContain('template bug');
+      // The module's plain 404 all the same, with its headers: a shared cache must not keep it
+      // for an API client (whose answer is the 410), nor for long.
+      expect(res.headers['content-type']).toBe('application/json; charset=utf-8');
+      expect(res.body).toMatchObject({ error: 'not_found', id: 'deleted', requestId: 'req-broken' });
+      expect(res.headers.vary).toBe('Accept, x-tenant-id');
+      expect(res.headers['cache-control']).toBe('no-store');
+      expect(res.headers['x-content-type-options']).toBe('nosniff');
+      expect(res.headers['x-request-id']).toBe('req-broken');
       // API clients are not affected.
       await broken.get('/items/deleted').expect(410);
     });
