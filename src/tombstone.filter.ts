@@ -93,8 +93,9 @@ export class TombstoneExceptionFilter implements ExceptionFilter<TombstoneMissEx
     // A page of the renderer's that cannot be made (a template that throws): the plain 404 as
     // JSON, with the module's headers (Vary, Cache-Control, the request id), rather than Nest's
     // bare 404, which a shared cache could keep and give to API clients.
+    if (response.headersSent || (response as { sent?: boolean }).sent) return;
     try {
-      if (plain === undefined || response.headersSent) throw new Error('no plain answer');
+      if (plain === undefined) throw new Error('no plain answer');
       writer.write(plain, request, response, exception.settings, false, true);
     } catch {
       this.asHandlerDid({ error: new NotFoundException() }, host);
