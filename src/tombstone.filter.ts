@@ -81,10 +81,23 @@ export class TombstoneExceptionFilter implements ExceptionFilter<TombstoneMissEx
   private lastResort(error: unknown, exception: TombstoneMissException, request: TombstoneRequest, response: { headersSent?: boolean }, host: ArgumentsHost): void {
     this.logger.error(`Could not answer a tombstone miss: ${(error as Error)?.message ?? String(error)}`, (error as Error)?.stack);
     if (response.headersSent) return;
+    const { writer, resolver } = this.runtime!;
+    let plain: TombstoneAnswer | undefined;
     try {
-      this.runtime!.writer.write(this.runtime!.resolver.plain(exception.settings, request), request, response, exception.settings);
+      plain = resolver.plain(exception.settings, request);
+      writer.write(plain, request, response, exception.settings);
+      return;
     } catch (again) {
       this.logger.error(`Could not answer a tombstone miss with a plain 404 either: ${(again as Error)?.message ?? String(again)}`);
+    }
+    // A page of the renderer's that cannot be made (a template that throws): the plain 404 as
+    // JSON, with the module's headers (Vary, Cache-Control, the request id), rather than Nest's
+    // bare 404, which a shared cache could keep and give to API clients.
+    if (response.headersSent || (response as { sent?: boolean }).sent) return;
+    try {
+      if (plain === undefined) throw new Error('no plain answer');
+      writer.write(plain, request, response, exception.settings, false, true);
+    } catch {
       this.asHandlerDid({ error: new NotFoundException() }, host);
     }
   }
@@ -144,9 +157,11 @@ export class TombstoneResponseWriter {
   /**
    * Writes `answer`; `settings` are those of the route that missed (none for a thrown answer).
    * `tagged`: the answer is what the lookup said of its key, and carries the key's cache tags.
+   * `noPage`: JSON (or problem details) whatever the client accepts, the last resort when the
+   * HTML page could not be made.
    */
-  write(answer: TombstoneAnswer, request: TombstoneRequest, response: unknown, settings?: TombstonedSettings, tagged = false): void {
-    const format = this.formatFor(request);
+  write(answer: TombstoneAnswer, request: TombstoneRequest, response: unknown, settings?: TombstonedSettings, tagged = false, noPage = false): void {
+    const format = noPage ? this.jsonFormat : this.formatFor(request);
     const rendered = format === 'html' ? this.renderer.renderHtml(answer) : this.renderer.render(answer, format);
     const http = this.http();
     http.setHeader(response, 'Content-Type', rendered.contentType);
@@ -220,7 +235,8 @@ export class TombstoneResponseWriter {
     // The commonest Accept values need no negotiation.
     const accept = request.headers.accept;
     if (accept === undefined || accept === '*/*' || accept === 'application/json') return this.jsonFormat;
-    const offers = typeof accept === 'string' && accept.includes('text/') ? this.htmlOffers : this.jsonOffers;
+    // Media types are case-insensitive (RFC 9110 §8.3.1): `TEXT/HTML` names text/ too.
+    const offers = typeof accept === 'string' && TEXT_TYPE.test(accept) ? this.htmlOffers : this.jsonOffers;
     if (offers === null) return this.jsonFormat;
     const preferred = new Negotiator(request as never).mediaType(offers);
     if (preferred === 'text/html') return 'html';
@@ -263,6 +279,9 @@ export function scopedCacheControl(value: string): string {
 }
 
 const ACCEPT = ['Accept'];
+
+/** An `Accept` that names a `text/…` type, in any case. */
+const TEXT_TYPE = /text\//i;
 
 /**
  * Adds `values` to a list header the app may have set already (CORS's `Vary: Origin`, a `Link`

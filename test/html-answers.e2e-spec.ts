@@ -123,6 +123,8 @@ describe.each(ADAPTERS)('HTML answers for browsers (%s)', (adapter) => {
     ['a client that takes JSON first (axios)', 'application/json, text/plain, */*'],
     ['*/* with a weight', '*/*;q=0.8'],
     ['HTML less wanted than JSON', 'text/html;q=0.5, application/json'],
+    ['application/*', 'application/*'],
+    ['JSON listed first at one weight', 'application/json, text/html'],
   ])('%s: JSON, as before', async (_name, accept) => {
     const req = http.get('/items/deleted');
     const res = await (accept === undefined ? req : req.set('Accept', accept)).expect(410);
@@ -136,6 +138,12 @@ describe.each(ADAPTERS)('HTML answers for browsers (%s)', (adapter) => {
     ['text/* (any text)', 'text/*'],
     ['HTML preferred to JSON', 'application/json;q=0.9, text/html'],
     ['Firefox', 'text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8'],
+    // RFC 9110 §8.3.1: the type and subtype are case-insensitive.
+    ['in capitals', 'TEXT/HTML'],
+    ['mixed case, with a fallback', 'Text/Html, */*;q=0.8'],
+    // At one weight, a type named outright beats a wildcard (docs/responses.md).
+    ['HTML and */* at one weight', 'text/html;q=0.8, */*;q=0.8'],
+    ['text/* and */*', 'text/*, */*'],
   ])('%s: the page', async (_name, accept) => {
     const res = await http.get('/items/deleted').set('Accept', accept).expect(410);
     expect(res.headers['content-type']).toBe(HTML);
@@ -204,8 +212,16 @@ describe.each(ADAPTERS)('HTML answers for browsers (%s)', (adapter) => {
         }
       }
       const broken = await boot({ renderer: BrokenPage });
-      const res = await broken.get('/items/deleted').set('Accept', BROWSER).expect(404);
+      const res = await broken.get('/items/deleted').set('Accept', BROWSER).set('x-request-id', 'req-broken').expect(404);
       expect(res.text).not.toContain('template bug');
+      // The module's plain 404 all the same, with its headers: a shared cache must not keep it
+      // for an API client (whose answer is the 410), nor for long.
+      expect(res.headers['content-type']).toBe('application/json; charset=utf-8');
+      expect(res.body).toMatchObject({ error: 'not_found', id: 'deleted', requestId: 'req-broken' });
+      expect(res.headers.vary).toBe('Accept, x-tenant-id');
+      expect(res.headers['cache-control']).toBe('no-store');
+      expect(res.headers['x-content-type-options']).toBe('nosniff');
+      expect(res.headers['x-request-id']).toBe('req-broken');
       // API clients are not affected.
       await broken.get('/items/deleted').expect(410);
     });
