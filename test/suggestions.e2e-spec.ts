@@ -2,8 +2,11 @@ import { jest } from '@jest/globals';
 import { type INestApplication, Logger } from '@nestjs/common';
 import request from 'supertest';
 import { DataSource } from 'typeorm';
+import { TombstoneAdminModule } from '../src/admin/index.js';
+import { TombstoneMissLog } from '../src/counters/tombstone.misses.js';
 import { TombstoneService } from '../src/index.js';
 import { rankBySimilarity } from '../src/suggestions/tombstone.similarity.js';
+import { ADMIN_TOKEN, TokenGuard } from './fixtures/admin.fixture.js';
 import { bootSuggestionApp, SuggestedArticle } from './fixtures/suggestions.fixture.js';
 import { ADAPTERS, settled } from './support/app.js';
 import { eventually } from './support/eventually.js';
@@ -245,5 +248,67 @@ describe.each(ADAPTERS)('suggestions under a flood of unknown keys (%s)', (adapt
     expect(queries).toBeGreaterThan(0);
     expect(queries).toBeLessThanOrEqual(2 + Math.ceil(seconds));
     expect(suggested).toBe(0); // no live key looks like a random one
+  });
+});
+
+// The admin page's target picker: what a miss may redirect to, read for the operator.
+describe.each(ADAPTERS)('the admin misses’ suggestions (%s)', (adapter) => {
+  let app: INestApplication;
+  let close: () => Promise<void>;
+  let http: ReturnType<typeof request>;
+
+  beforeAll(async () => {
+    ({ app, close } = await bootSuggestionApp(adapter, {
+      trigram: false,
+      // The misses' budget spent at once: the operator's suggestions do not draw on it.
+      module: { missLog: true, suggestions: { maxQueriesPerSecond: 1, burst: 1 } },
+      imports: [TombstoneAdminModule.forRoot({ guard: TokenGuard })],
+    }));
+    http = request(app.getHttpServer());
+    const data = app.get(TombstoneService).dataSource;
+    const repo = data.getRepository(SuggestedArticle);
+    await repo.save(['hello-world', 'hello-worlds', 'goodbye-moon'].map((slug) => repo.create({ tenant: 'acme', slug })));
+    await repo.save(repo.create({ tenant: 'globex', slug: 'hello-worle' }));
+    // A live row, masked: never offered.
+    await app.get(TombstoneService).recordHidden('article', 'hello-worlds', { scope: 'acme' });
+    await settled(app);
+    // Misses of browsers and API clients, more than the budget allows suggestions for.
+    for (const key of ['helo-world', 'hello-wrld', 'goodby-moon']) await http.get(`/articles/${key}`).set('X-Tenant-Id', 'acme').expect(404);
+    app.get(TombstoneMissLog).flush();
+    await eventually(async () => {
+      const res = await http.get('/tombstone-misses').set('Authorization', ADMIN_TOKEN).expect(200);
+      expect((res.body as { items: unknown[] }).items).toHaveLength(3);
+    });
+  });
+
+  afterAll(async () => {
+    await close?.();
+  });
+
+  const missId = async (key: string) => {
+    const res = await http.get('/tombstone-misses').query({ keyPrefix: key }).set('Authorization', ADMIN_TOKEN).expect(200);
+    return (res.body as { items: { id: string; key: string }[] }).items.find((item) => item.key === key)!.id;
+  };
+
+  it('gives the live keys of the miss’s scope most like it, never a hidden one or another scope’s', async () => {
+    for (const [key, first] of [
+      ['helo-world', 'hello-world'],
+      ['hello-wrld', 'hello-world'],
+      ['goodby-moon', 'goodbye-moon'],
+    ]) {
+      const res = await http.get(`/tombstone-misses/${await missId(key)}/suggestions`).set('Authorization', ADMIN_TOKEN).expect(200);
+      const { keys } = res.body as { keys: string[] };
+      expect(keys[0]).toBe(first);
+      expect(keys).not.toContain('hello-worlds');
+      expect(keys).not.toContain('hello-worle');
+      expect(res.headers['cache-control']).toBe('no-store');
+    }
+  });
+
+  it('is behind the admin guard, and answers 404 for a miss that is not there', async () => {
+    const id = await missId('helo-world');
+    await http.get(`/tombstone-misses/${id}/suggestions`).expect(401);
+    await http.get(`/tombstone-misses/${id}/suggestions`).set('Authorization', 'Bearer wrong').expect(403);
+    await http.get('/tombstone-misses/999999999/suggestions').set('Authorization', ADMIN_TOKEN).expect(404);
   });
 });

@@ -123,6 +123,30 @@ export class TombstoneSuggestions implements OnModuleInit, OnModuleDestroy {
     return answer;
   }
 
+  /**
+   * Up to 3 keys like `key`, for an operator choosing a redirect's target (the admin page's
+   * misses screen): the same sources and ranking as `keys()`, read now, outside the misses'
+   * budget (the admin endpoints are guarded, and asked one at a time), and never kept. Never
+   * rejects: none when they cannot be known within `timeoutMs` (logged at a bounded rate).
+   */
+  async forOperator(type: string, key: string, scope: string): Promise<readonly string[]> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), this.settings.timeoutMs);
+      timer.unref?.();
+    });
+    try {
+      const found = await Promise.race([this.query(type, key, scope), timeout]);
+      if (found !== 'timeout') return found;
+      this.logFailure(new Error(`no answer within ${this.settings.timeoutMs} ms`), type, key, scope);
+    } catch (error) {
+      this.logFailure(error, type, key, scope);
+    } finally {
+      clearTimeout(timer);
+    }
+    return NONE;
+  }
+
   private async query(type: string, key: string, scope: string): Promise<readonly string[]> {
     const source = this.sourceOf(type);
     const rows = source !== null && (source.scope !== null || scope === '') ? source : null;

@@ -46,6 +46,15 @@ export class TombstoneMissesAdminController {
     return this.misses.get(id);
   }
 
+  @Get(':id/suggestions')
+  @ApiOperation({ summary: 'Live keys like the missed one, most alike first (up to 3): targets to redirect the miss to' })
+  @ApiParam({ name: 'id', type: String })
+  @ApiOkResponse({ description: '{ keys }: keys of the type in the miss’s scope, from its tracked table and its live redirects’ targets (see “did you mean” suggestions)' })
+  @ApiResponse({ status: 404, description: 'No miss has this id' })
+  suggestions(@Param('id', TombstoneMissIdPipe) id: string): Promise<{ keys: readonly string[] }> {
+    return this.misses.suggestions(id);
+  }
+
   @Post(':id/resolve')
   @ApiOperation({ summary: 'Create the tombstone of this miss’s key (e.g. a move to the right key), and delete the miss' })
   @ApiParam({ name: 'id', type: String })

@@ -4,6 +4,7 @@ import type { DataSource } from 'typeorm';
 import { TombstoneTable } from '../../table/tombstone.table.js';
 import { TombstoneKeys } from '../../tombstone.keys.js';
 import { coreProvider } from '../admin.core.js';
+import { TombstoneSuggestions } from '../../suggestions/tombstone.suggestions.js';
 import { type ListTombstoneMissesQuery, type ResolveTombstoneMissDto, TOMBSTONE_MISS_SORTS, type TombstoneMissSort } from './misses.dto.js';
 import { TOMBSTONE_ADMIN_OPTIONS } from '../admin.module-definition.js';
 import type { ResolvedTombstoneAdminOptions } from '../admin.options.js';
@@ -120,6 +121,17 @@ export class TombstoneMissesAdminService {
     const [row] = (await this.db.query(`SELECT ${MISS_COLUMNS} FROM tombstone_misses WHERE id = $1`, [id])) as MissRow[];
     if (!row) throw missing(id);
     return view(row);
+  }
+
+  /**
+   * Live keys like the missed one, most alike first (up to 3): where the miss may redirect to.
+   * Drawn as a 404's "did you mean" is (see `TombstoneSuggestions`), from the type's tracked table
+   * and its live redirects' targets in the miss's scope; none for a type the module knows no
+   * table of and that has no redirects like it.
+   */
+  async suggestions(id: string): Promise<{ keys: readonly string[] }> {
+    const miss = await this.get(id);
+    return { keys: await coreProvider(this.moduleRef, TombstoneSuggestions).forOperator(miss.type, miss.key, miss.scope) };
   }
 
   /**

@@ -104,7 +104,7 @@ export function missesScreen(view) {
         return () => changed(miss.key + ' now redirects to ' + created.target + '.');
       },
     });
-    suggestTargets({ scope: miss.scope, type: miss.type, key: miss.key }).then(
+    suggestTargets({ id: miss.id, scope: miss.scope, type: miss.type, key: miss.key }).then(
       (keys) => {
         suggestions.replaceChildren(
           ...keys.map((key) =>

@@ -7,22 +7,29 @@ const MAX_SUGGESTIONS = 5;
 const CANDIDATES = 200;
 
 /**
- * Keys a miss may redirect to, best first. The hook for a suggestion service: this draws from
- * what the admin API lists today, the targets of the newest redirects of the same scope and type
- * (keys that are known to lead somewhere live), ranked by how much they look like the missed key.
+ * Keys a miss may redirect to, best first: the live keys the module would suggest for it (its
+ * type's tracked table and live redirects' targets, ranked by the database), then the targets of
+ * the newest redirects of the same scope and type, ranked here by how much they look like the
+ * missed key.
  */
-export async function suggestTargets({ scope, type, key }) {
+export async function suggestTargets({ id, scope, type, key }) {
   const seen = new Set();
+  if (id) {
+    const { keys } = await request('tombstone-misses/' + encodeURIComponent(id) + '/suggestions');
+    for (const live of keys) if (live !== key) seen.add(live);
+  }
+  const live = [...seen];
   for (const kind of ['moved', 'merged']) {
     const { items } = await request('tombstones', { query: { scope, type, kind, limit: CANDIDATES } });
     for (const item of items) if (item.target && item.target !== key) seen.add(item.target);
   }
-  return [...seen]
+  const targets = [...seen]
+    .filter((candidate) => !live.includes(candidate))
     .map((candidate) => ({ candidate, score: similarity(key, candidate) }))
     .filter(({ score }) => score > 0)
     .sort((a, b) => b.score - a.score || a.candidate.localeCompare(b.candidate))
-    .slice(0, MAX_SUGGESTIONS)
     .map(({ candidate }) => candidate);
+  return [...live, ...targets].slice(0, MAX_SUGGESTIONS);
 }
 
 /** Dice's coefficient over character pairs: 1 for equal strings, 0 for nothing in common. */
