@@ -287,6 +287,10 @@ describe('TombstoneRenderer', () => {
     it('escapes the five characters that matter in text and quoted attributes', () => {
       expect(escapeHtml(hostile)).toBe(escaped);
       expect(escapeHtml('plain text, é, ü')).toBe('plain text, é, ü');
+      // Characters that reorder what is shown (Trojan Source) are shown as U+FFFD; others stay.
+      expect(escapeHtml('abc\u202Egnp.exe')).toBe('abc\uFFFDgnp.exe');
+      expect(escapeHtml('\u2066x\u2069 \u202A<y>\u202C')).toBe('\uFFFDx\uFFFD \uFFFD&lt;y&gt;\uFFFD');
+      expect(escapeHtml('עברית and العربية, \u200F')).toBe('עברית and العربية, \u200F');
     });
 
     it('a 410: the status, what happened, when, why, and a link to the alternative', () => {

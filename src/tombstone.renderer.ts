@@ -247,7 +247,7 @@ export class TombstoneRenderer {
 
   private readonly dateFormats = new Map<string, Intl.DateTimeFormat>();
 
-  /** `value` with `&`, `<`, `>`, `"` and `'` escaped, for HTML text and quoted attributes. */
+  /** `value` for HTML text and quoted attributes (see `escapeHtml()`). */
   protected escape(value: string): string {
     return escapeHtml(value);
   }
@@ -284,12 +284,19 @@ export class TombstoneRenderer {
 
 const HTML_ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
 
+/**
+ * `value` for HTML text and quoted attributes: `&`, `<`, `>`, `"` and `'` escaped, and the
+ * characters that reorder text on screen (bidirectional embeddings, overrides and isolates,
+ * U+202A to U+202E and U+2066 to U+2069) shown as U+FFFD: a key is whatever a link's author typed,
+ * and `/articles/%E2%80%AEgnp.exe` must not read as something else on the site's own page.
+ */
 export function escapeHtml(value: string): string {
   // Most values (keys, labels, request ids) have nothing to escape.
-  return HAS_ESCAPE.test(value) ? value.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c]) : value;
+  return HAS_ESCAPE.test(value) ? value.replace(ESCAPED, (c) => HTML_ESCAPES[c] ?? '\uFFFD') : value;
 }
 
-const HAS_ESCAPE = /[&<>"']/;
+const HAS_ESCAPE = /[&<>"'\u202A-\u202E\u2066-\u2069]/;
+const ESCAPED = /[&<>"'\u202A-\u202E\u2066-\u2069]/g;
 
 function shorten(id: string): string {
   return id.length <= 200 ? id : `${id.slice(0, 200)}…`;
