@@ -81,8 +81,11 @@ export class TombstoneKeys {
 
   /**
    * A key prefix that filters a list of keys of `type` (the admin's `keyPrefix`), in the form the
-   * keys are stored in. Built-in normal forms keep prefixes (the lower case of a prefix is a
-   * prefix of the lower case); a function may not, and one that fails leaves the prefix as given.
+   * keys are stored in. Built-in normal forms keep prefixes almost always: the lower case of a
+   * prefix is a prefix of the lower case but where the prefix's last letter changes with what
+   * follows (a Greek `Σ` ends a word as `ς`: `ΟΔΟΣ` lowers to `οδος`, `ΟΔΟΣX` to `οδοσx`), and NFC
+   * may compose a prefix's last character with the next one. A function may not keep them at
+   * all; one that fails leaves the prefix as given.
    */
   prefix(type: string | undefined, prefix: string): string {
     const normalize = type === undefined ? undefined : this.of(type);
