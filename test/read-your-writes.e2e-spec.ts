@@ -269,10 +269,13 @@ describe.each(ADAPTERS)('read-your-writes on the writing instance (%s)', (adapte
       await service.recordDeletion('article', 'import-cached');
       // Its own notification heard, so that it cannot drop the answer stored next.
       await eventually(() => expect(fences.unsure('article')).toBe(false));
-      await answered('before', cached, 410);
-      const before = lookup.stats().cached;
-      await answered('before', cached, 410);
-      expect(lookup.stats().cached).toBeGreaterThan(before);
+      // Until the store answers it: a notification of an earlier write that arrives while the
+      // first lookup reads the database keeps that answer out of the store (it may be stale).
+      await eventually(async () => {
+        const before = lookup.stats().cached;
+        await answered('before', cached, 410);
+        expect(lookup.stats().cached).toBeGreaterThan(before);
+      });
       await answered('before', unknown, 404);
       hold();
       await http
