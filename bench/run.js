@@ -17,7 +17,9 @@
 // reconnection), BENCH_OUTPUT (BENCHMARKS.md), BENCH_ONLY=http (P1 to P3 only, their ratios and
 // queries per 1,000 requests printed and no report written), BENCH_ONLY=p3 (the same for P3's
 // floods only, with and without suggestions), BENCH_ONLY=p4 (P4's lookups only, printed, no HTTP
-// app and no report: with BENCH_SEED_ROWS=100000 a quick look).
+// app and no report: with BENCH_SEED_ROWS=100000 a quick look). A full run keeps its
+// measurements in a JSON file (its path is logged) before it writes the report:
+// BENCH_RENDER_FROM=<that file> node bench/run.js writes the report from them again.
 //
 // Three copies of bench/app.js run as child processes: the module app, the plain app (the same
 // routes and DataSource, no module) and the hand-written app. Before any measured run, the
@@ -29,7 +31,7 @@
 import 'reflect-metadata';
 import { fork } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Agent, createServer, get as httpGet } from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -102,6 +104,12 @@ const cleanUp = () =>
   })());
 
 async function main() {
+  if (process.env.BENCH_RENDER_FROM) {
+    const report = render(JSON.parse(readFileSync(process.env.BENCH_RENDER_FROM, 'utf8')));
+    writeFileSync(OUTPUT, report);
+    log(`rendered from ${process.env.BENCH_RENDER_FROM}, written to ${OUTPUT}`);
+    return;
+  }
   database = await createBenchDatabase('tombstones_bench', log);
   dbUrl = database.url;
 
@@ -181,7 +189,13 @@ async function main() {
   const lookups = await lookupScenario();
   const starts = await startScenario();
 
-  const report = render({ pgVersion, http, check, invalidation, imports, lookups, purges, starts });
+  // Kept before the report is written: a report that fails to render can be rendered again from
+  // them (BENCH_RENDER_FROM=<file> node bench/run.js), without measuring again.
+  const measured = { pgVersion, http, check, invalidation, imports, lookups, purges, starts };
+  const kept = join(os.tmpdir(), `nestjs-tombstones-bench-${Date.now()}.json`);
+  writeFileSync(kept, JSON.stringify(measured));
+  log(`measurements kept in ${kept}`);
+  const report = render(measured);
   writeFileSync(OUTPUT, report);
   console.log(`\n${report}`);
   log(`written to ${OUTPUT}`);
@@ -1133,6 +1147,7 @@ function render({ pgVersion, http, check, invalidation, imports, lookups, purges
   const perThousand = (n, of) => fmt((n / of) * 1000, 1);
   const signed = (n, digits = 0) => `${n >= 0 ? '+' : '−'}${fmt(Math.abs(n), digits)}`;
   const sum = (runs, field) => runs.reduce((total, run) => total + run[field], 0);
+  const answeredCell = (a) => `${fmt(a.filtered)} / ${fmt(a.cached)} / ${fmt(a.queried)}`;
 
   // Per HTTP scenario and app: medians of the rounds; per pair, the ratio of the medians and the
   // range of the ratios of the runs of one round.
@@ -1360,7 +1375,6 @@ function render({ pgVersion, http, check, invalidation, imports, lookups, purges
     `| per million keys of capacity | ${mb((f.bytes / f.capacity) * 1e6)} |`,
   ];
 
-  const answeredCell = (a) => `${fmt(a.filtered)} / ${fmt(a.cached)} / ${fmt(a.queried)}`;
   const lookupTable = [
     '| Cold lookup (`TombstoneService.resolve()`) | p50 ms | p99 ms | max ms | Queries per lookup | Answer |',
     '|---|---:|---:|---:|---:|---|',
