@@ -193,8 +193,21 @@ async function main() {
   // them (BENCH_RENDER_FROM=<file> node bench/run.js), without measuring again.
   const measured = { pgVersion, http, check, invalidation, imports, lookups, purges, starts };
   const kept = join(os.tmpdir(), `nestjs-tombstones-bench-${Date.now()}.json`);
-  writeFileSync(kept, JSON.stringify(measured));
-  log(`measurements kept in ${kept}`);
+  try {
+    // Plain data only: the measurements also hold what produced them (an app context, a pool).
+    const seen = new WeakSet();
+    const plain = (_key, value) => {
+      if (value === null || typeof value !== 'object') return value;
+      const proto = Object.getPrototypeOf(value);
+      if (seen.has(value) || (proto !== Object.prototype && proto !== Array.prototype && proto !== null)) return undefined;
+      seen.add(value);
+      return value;
+    };
+    writeFileSync(kept, JSON.stringify(measured, plain));
+    log(`measurements kept in ${kept}`);
+  } catch (error) {
+    log(`measurements not kept (${error.message})`);
+  }
   const report = render(measured);
   writeFileSync(OUTPUT, report);
   console.log(`\n${report}`);
