@@ -3,7 +3,7 @@ import { APP_INTERCEPTOR, ModuleRef } from '@nestjs/core';
 import { LruTombstoneCacheStore, TombstoneCacheStore } from './cache/tombstone.cache.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneCacheTags } from './tombstone.cache-tags.js';
-import { TombstoneResponseWriter } from './tombstone.filter.js';
+import { TombstoneResponseWriter } from './tombstone.response-writer.js';
 import { TombstoneKeys } from './tombstone.keys.js';
 import { TombstoneMissResolver } from './tombstone.miss.js';
 import { TombstoneAnswerTally } from './counters/tombstone.answers.js';

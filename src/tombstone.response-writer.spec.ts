@@ -1,4 +1,4 @@
-import { scopedCacheControl } from './tombstone.filter.js';
+import { scopedCacheControl } from './tombstone.response-writer.js';
 
 describe('scopedCacheControl', () => {
   it.each([
