@@ -54,6 +54,11 @@ export function answerFor(resolution: TombstoneResolution, context: AnswerContex
       break;
   }
   // 'none', 'hidden' and an unbuildable redirect: the same plain 404, fact for fact.
+  return notFoundAnswer(resource, label, id, path, requestId, scoped);
+}
+
+/** The 404 of a key: the same facts whether it never existed, is hidden or could not be redirected. */
+export function notFoundAnswer(resource: string, label: string, id: string, path: string, requestId: string, scoped: boolean): TombstoneAnswer {
   return { status: 404, error: 'not_found', resource, label, id, path, requestId, scoped };
 }
 

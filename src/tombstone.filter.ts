@@ -1,6 +1,7 @@
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException, Injectable, Logger, NotFoundException } from '@nestjs/common';
 import { BaseExceptionFilter, HttpAdapterHost, ModuleRef } from '@nestjs/core';
 import { TombstoneMissException, TombstoneMissResolver } from './tombstone.miss.js';
+import { PreparedReply } from './tombstone.prepared.js';
 import { TombstoneResponseWriter } from './tombstone.response-writer.js';
 import { type TombstoneAnswer, type TombstoneRequest } from './tombstone.types.js';
 
@@ -59,11 +60,12 @@ export class TombstoneExceptionFilter implements ExceptionFilter<TombstoneMissEx
     );
   }
 
-  private deliver(answer: TombstoneAnswer | undefined, exception: TombstoneMissException, request: TombstoneRequest, response: { headersSent?: boolean }, host: ArgumentsHost): void {
+  private deliver(answer: TombstoneAnswer | PreparedReply | undefined, exception: TombstoneMissException, request: TombstoneRequest, response: { headersSent?: boolean }, host: ArgumentsHost): void {
     if (answer === undefined) return this.asHandlerDid(exception.outcome, host);
     try {
       const { writer, resolver } = this.runtime!;
-      writer.write(answer, request, response, exception.settings, writer.tagging && !resolver.failedOpen(answer));
+      if (answer instanceof PreparedReply) writer.writePrepared(answer, request, response, exception.settings);
+      else writer.write(answer, request, response, exception.settings, writer.tagging && !resolver.failedOpen(answer));
     } catch (error) {
       this.lastResort(error, exception, request, response, host);
     }

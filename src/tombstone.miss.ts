@@ -10,6 +10,7 @@ import { LogBudget } from './tombstone.log-budget.js';
 import { TombstoneHitCounter } from './counters/tombstone.hits.js';
 import { TombstoneMissLog } from './counters/tombstone.misses.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
+import { PreparedReply, TombstonePreparedAnswers } from './tombstone.prepared.js';
 import { TombstoneRequestIds } from './tombstone.request-id.js';
 import { TombstoneSuggestions } from './suggestions/tombstone.suggestions.js';
 import { TombstoneCircuitOpenError } from './cache/tombstone.breaker.js';
@@ -143,14 +144,16 @@ export class TombstoneMissResolver {
     private readonly requestIds: TombstoneRequestIds,
     private readonly keys: TombstoneKeys,
     private readonly suggestions: TombstoneSuggestions,
+    private readonly prepared: TombstonePreparedAnswers,
   ) {}
 
   /**
    * The answer to a miss, or `undefined` for a route whose key cannot be read (not keyed). A
    * value when memory answered the lookup (no promise, no timer), a promise when the database or
-   * an async scope function is asked.
+   * an async scope function is asked. From memory, often a prepared answer (see
+   * `TombstonePreparedAnswers`).
    */
-  answer(settings: TombstonedSettings, request: TombstoneRequest): TombstoneAnswer | undefined | Promise<TombstoneAnswer | undefined> {
+  answer(settings: TombstonedSettings, request: TombstoneRequest): TombstoneAnswer | PreparedReply | undefined | Promise<TombstoneAnswer | PreparedReply | undefined> {
     const key = keyOf(settings, request);
     if (typeof key !== 'string') return undefined;
     const requestId = this.requestIds.of(request);
@@ -169,7 +172,7 @@ export class TombstoneMissResolver {
     return this.lookUp(settings, request, key, scopeOf(source, request), requestId);
   }
 
-  private lookUp(settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer | Promise<TombstoneAnswer> {
+  private lookUp(settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer | PreparedReply | Promise<TombstoneAnswer> {
     let found: TombstoneResolution | Promise<TombstoneResolution>;
     // The key as tombstones store it (option normalizeKeys); answers keep the key asked for.
     let stored = key;
@@ -181,7 +184,13 @@ export class TombstoneMissResolver {
       return this.failed(error, settings, request, key, scope, requestId);
     }
     // Answered from memory: no wait. A lookup that reaches the database ends within lookupTimeoutMs.
-    if ('state' in found) return this.suggested(this.answered(found, this.lookup.lastSource, settings, request, key, stored, scope, requestId), settings, request, key, stored, scope);
+    if ('state' in found) {
+      if (this.prepared.enabled && settings.suggest !== 'always' && this.prepared.accepts(request)) {
+        const reply = this.prepared.reply(settings, request, key, scope !== '', found, requestId);
+        if (reply !== undefined) return this.counted(reply, found, this.lookup.lastSource, settings, request, key, stored, scope, requestId);
+      }
+      return this.suggested(this.answered(found, this.lookup.lastSource, settings, request, key, stored, scope, requestId), settings, request, key, stored, scope);
+    }
     return found.then(
       (resolution) => this.suggested(this.answered(resolution, SOURCE_DATABASE, settings, request, key, stored, scope, requestId), settings, request, key, stored, scope),
       (error: unknown) => this.failed(error, settings, request, key, scope, requestId),
@@ -217,17 +226,34 @@ export class TombstoneMissResolver {
     scope: string,
     requestId: string,
   ): TombstoneAnswer {
-    const answer = this.answerOf(resolution, settings, request, key, scope, requestId);
-    // Only an answered lookup counts: after a failure nothing is known, and nothing is written.
-    // A hidden key is not counted: it answers exactly as a key that never existed; nor is a
-    // redirect whose URL could not be built (a plain 404 too).
+    return this.counted(this.answerOf(resolution, settings, request, key, scope, requestId), resolution, source, settings, request, key, stored, scope, requestId);
+  }
+
+  /**
+   * Counts what a lookup answered, and gives its answer. Only an answered lookup counts: after a
+   * failure nothing is known, and nothing is written. A hidden key is not counted: it answers
+   * exactly as a key that never existed; nor is a redirect whose URL could not be built (a plain
+   * 404 too). A count that fails fails the answer open.
+   */
+  private counted<T extends TombstoneAnswer | PreparedReply>(
+    answer: T,
+    resolution: TombstoneResolution,
+    source: number,
+    settings: TombstonedSettings,
+    request: TombstoneRequest,
+    key: string,
+    stored: string,
+    scope: string,
+    requestId: string,
+  ): T | TombstoneAnswer {
+    const status = answer instanceof PreparedReply ? answer.prepared.answer.status : answer.status;
     try {
       if (resolution.state === 'none') this.misses.record(scope, settings.type, stored, request.headers.referer);
-      else if (resolution.state !== 'hidden' && answer.status !== 404) this.hits.record(resolution.id);
+      else if (resolution.state !== 'hidden' && status !== 404) this.hits.record(resolution.id);
     } catch (error) {
       return this.failed(error, settings, request, key, scope, requestId);
     }
-    this.tally.count(settings.type, resolution.state, source, answer.status);
+    this.tally.count(settings.type, resolution.state, source, status);
     return answer;
   }
 

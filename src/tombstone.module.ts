@@ -3,6 +3,7 @@ import { APP_INTERCEPTOR, ModuleRef } from '@nestjs/core';
 import { LruTombstoneCacheStore, TombstoneCacheStore } from './cache/tombstone.cache.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import { TombstoneCacheTags } from './tombstone.cache-tags.js';
+import { TombstonePreparedAnswers } from './tombstone.prepared.js';
 import { TombstoneResponseWriter } from './tombstone.response-writer.js';
 import { TombstoneKeys } from './tombstone.keys.js';
 import { TombstoneMissResolver } from './tombstone.miss.js';
@@ -80,6 +81,7 @@ import { TombstoneWriter } from './table/tombstone.writer.js';
     TombstoneNotifications,
     TombstoneCacheTags,
     TombstoneResponseWriter,
+    TombstonePreparedAnswers,
     TombstoneRequestIds,
     TombstoneMissResolver,
     TombstoneSuggestions,

@@ -11,7 +11,7 @@ export interface RenderedAnswer {
 }
 
 /** An HTML answer: the page, and the headers that go with it (its `Content-Security-Policy`). */
-interface RenderedPage {
+export interface RenderedPage {
   readonly contentType: string;
   readonly body: string;
   readonly headers: Readonly<Record<string, string>>;
@@ -298,6 +298,9 @@ export function escapeHtml(value: string): string {
 const HAS_ESCAPE = /[&<>"'\u202A-\u202E\u2066-\u2069]/;
 const ESCAPED = /[&<>"'\u202A-\u202E\u2066-\u2069]/g;
 
+/** Keys up to this long are quoted whole in messages; longer ones are cut there. */
+export const UNSHORTENED_ID_LENGTH = 200;
+
 function shorten(id: string): string {
-  return id.length <= 200 ? id : `${id.slice(0, 200)}…`;
+  return id.length <= UNSHORTENED_ID_LENGTH ? id : `${id.slice(0, UNSHORTENED_ID_LENGTH)}…`;
 }

@@ -5,8 +5,15 @@ import Negotiator from 'negotiator';
 import { TombstoneCacheTags } from './tombstone.cache-tags.js';
 import { TOMBSTONE_OPTIONS } from './tombstone.constants.js';
 import type { ResolvedTombstoneOptions } from './tombstone.options.js';
-import { type TombstoneFormat, TombstoneRenderer } from './tombstone.renderer.js';
+import { jsonText, type PreparedBytes, type PreparedReply, SLOT_KEY, SLOT_REQUEST_ID, slotsOf, TombstonePreparedAnswers } from './tombstone.prepared.js';
+import { type RenderedAnswer, type RenderedPage, type TombstoneFormat, TombstoneRenderer } from './tombstone.renderer.js';
 import { type TombstoneAnswer, type TombstonedSettings, type TombstoneRequest } from './tombstone.types.js';
+
+/** How headers and bodies are written. */
+interface Writing {
+  setHeader(response: unknown, name: string, value: string): void;
+  send(response: unknown, body: string, status: number): void;
+}
 
 /** Writes tombstone answers: status, headers and body, identically on Express and Fastify. */
 @Injectable()
@@ -16,6 +23,7 @@ export class TombstoneResponseWriter {
     @Inject(TOMBSTONE_OPTIONS) private readonly options: ResolvedTombstoneOptions,
     @Inject(TombstoneRenderer) private readonly renderer: TombstoneRenderer,
     private readonly cacheTags: TombstoneCacheTags,
+    private readonly prepared: TombstonePreparedAnswers,
   ) {
     this.cacheControls = cacheControlsOf(options.cacheControl);
     this.tagging = cacheTags.enabled;
@@ -42,7 +50,60 @@ export class TombstoneResponseWriter {
   write(answer: TombstoneAnswer, request: TombstoneRequest, response: unknown, settings?: TombstonedSettings, tagged = false, noPage = false): void {
     const format = noPage ? this.jsonFormat : this.formatFor(request);
     const rendered = format === 'html' ? this.renderer.renderHtml(answer) : this.renderer.render(answer, format);
+    this.emit(this.http(), response, answer, rendered, settings, tagged);
+  }
+
+  /**
+   * Writes a prepared answer (see `TombstonePreparedAnswers`): the same status, headers and body
+   * bytes as `write()` would, made once and filled in. The request asked for JSON in a way that
+   * needs no negotiation (`TombstonePreparedAnswers.accepts()`).
+   */
+  writePrepared(reply: PreparedReply, request: TombstoneRequest, response: unknown, settings: TombstonedSettings): void {
+    const prepared = reply.prepared;
+    if (prepared.bytes === undefined) prepared.bytes = this.prepare(prepared.answer, settings);
+    const bytes = prepared.bytes;
+    if (bytes === null) return this.write(reply.answer(), request, response, settings);
     const http = this.http();
+    for (const [name, value, list] of bytes.headers) {
+      if (list !== undefined) appendList(http, response, name, list);
+      else http.setHeader(response, name, value === SLOT_REQUEST_ID ? reply.requestId : value);
+    }
+    let body = '';
+    for (const part of bytes.body) {
+      body += typeof part === 'string' ? part : part === SLOT_REQUEST_ID ? reply.requestId : part === SLOT_KEY ? jsonText(reply.key) : jsonText(reply.path);
+    }
+    http.send(response, body, bytes.status);
+  }
+
+  /**
+   * The bytes of a prepared answer: `write()`'s, recorded, with the sentinels turned into slots.
+   * `null` when a header would hold the key or the path (headers escape them otherwise than JSON).
+   */
+  private prepare(answer: TombstoneAnswer, settings: TombstonedSettings): PreparedBytes | null {
+    const headers: [string, string][] = [];
+    let sent: { body: string; status: number } | undefined;
+    const recorder = {
+      setHeader: (_response: unknown, name: string, value: string) => void headers.push([name, value]),
+      send: (_response: unknown, body: string, status: number) => void (sent = { body, status }),
+    };
+    // A response with no header yet: each list header is set whole, and is added to at each use.
+    this.emit(recorder, {}, answer, this.renderer.render(answer, this.jsonFormat), settings, false);
+    if (sent === undefined) return null;
+    const prepared: PreparedBytes['headers'][number][] = [];
+    for (const [name, value] of headers) {
+      const slots = slotsOf(value, this.prepared.sentinels);
+      if (slots.length === 1 && slots[0] === SLOT_REQUEST_ID) prepared.push([name, SLOT_REQUEST_ID]);
+      else if (slots.some((slot) => typeof slot !== 'string')) return null;
+      // Vary's members are tokens; a Link is one value (its URL may hold a comma).
+      else if (name === 'Vary') prepared.push([name, value, value.split(', ')]);
+      else if (name === 'Link') prepared.push([name, value, [value]]);
+      else prepared.push([name, value]);
+    }
+    return { status: sent.status, headers: prepared, body: slotsOf(sent.body, this.prepared.sentinels) };
+  }
+
+  /** Sets an answer's headers in their order, then sends its status and body. */
+  private emit(http: Writing, response: unknown, answer: TombstoneAnswer, rendered: RenderedAnswer | RenderedPage, settings: TombstonedSettings | undefined, tagged: boolean): void {
     http.setHeader(response, 'Content-Type', rendered.contentType);
     if ('headers' in rendered && rendered.headers) for (const [name, value] of Object.entries(rendered.headers)) http.setHeader(response, name, value);
     // The body holds user data (the key, a reason): never let a browser sniff it as HTML.
@@ -74,9 +135,9 @@ export class TombstoneResponseWriter {
   }
 
   /** How headers and bodies are written on this app's HTTP adapter (decided at the first answer). */
-  private writing?: { setHeader(response: unknown, name: string, value: string): void; send(response: unknown, body: string, status: number): void };
+  private writing?: Writing;
 
-  private http(): NonNullable<TombstoneResponseWriter['writing']> {
+  private http(): Writing {
     if (this.writing) return this.writing;
     const adapter = this.adapterHost.httpAdapter;
     if (adapter.getType() !== 'express') {
@@ -166,7 +227,7 @@ const TEXT_TYPE = /text\//i;
  * Adds `values` to a list header the app may have set already (CORS's `Vary: Origin`, a `Link`
  * of its own), as one header: values already there are kept, and none is repeated.
  */
-function appendList(adapter: { setHeader(response: unknown, name: string, value: string): unknown }, response: unknown, name: string, values: string[]): void {
+function appendList(adapter: { setHeader(response: unknown, name: string, value: string): unknown }, response: unknown, name: string, values: readonly string[]): void {
   const current = (response as { getHeader?: (name: string) => unknown }).getHeader?.(name);
   // The commonest case: nothing set yet.
   if (current === undefined) {
