@@ -164,36 +164,36 @@ export class TombstoneMissResolver {
         try {
           scope = scopeValue(await source(request));
         } catch (error) {
-          return this.failed(error, settings, request, key, scope, requestId);
+          return this.failed(error, { settings, request, key, stored: key, scope, requestId });
         }
-        return this.lookUp(settings, request, key, scope, requestId);
+        return this.lookUp({ settings, request, key, stored: key, scope, requestId });
       })();
     }
-    return this.lookUp(settings, request, key, scopeOf(source, request), requestId);
+    return this.lookUp({ settings, request, key, stored: key, scope: scopeOf(source, request), requestId });
   }
 
-  private lookUp(settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer | PreparedReply | Promise<TombstoneAnswer> {
+  private lookUp(miss: Miss): TombstoneAnswer | PreparedReply | Promise<TombstoneAnswer> {
+    const { settings, request } = miss;
     let found: TombstoneResolution | Promise<TombstoneResolution>;
-    // The key as tombstones store it (option normalizeKeys); answers keep the key asked for.
-    let stored = key;
     try {
+      // The key as tombstones store it (option normalizeKeys); answers keep the key asked for.
       const normalize = this.keys.of(settings.type);
-      if (normalize !== undefined) stored = lookupKey(normalize, key);
-      found = this.lookup.resolve(settings.type, stored, scope);
+      if (normalize !== undefined) miss.stored = lookupKey(normalize, miss.key);
+      found = this.lookup.resolve(settings.type, miss.stored, miss.scope);
     } catch (error) {
-      return this.failed(error, settings, request, key, scope, requestId);
+      return this.failed(error, miss);
     }
     // Answered from memory: no wait. A lookup that reaches the database ends within lookupTimeoutMs.
     if ('state' in found) {
       if (this.prepared.enabled && settings.suggest !== 'always' && this.prepared.accepts(request)) {
-        const reply = this.prepared.reply(settings, request, key, scope !== '', found, requestId);
-        if (reply !== undefined) return this.counted(reply, found, this.lookup.lastSource, settings, request, key, stored, scope, requestId);
+        const reply = this.prepared.reply(settings, request, miss.key, miss.scope !== '', found, miss.requestId);
+        if (reply !== undefined) return this.counted(reply, reply.prepared.answer.status, found, this.lookup.lastSource, miss);
       }
-      return this.suggested(this.answered(found, this.lookup.lastSource, settings, request, key, stored, scope, requestId), settings, request, key, stored, scope);
+      return this.suggested(this.answered(found, this.lookup.lastSource, miss), miss);
     }
     return found.then(
-      (resolution) => this.suggested(this.answered(resolution, SOURCE_DATABASE, settings, request, key, stored, scope, requestId), settings, request, key, stored, scope),
-      (error: unknown) => this.failed(error, settings, request, key, scope, requestId),
+      (resolution) => this.suggested(this.answered(resolution, SOURCE_DATABASE, miss), miss),
+      (error: unknown) => this.failed(error, miss),
     );
   }
 
@@ -203,10 +203,10 @@ export class TombstoneMissResolver {
    * could not be built): what is suggested depends on the key's text, its type and its scope
    * only, so a hidden key gets what a key that never existed gets. Never for a 404 given because
    * the lookup failed, nor for methods other than GET and HEAD. Suggestions never fail a miss:
-   * none when they cannot be had in time. `key` is the key asked for (its links replace it in the
-   * URL), `stored` its normal form (what live keys are compared with).
+   * none when they cannot be had in time. Links replace the key asked for in the URL; live keys
+   * are compared with its normal form (`stored`).
    */
-  private suggested(answer: TombstoneAnswer, settings: TombstonedSettings, request: TombstoneRequest, key: string, stored: string, scope: string): TombstoneAnswer | Promise<TombstoneAnswer> {
+  private suggested(answer: TombstoneAnswer, { settings, request, key, stored, scope }: Miss): TombstoneAnswer | Promise<TombstoneAnswer> {
     if (settings.suggest === false || answer.status !== 404 || this.failures.has(answer)) return answer;
     // "Did you mean" is for finding a page: not for a PATCH or a DELETE that missed.
     if ((request.method !== 'GET' && request.method !== 'HEAD') || !this.suggestions.wanted(settings.suggest, request)) return answer;
@@ -215,43 +215,25 @@ export class TombstoneMissResolver {
     return keys.then((found) => withSuggestions(answer, found, request, settings, key));
   }
 
-  /** `source`: where the lookup found its answer (see `TombstoneAnswerTally`); `stored`: the key it looked up. */
-  private answered(
-    resolution: TombstoneResolution,
-    source: number,
-    settings: TombstonedSettings,
-    request: TombstoneRequest,
-    key: string,
-    stored: string,
-    scope: string,
-    requestId: string,
-  ): TombstoneAnswer {
-    return this.counted(this.answerOf(resolution, settings, request, key, scope, requestId), resolution, source, settings, request, key, stored, scope, requestId);
+  /** `source`: where the lookup found its answer (see `TombstoneAnswerTally`). */
+  private answered(resolution: TombstoneResolution, source: number, miss: Miss): TombstoneAnswer {
+    const answer = this.answerOf(resolution, miss);
+    return this.counted(answer, answer.status, resolution, source, miss);
   }
 
   /**
-   * Counts what a lookup answered, and gives its answer. Only an answered lookup counts: after a
-   * failure nothing is known, and nothing is written. A hidden key is not counted: it answers
-   * exactly as a key that never existed; nor is a redirect whose URL could not be built (a plain
-   * 404 too). A count that fails fails the answer open.
+   * Counts what a lookup answered (with `status`), and gives its answer. Only an answered lookup
+   * counts: after a failure nothing is known, and nothing is written. A hidden key is not
+   * counted: it answers exactly as a key that never existed; nor is a redirect whose URL could not
+   * be built (a plain 404 too). A count that fails fails the answer open.
    */
-  private counted<T extends TombstoneAnswer | PreparedReply>(
-    answer: T,
-    resolution: TombstoneResolution,
-    source: number,
-    settings: TombstonedSettings,
-    request: TombstoneRequest,
-    key: string,
-    stored: string,
-    scope: string,
-    requestId: string,
-  ): T | TombstoneAnswer {
-    const status = answer instanceof PreparedReply ? answer.prepared.answer.status : answer.status;
+  private counted<T extends TombstoneAnswer | PreparedReply>(answer: T, status: number, resolution: TombstoneResolution, source: number, miss: Miss): T | TombstoneAnswer {
+    const { settings } = miss;
     try {
-      if (resolution.state === 'none') this.misses.record(scope, settings.type, stored, request.headers.referer);
+      if (resolution.state === 'none') this.misses.record(miss.scope, settings.type, miss.stored, miss.request.headers.referer);
       else if (resolution.state !== 'hidden' && status !== 404) this.hits.record(resolution.id);
     } catch (error) {
-      return this.failed(error, settings, request, key, scope, requestId);
+      return this.failed(error, miss);
     }
     this.tally.count(settings.type, resolution.state, source, status);
     return answer;
@@ -265,7 +247,8 @@ export class TombstoneMissResolver {
     } catch {
       key = undefined;
     }
-    const answer = this.answerOf(NO_TOMBSTONE, settings, request, typeof key === 'string' ? key : '', '', this.requestIds.of(request));
+    const asked = typeof key === 'string' ? key : '';
+    const answer = this.answerOf(NO_TOMBSTONE, { settings, request, key: asked, stored: asked, scope: '', requestId: this.requestIds.of(request) });
     this.failures.add(answer);
     this.tally.count(settings.type, 'none', SOURCE_FAIL_OPEN, 404);
     return answer;
@@ -285,15 +268,15 @@ export class TombstoneMissResolver {
    * while the database is down must not become a flood of log lines). A lookup the open circuit
    * breaker refused is not logged: the breaker logs its changes of state.
    */
-  private failed(error: unknown, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
-    if (!(error instanceof TombstoneCircuitOpenError)) this.logFailure(error, settings, request, key, scope, requestId);
-    const answer = this.answerOf(NO_TOMBSTONE, settings, request, key, scope, requestId);
+  private failed(error: unknown, miss: Miss): TombstoneAnswer {
+    if (!(error instanceof TombstoneCircuitOpenError)) this.logFailure(error, miss);
+    const answer = this.answerOf(NO_TOMBSTONE, miss);
     this.failures.add(answer);
-    this.tally.count(settings.type, 'none', SOURCE_FAIL_OPEN, 404);
+    this.tally.count(miss.settings.type, 'none', SOURCE_FAIL_OPEN, 404);
     return answer;
   }
 
-  private logFailure(error: unknown, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): void {
+  private logFailure(error: unknown, { settings, request, key, scope, requestId }: Miss): void {
     const unlogged = this.logBudget.take();
     if (unlogged === undefined) return;
     const more = unlogged > 0 ? ` (and ${unlogged} more failed lookups not logged since the last one)` : '';
@@ -305,7 +288,7 @@ export class TombstoneMissResolver {
     );
   }
 
-  private answerOf(resolution: TombstoneResolution, settings: TombstonedSettings, request: TombstoneRequest, key: string, scope: string, requestId: string): TombstoneAnswer {
+  private answerOf(resolution: TombstoneResolution, { settings, request, key, scope, requestId }: Miss): TombstoneAnswer {
     return answerFor(resolution, {
       resource: settings.type,
       label: settings.label,
@@ -316,6 +299,18 @@ export class TombstoneMissResolver {
       param: settings.key ? undefined : settings.param,
     });
   }
+}
+
+/** One miss on its way to an answer. */
+interface Miss {
+  readonly settings: TombstonedSettings;
+  readonly request: TombstoneRequest;
+  /** The key asked for (answers and links keep it). */
+  readonly key: string;
+  /** Its normal form (option `normalizeKeys`): what tombstones store, and what is looked up. */
+  stored: string;
+  readonly scope: string;
+  readonly requestId: string;
 }
 
 /** `answer` with links to `keys`, built like a redirect's: the same route, the key encoded, always same-origin. */
