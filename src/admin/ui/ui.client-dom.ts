@@ -100,6 +100,65 @@ export function when(value) {
 }
 
 /**
+ * A filtered list in keyset pages: the filter form's Search and Clear, and Previous and Next
+ * under the list with the page number, each read out. fetchPage(cursor) gives { items,
+ * nextCursor } for the current filters; show(items) draws a page; failed(error) reports a page
+ * that could not be had; counted(n) names n items. Returns the pager's nav, and load(), which
+ * draws the current page again and resolves to its items (none when it failed).
+ */
+export function pagedList({ label, filterForm, filters, fetchPage, show, failed, counted, noMatch }) {
+  // The cursors of the pages walked so far (the first page has none).
+  let cursors = [undefined];
+  let page = 0;
+  const previous = h('button', { type: 'button', text: 'Previous page', disabled: true });
+  const next = h('button', { type: 'button', text: 'Next page', disabled: true });
+  const pageLabel = h('span', { class: 'page-label' });
+  const nav = h('nav', { 'aria-label': label, class: 'pager' }, previous, pageLabel, next);
+
+  async function load() {
+    try {
+      const { items, nextCursor } = await fetchPage(cursors[page]);
+      cursors = cursors.slice(0, page + 1);
+      if (nextCursor) cursors.push(nextCursor);
+      previous.disabled = page === 0;
+      next.disabled = !nextCursor;
+      pageLabel.textContent = 'Page ' + (page + 1);
+      show(items);
+      return items;
+    } catch (error) {
+      failed(error);
+      return [];
+    }
+  }
+
+  async function turn(by, button, other) {
+    page += by;
+    const items = await load();
+    announce('Page ' + (page + 1) + ': ' + counted(items.length) + '.');
+    if (button.disabled) other.focus();
+  }
+
+  filterForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const data = new FormData(filterForm);
+    for (const name of Object.keys(filters)) filters[name] = String(data.get(name) ?? '').trim();
+    cursors = [undefined];
+    page = 0;
+    const items = await load();
+    announce(items.length ? counted(items.length) + ' on page 1.' : noMatch);
+  });
+  filterForm.addEventListener('reset', () => {
+    for (const name of Object.keys(filters)) filters[name] = '';
+    cursors = [undefined];
+    page = 0;
+    void load();
+  });
+  next.addEventListener('click', () => turn(1, next, previous));
+  previous.addEventListener('click', () => turn(-1, previous, next));
+  return { nav, load };
+}
+
+/**
  * A modal form (a native <dialog>: it keeps focus inside, Escape closes it). onSubmit(form) may
  * answer a function, called once the dialog is closed (to say what happened and move focus), or
  * throw an ApiError: its message is shown in the dialog (role=alert), the fields it names are

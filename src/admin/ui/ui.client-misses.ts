@@ -2,15 +2,13 @@
 // to turn a miss into a redirect or a 410. Browser code, sent as written (no template literals).
 export const MISSES_JS = String.raw`
 import { request } from './api.js';
-import { announce, alertError, count, field, focusOn, formDialog, h, table, when } from './dom.js';
+import { announce, alertError, count, field, focusOn, formDialog, h, pagedList, table, when } from './dom.js';
 import { suggestTargets } from './suggest.js';
 import { PAGE_SIZE } from './tombstones.js';
 
 /** The misses screen, drawn into view. */
 export function missesScreen(view) {
   const filters = { keyPrefix: '', type: '', scope: '', minHits: '' };
-  let cursors = [undefined];
-  let page = 0;
 
   const heading = h('h2', { id: 'screen-title', text: 'Misses' });
   const intro = h('p', { class: 'intro', text: 'The 404s no tombstone explained, most missed first (the module logs them with its missLog option).' });
@@ -24,30 +22,24 @@ export function missesScreen(view) {
     h('div', { class: 'actions' }, h('button', { type: 'submit', text: 'Search' }), h('button', { type: 'reset', text: 'Clear' })),
   );
   const results = h('div', { class: 'results' });
-  const previous = h('button', { type: 'button', text: 'Previous page', disabled: true });
-  const next = h('button', { type: 'button', text: 'Next page', disabled: true });
-  const pageLabel = h('span', { class: 'page-label' });
-  view.replaceChildren(heading, intro, filterForm, results, h('nav', { 'aria-label': 'Pages of misses', class: 'pager' }, previous, pageLabel, next));
-
-  async function load() {
-    try {
-      const { items, nextCursor } = await request('tombstone-misses', { query: { ...filters, sort: 'hits', limit: PAGE_SIZE, cursor: cursors[page] } });
-      cursors = cursors.slice(0, page + 1);
-      if (nextCursor) cursors.push(nextCursor);
-      previous.disabled = page === 0;
-      next.disabled = !nextCursor;
-      pageLabel.textContent = 'Page ' + (page + 1);
+  const { nav, load } = pagedList({
+    label: 'Pages of misses',
+    filterForm,
+    filters,
+    fetchPage: (cursor) => request('tombstone-misses', { query: { ...filters, sort: 'hits', limit: PAGE_SIZE, cursor } }),
+    show: (items) =>
       results.replaceChildren(
         items.length
           ? table('Misses, most missed first', ['Key', 'Type', 'Scope', 'Hits', 'Last seen', 'Last referrer', 'Actions'], items.map(row))
           : h('p', { class: 'empty', text: 'No miss logged.' }),
-      );
-      return items;
-    } catch (error) {
+      ),
+    failed: (error) => {
       if (!error.unauthenticated) alertError('Could not list the misses: ' + error.message);
-      return [];
-    }
-  }
+    },
+    counted: (n) => count(n, 'miss', 'misses'),
+    noMatch: 'No miss matches.',
+  });
+  view.replaceChildren(heading, intro, filterForm, results, nav);
 
   function row(miss) {
     const redirect = h('button', { type: 'button', text: 'Redirect…', 'aria-label': 'Redirect ' + miss.key });
@@ -137,34 +129,6 @@ export function missesScreen(view) {
       },
     });
   }
-
-  filterForm.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const data = new FormData(filterForm);
-    for (const name of Object.keys(filters)) filters[name] = String(data.get(name) ?? '').trim();
-    cursors = [undefined];
-    page = 0;
-    const items = await load();
-    announce(items.length ? count(items.length, 'miss', 'misses') + ' on page 1.' : 'No miss matches.');
-  });
-  filterForm.addEventListener('reset', () => {
-    for (const name of Object.keys(filters)) filters[name] = '';
-    cursors = [undefined];
-    page = 0;
-    void load();
-  });
-  next.addEventListener('click', async () => {
-    page += 1;
-    const items = await load();
-    announce('Page ' + (page + 1) + ': ' + count(items.length, 'miss', 'misses') + '.');
-    if (next.disabled) previous.focus();
-  });
-  previous.addEventListener('click', async () => {
-    page -= 1;
-    const items = await load();
-    announce('Page ' + (page + 1) + ': ' + count(items.length, 'miss', 'misses') + '.');
-    if (previous.disabled) next.focus();
-  });
 
   void load();
   return { heading };

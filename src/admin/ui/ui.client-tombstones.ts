@@ -2,7 +2,7 @@
 // cursor paging; create, edit, restore. Browser code, sent as written (no template literals).
 export const TOMBSTONES_JS = String.raw`
 import { request } from './api.js';
-import { announce, alertError, count, field, focusOn, formDialog, h, select, table, when } from './dom.js';
+import { announce, alertError, count, field, focusOn, formDialog, h, pagedList, select, table, when } from './dom.js';
 
 export const PAGE_SIZE = 20;
 
@@ -18,9 +18,6 @@ const REDIRECTS = ['moved', 'merged'];
 /** The tombstones screen, drawn into view. */
 export function tombstonesScreen(view) {
   const filters = { keyPrefix: '', type: '', scope: '', kind: '' };
-  // Keyset pages: the cursors of the pages walked so far (the first page has none).
-  let cursors = [undefined];
-  let page = 0;
 
   const heading = h('h2', { id: 'screen-title', text: 'Tombstones' });
   const create = h('button', { type: 'button', class: 'primary', text: 'New tombstone' });
@@ -34,21 +31,12 @@ export function tombstonesScreen(view) {
     h('div', { class: 'actions' }, h('button', { type: 'submit', text: 'Search' }), h('button', { type: 'reset', text: 'Clear' })),
   );
   const results = h('div', { class: 'results' });
-  const previous = h('button', { type: 'button', text: 'Previous page', disabled: true });
-  const next = h('button', { type: 'button', text: 'Next page', disabled: true });
-  const pageLabel = h('span', { class: 'page-label' });
-  const pager = h('nav', { 'aria-label': 'Pages of tombstones', class: 'pager' }, previous, pageLabel, next);
-  view.replaceChildren(h('div', { class: 'screen-head' }, heading, create), filterForm, results, pager);
-
-  async function load() {
-    try {
-      const query = { ...filters, limit: PAGE_SIZE, cursor: cursors[page] };
-      const { items, nextCursor } = await request('tombstones', { query });
-      cursors = cursors.slice(0, page + 1);
-      if (nextCursor) cursors.push(nextCursor);
-      previous.disabled = page === 0;
-      next.disabled = !nextCursor;
-      pageLabel.textContent = 'Page ' + (page + 1);
+  const { nav, load } = pagedList({
+    label: 'Pages of tombstones',
+    filterForm,
+    filters,
+    fetchPage: (cursor) => request('tombstones', { query: { ...filters, limit: PAGE_SIZE, cursor } }),
+    show: (items) =>
       results.replaceChildren(
         items.length
           ? table(
@@ -57,13 +45,14 @@ export function tombstonesScreen(view) {
               items.map(row),
             )
           : h('p', { class: 'empty', text: 'No tombstone matches.' }),
-      );
-      return items;
-    } catch (error) {
+      ),
+    failed: (error) => {
       if (!error.unauthenticated) alertError('Could not list the tombstones: ' + error.message);
-      return [];
-    }
-  }
+    },
+    counted: (n) => count(n, 'tombstone'),
+    noMatch: 'No tombstone matches.',
+  });
+  view.replaceChildren(h('div', { class: 'screen-head' }, heading, create), filterForm, results, nav);
 
   function row(item) {
     const edit = h('button', { type: 'button', text: 'Edit', 'aria-label': 'Edit ' + item.key });
@@ -83,33 +72,6 @@ export function tombstonesScreen(view) {
     ];
   }
 
-  filterForm.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const data = new FormData(filterForm);
-    for (const name of Object.keys(filters)) filters[name] = String(data.get(name) ?? '').trim();
-    cursors = [undefined];
-    page = 0;
-    const items = await load();
-    announce(items.length ? count(items.length, 'tombstone') + ' on page 1.' : 'No tombstone matches.');
-  });
-  filterForm.addEventListener('reset', () => {
-    for (const name of Object.keys(filters)) filters[name] = '';
-    cursors = [undefined];
-    page = 0;
-    void load();
-  });
-  next.addEventListener('click', async () => {
-    page += 1;
-    const items = await load();
-    announce('Page ' + (page + 1) + ': ' + count(items.length, 'tombstone') + '.');
-    if (next.disabled) previous.focus();
-  });
-  previous.addEventListener('click', async () => {
-    page -= 1;
-    const items = await load();
-    announce('Page ' + (page + 1) + ': ' + count(items.length, 'tombstone') + '.');
-    if (previous.disabled) next.focus();
-  });
   create.addEventListener('click', () => createDialog(create));
 
   /** After a change: the list again, the news read out, focus on the screen's heading. */
