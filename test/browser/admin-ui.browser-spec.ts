@@ -64,26 +64,37 @@ async function seed(booted: Booted): Promise<void> {
   await settled(booted.app);
 }
 
-describe('admin web page in Chromium (express)', () => {
-  let booted: Booted;
-  let browser: TestBrowser;
-  let base: string;
-  const api = () => request(booted.app.getHttpServer());
-
+/**
+ * For one describe block: an admin app booted with `options`, seeded, listening on loopback, and
+ * Chromium; both closed after the block. Read its fields inside tests and hooks.
+ */
+function adminPage(adapter: AdapterName, options: Parameters<typeof bootAdminApp>[1], seedWith: (booted: Booted) => Promise<void>) {
+  const env = {} as { booted: Booted; browser: TestBrowser; base: string };
   beforeAll(async () => {
-    booted = await bootAdminApp('express', { core: { missLog: { flushIntervalMs: 100 } }, admin: { ui: true } });
-    await seed(booted);
-    base = await listenLocally(booted.app);
-    browser = await launchBrowser();
+    env.booted = await bootAdminApp(adapter, options);
+    await seedWith(env.booted);
+    env.base = await listenLocally(env.booted.app);
+    env.browser = await launchBrowser();
   });
-
   afterAll(async () => {
-    await browser?.close();
-    await booted?.close();
+    await env.browser?.close();
+    await env.booted?.close();
   });
+  return env;
+}
+
+/** One tombstone of `key`, heard by the app. */
+const seedOne = (key: string, reason: string) => async (booted: Booted) => {
+  await booted.app.get(TombstoneService).recordDeletion('article', key, { reason });
+  await settled(booted.app);
+};
+
+describe('admin web page in Chromium (express)', () => {
+  const env = adminPage('express', { core: { missLog: { flushIntervalMs: 100 } }, admin: { ui: true } }, seed);
+  const api = () => request(env.booted.app.getHttpServer());
 
   it('shows nothing but a sign-in prompt without credentials, and the data once signed in', async () => {
-    const { page, problems } = await openPage(browser, `${base}/admin/ui`);
+    const { page, problems } = await openPage(env.browser, `${env.base}/admin/ui`);
     await page.getByRole('heading', { name: 'Sign in' }).waitFor();
     expect(await focusedControl(page)).toBe('token');
     expect(await page.locator('table').count()).toBe(0);
@@ -107,7 +118,7 @@ describe('admin web page in Chromium (express)', () => {
   });
 
   it('lists, filters and pages with the cursor', async () => {
-    const { page, problems } = await openPage(browser, `${base}/admin/ui`);
+    const { page, problems } = await openPage(env.browser, `${env.base}/admin/ui`);
     await signIn(page);
     await page.getByLabel('Key starts with').fill('page-');
     await page.getByRole('button', { name: 'Search' }).click();
@@ -133,7 +144,7 @@ describe('admin web page in Chromium (express)', () => {
   });
 
   it('creates (a refused field is named in the dialog), edits and restores a tombstone', async () => {
-    const { page, problems } = await openPage(browser, `${base}/admin/ui`, { refusals: [401, 400] });
+    const { page, problems } = await openPage(env.browser, `${env.base}/admin/ui`, { refusals: [401, 400] });
     await signIn(page);
     await page.getByRole('button', { name: 'New tombstone' }).click();
     const dialog = page.getByRole('dialog', { name: 'New tombstone' });
@@ -183,7 +194,7 @@ describe('admin web page in Chromium (express)', () => {
       expect(body.items.map((miss: { key: string; hits: number }) => [miss.key, miss.hits])).toEqual([['helo-world', 3], ['hello-promo', 1]]);
     });
 
-    const { page, problems } = await openPage(browser, `${base}/admin/ui#misses`);
+    const { page, problems } = await openPage(env.browser, `${env.base}/admin/ui#misses`);
     await signIn(page, 'Misses');
     await page.getByLabel('Key starts with').fill('hel');
     await page.getByRole('button', { name: 'Search' }).click();
@@ -210,7 +221,7 @@ describe('admin web page in Chromium (express)', () => {
   });
 
   it('previews an import (a row error, nothing written), then imports; exports a download', async () => {
-    const { page, problems } = await openPage(browser, `${base}/admin/ui#transfer`);
+    const { page, problems } = await openPage(env.browser, `${env.base}/admin/ui#transfer`);
     await signIn(page, 'Import and export');
     const rows = 'type,key,kind,target,reason\narticle,imported-1,deleted,,From the file\narticle,imported-2,moved,,\n';
     await page.getByLabel('Or paste the rows').fill(rows);
@@ -243,7 +254,7 @@ describe('admin web page in Chromium (express)', () => {
   });
 
   it("edits a redirect's target", async () => {
-    const { page, problems } = await openPage(browser, `${base}/admin/ui`);
+    const { page, problems } = await openPage(env.browser, `${env.base}/admin/ui`);
     await signIn(page);
     await page.getByLabel('Kind').selectOption('moved');
     await page.getByRole('button', { name: 'Search' }).click();
@@ -265,7 +276,7 @@ describe('admin web page in Chromium (express)', () => {
   });
 
   it('hides every datum as soon as the server refuses the credentials', async () => {
-    const { page, problems } = await openPage(browser, `${base}/admin/ui`);
+    const { page, problems } = await openPage(env.browser, `${env.base}/admin/ui`);
     await signIn(page);
     await page.locator('main table').waitFor();
     // The token is revoked while the page is open: the next request is refused.
@@ -280,7 +291,7 @@ describe('admin web page in Chromium (express)', () => {
   });
 
   it('shows hostile keys and reasons as text: nothing they hold runs', async () => {
-    const { page, problems } = await openPage(browser, `${base}/admin/ui`);
+    const { page, problems } = await openPage(env.browser, `${env.base}/admin/ui`);
     await signIn(page);
     await page.getByLabel('Key starts with').fill('<img');
     await page.getByRole('button', { name: 'Search' }).click();
@@ -314,7 +325,7 @@ describe('admin web page in Chromium (express)', () => {
   });
 
   it('works from the keyboard alone: create a tombstone, cancel with Escape', async () => {
-    const { page, problems } = await openPage(browser, `${base}/admin/ui`);
+    const { page, problems } = await openPage(env.browser, `${env.base}/admin/ui`);
     await page.getByLabel('Admin token').waitFor();
     // Focus starts in the token field.
     await page.keyboard.type(TOKEN);
@@ -362,36 +373,21 @@ class SessionCookieGuard implements CanActivate {
 }
 
 describe('admin web page in Chromium: a cookie-session app, the page guarded too (express)', () => {
-  let booted: Booted;
-  let browser: TestBrowser;
-  let base: string;
-
-  beforeAll(async () => {
-    booted = await bootAdminApp('express', { admin: { guard: SessionCookieGuard, ui: { guardPage: true } } });
-    await booted.app.get(TombstoneService).recordDeletion('article', 'session-key', { reason: 'Seen through the session' });
-    await settled(booted.app);
-    base = await listenLocally(booted.app);
-    browser = await launchBrowser();
-  });
-
-  afterAll(async () => {
-    await browser?.close();
-    await booted?.close();
-  });
+  const env = adminPage('express', { admin: { guard: SessionCookieGuard, ui: { guardPage: true } } }, seedOne('session-key', 'Seen through the session'));
 
   it('shows the data with the session cookie, and neither page nor data without it', async () => {
-    const context = await browser.browser.newContext();
+    const context = await env.browser.browser.newContext();
     try {
       // Refused: the guard's JSON 401 (a page of its own, which asks for /favicon.ico, a 404).
       const refused = await context.newPage();
-      expect((await refused.goto(`${base}/admin/ui`))?.status()).toBe(401);
+      expect((await refused.goto(`${env.base}/admin/ui`))?.status()).toBe(401);
       await refused.close();
-      await context.addCookies([{ name: 'session', value: 'ops-ana', url: base }]);
+      await context.addCookies([{ name: 'session', value: 'ops-ana', url: env.base }]);
       const page = await context.newPage();
       const problems: string[] = [];
       page.on('pageerror', (error) => problems.push(error.message));
       page.on('console', (message) => message.type() === 'error' && problems.push(message.text()));
-      expect((await page.goto(`${base}/admin/ui`))?.status()).toBe(200);
+      expect((await page.goto(`${env.base}/admin/ui`))?.status()).toBe(200);
       await soon(async () => expect(await bodyRows(page).locator('th').allTextContents()).toEqual(['session-key']));
       // No token: nothing to sign out of.
       expect(await page.getByRole('button', { name: 'Sign out' }).isHidden()).toBe(true);
@@ -403,25 +399,10 @@ describe('admin web page in Chromium: a cookie-session app, the page guarded too
 });
 
 describe.each(['fastify'] as AdapterName[])('admin web page in Chromium: smoke (%s)', (adapter) => {
-  let booted: Booted;
-  let browser: TestBrowser;
-  let base: string;
-
-  beforeAll(async () => {
-    booted = await bootAdminApp(adapter, { admin: { ui: true } });
-    await booted.app.get(TombstoneService).recordDeletion('article', 'fastify-key', { reason: 'On Fastify' });
-    await settled(booted.app);
-    base = await listenLocally(booted.app);
-    browser = await launchBrowser();
-  });
-
-  afterAll(async () => {
-    await browser?.close();
-    await booted?.close();
-  });
+  const env = adminPage(adapter, { admin: { ui: true } }, seedOne('fastify-key', 'On Fastify'));
 
   it('signs in, lists and creates', async () => {
-    const { page, problems } = await openPage(browser, `${base}/admin/ui`);
+    const { page, problems } = await openPage(env.browser, `${env.base}/admin/ui`);
     await signIn(page);
     await soon(async () => expect(await bodyRows(page).locator('th').allTextContents()).toEqual(['fastify-key']));
     await page.getByRole('button', { name: 'New tombstone' }).click();
@@ -430,7 +411,7 @@ describe.each(['fastify'] as AdapterName[])('admin web page in Chromium: smoke (
     await dialog.getByLabel('Key', { exact: true }).fill('created-on-fastify');
     await dialog.getByRole('button', { name: 'Create' }).click();
     await soon(async () => expect(await page.getByRole('status').textContent()).toBe('Created the tombstone of created-on-fastify.'));
-    await request(booted.app.getHttpServer()).get('/articles/created-on-fastify').expect(410);
+    await request(env.booted.app.getHttpServer()).get('/articles/created-on-fastify').expect(410);
     expect(problems).toEqual([]);
     await page.context().close();
   });
